@@ -1,0 +1,51 @@
+/**
+ * Typed lifecycle events: what happened, for metrics, the dashboard, logs and tests to subscribe to.
+ * Emitting never throws and never waits: a failing listener is reported to `onListenerError` and the
+ * others still run. Components emit; nothing emitted here changes what the emitter does next.
+ */
+import type { ErrorRecord } from './errors.ts';
+import type { SourceName } from './model.ts';
+
+export interface LifecycleEvents {
+  'delivery:accepted': { source: SourceName; events: number; eventType?: string };
+  'delivery:rejected': { source: SourceName; status: number; code: string };
+  'queue:appended': { count: number };
+  'event:succeeded': { source: SourceName; eventId: string; attempt: number; written: number; stale: number; durationMs: number };
+  'event:retrying': { source: SourceName; eventId: string; attempt: number; delayMs: number; error: ErrorRecord };
+  'event:dead-lettered': { source: SourceName; eventId: string; attempt: number; error: ErrorRecord };
+  'backfill:page': { source: SourceName; events: number; newestUpdate: string | null };
+  'backfill:done': { source: SourceName; events: number; pages: number; durationMs: number };
+  'backfill:failed': { source: SourceName; error: ErrorRecord };
+  'shutdown:start': { signal: string };
+}
+
+export type LifecycleName = keyof LifecycleEvents;
+type Listener<K extends LifecycleName> = (payload: LifecycleEvents[K]) => void;
+
+export class Lifecycle {
+  private readonly listeners = new Map<LifecycleName, Set<Listener<never>>>();
+
+  constructor(private readonly onListenerError: (err: unknown, name: LifecycleName) => void = () => {}) {}
+
+  on<K extends LifecycleName>(name: K, listener: Listener<K>): () => void {
+    let set = this.listeners.get(name);
+    if (set === undefined) {
+      set = new Set();
+      this.listeners.set(name, set);
+    }
+    set.add(listener as Listener<never>);
+    return () => set.delete(listener as Listener<never>);
+  }
+
+  emit<K extends LifecycleName>(name: K, payload: LifecycleEvents[K]): void {
+    const set = this.listeners.get(name);
+    if (set === undefined) return;
+    for (const listener of set) {
+      try {
+        (listener as Listener<K>)(payload);
+      } catch (err) {
+        this.onListenerError(err, name);
+      }
+    }
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * Canonical records and the words we use for them.
+ *
+ * Glossary (code, logs, docs and tests use only these words):
+ * - delivery     One HTTP request a vendor makes to one of our webhook endpoints. A delivery is verified,
+ *                then turned into zero or more events. Vendors retry deliveries, so the same change may
+ *                arrive more than once.
+ * - event        One unit of work on the queue (`QueueEvent`): made from a delivery, or from an item a
+ *                backfill found. Events are immutable once enqueued.
+ * - source       A vendor integration (`teamwork`, `missive`): it verifies and parses deliveries, handles
+ *                events and runs backfills. All vendor knowledge lives in `src/sources/<vendor>/`.
+ * - handler      The part of a source that turns one event into changes, fetching the full object from
+ *                the vendor API when the event carries too little.
+ * - changes      What a handler returns: canonical records to upsert and ids to mark deleted. Sources
+ *                never write to the database; the dispatcher does.
+ * - backend      One implementation of the `Database` contract (sqlite, postgres, airtable).
+ * - checkpoint   How far a source's backfill has got: the newest vendor update time seen and a cursor.
+ * - attempt      One try at handling an event and writing its changes. Attempts are counted from 1.
+ * - dead letter  An event that failed permanently, or `MAX_QUEUE_ATTEMPTS` times; kept in the dead-letter
+ *                file with its error until an operator replays it.
+ * - stale write  A write whose vendor update time is older than the stored one; skipped and counted.
+ *
+ * Times are `Date` objects in memory and UTC ISO-8601 strings on disk and in JSON. Date-only vendor
+ * fields (a task's start and due dates) stay `YYYY-MM-DD` strings: shifting them by a time zone would
+ * change the day.
+ */
+import { z } from 'zod';
+
+export const SOURCE_NAMES = ['teamwork', 'missive'] as const;
+export const SourceName = z.enum(SOURCE_NAMES);
+export type SourceName = z.infer<typeof SourceName>;
+
+/** A UTC instant. Accepts a Date or an ISO-8601 string with a zone; always yields a Date. */
+const Instant = z.coerce.date();
+/** A calendar day, `YYYY-MM-DD`, with no time zone. */
+export const DateOnly = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'expected YYYY-MM-DD');
+
+/** A person in a vendor: a Teamwork assignee or creator, a Missive user. */
+export const Person = z.object({
+  id: z.string().nullable(),
+  name: z.string().nullable(),
+  email: z.string().nullable(),
+});
+export type Person = z.infer<typeof Person>;
+
+/** One email address with its display name, as in a From or To header. */
+export const Address = z.object({
+  name: z.string().nullable(),
+  address: z.string(),
+});
+export type Address = z.infer<typeof Address>;
+
+/** A Teamwork task. `id` is Teamwork's task id as text. */
+export const Task = z.object({
+  id: z.string().min(1),
+  title: z.string().nullable(),
+  description: z.string().nullable(),
+  /** As Teamwork says it: new, active, completed, reopened, deleted, ... */
+  status: z.string().nullable(),
+  priority: z.string().nullable(),
+  /** Percent complete, 0-100. */
+  progress: z.number().nullable(),
+  projectId: z.string().nullable(),
+  projectName: z.string().nullable(),
+  tasklistId: z.string().nullable(),
+  tasklistName: z.string().nullable(),
+  parentTaskId: z.string().nullable(),
+  assignees: z.array(Person),
+  tags: z.array(z.string()),
+  startDate: DateOnly.nullable(),
+  dueDate: DateOnly.nullable(),
+  estimateMinutes: z.number().nullable(),
+  createdAt: Instant.nullable(),
+  /** Teamwork's own update time: the version used by the stale-write guard. */
+  updatedAt: Instant.nullable(),
+  completedAt: Instant.nullable(),
+  createdBy: Person.nullable(),
+  updatedBy: Person.nullable(),
+  /** A link to the task in Teamwork's web app. */
+  url: z.string().nullable(),
+  /** Deleted in Teamwork. A completed task is not deleted. */
+  deleted: z.boolean(),
+  deletedAt: Instant.nullable(),
+  /** The vendor object the record was made from. */
+  raw: z.unknown(),
+});
+export type Task = z.infer<typeof Task>;
+
+/** A file attached to a Missive message. */
+export const Attachment = z.object({
+  id: z.string().min(1),
+  emailId: z.string().min(1),
+  filename: z.string().nullable(),
+  mediaType: z.string().nullable(),
+  /** Bytes. */
+  size: z.number().nullable(),
+  /** The vendor's download URL; Missive's are signed and expire. */
+  url: z.string().nullable(),
+  /** Where the content was stored by us, when attachment storage is on. */
+  storedPath: z.string().nullable(),
+  sha256: z.string().nullable(),
+});
+export type Attachment = z.infer<typeof Attachment>;
+
+/** One Missive message. `id` is Missive's message id (not the RFC Message-ID). */
+export const Email = z.object({
+  id: z.string().min(1),
+  conversationId: z.string().nullable(),
+  subject: z.string().nullable(),
+  preview: z.string().nullable(),
+  fromName: z.string().nullable(),
+  fromAddress: z.string().nullable(),
+  to: z.array(Address),
+  cc: z.array(Address),
+  bcc: z.array(Address),
+  replyTo: z.array(Address),
+  bodyHtml: z.string().nullable(),
+  bodyText: z.string().nullable(),
+  deliveredAt: Instant.nullable(),
+  createdAt: Instant.nullable(),
+  /** The vendor's update time: the version used by the stale-write guard. */
+  updatedAt: Instant.nullable(),
+  /** The RFC 5322 Message-ID header, angle brackets kept. */
+  messageIdHeader: z.string().nullable(),
+  inReplyTo: z.array(z.string()),
+  references: z.array(z.string()),
+  labels: z.array(z.string()),
+  assignees: z.array(Person),
+  conversationUrl: z.string().nullable(),
+  draft: z.boolean(),
+  /** The conversation was trashed by its users. */
+  deleted: z.boolean(),
+  deletedAt: Instant.nullable(),
+  attachments: z.array(Attachment),
+  raw: z.unknown(),
+});
+export type Email = z.infer<typeof Email>;
+
+/** How far a source's backfill has got. */
+export const Checkpoint = z.object({
+  source: SourceName,
+  /** The newest vendor update time seen by a completed backfill page. */
+  lastEventTime: Instant.nullable(),
+  /** An opaque vendor cursor, when the vendor's paging has one worth keeping. */
+  lastCursor: z.string().nullable(),
+  updatedAt: Instant.nullable(),
+});
+export type Checkpoint = z.infer<typeof Checkpoint>;
+
+/** Where an event came from. */
+export const EventOrigin = z.enum(['webhook', 'backfill', 'replay']);
+export type EventOrigin = z.infer<typeof EventOrigin>;
+
+/**
+ * One unit of work on the queue. The queue stores it as JSON; the source that made it is the only
+ * code that reads `type` and `payload`.
+ */
+export const QueueEvent = z.object({
+  /** Unique per event; assigned when the event is made. */
+  id: z.string().min(1),
+  source: SourceName,
+  /** The source's own name for what happened, e.g. `TASK.UPDATED` or `incoming_email`. */
+  type: z.string().min(1),
+  /**
+   * The vendor entity the event is about (`task:123`, `conversation:<uuid>`), or null when unknown.
+   * The dispatcher never runs two events with the same key at once.
+   */
+  entityKey: z.string().nullable(),
+  origin: EventOrigin,
+  /** When we received the delivery or found the backfill item. */
+  receivedAt: Instant,
+  /** The parsed vendor body (or backfill item). Only its source interprets it. */
+  payload: z.unknown(),
+});
+export type QueueEvent = z.infer<typeof QueueEvent>;
+
+/** A record to mark deleted when the vendor no longer has a full object to give us. */
+export const Deletion = z.object({ id: z.string().min(1), at: Instant });
+export type Deletion = z.infer<typeof Deletion>;
+
+/** What a handler returns for one event. Empty arrays mean "nothing to write". */
+export interface Changes {
+  tasks: Task[];
+  emails: Email[];
+  deletedTasks: Deletion[];
+  deletedEmails: Deletion[];
+}
+
+export function noChanges(): Changes {
+  return { tasks: [], emails: [], deletedTasks: [], deletedEmails: [] };
+}

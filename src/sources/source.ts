@@ -1,0 +1,75 @@
+/**
+ * The Source contract: everything the core needs from a vendor integration. The core (server, queue,
+ * dispatcher, database, sync) imports only this file; each vendor's knowledge lives in its own folder.
+ *
+ * What callers may rely on:
+ * - `verify` looks only at the raw bytes and headers, before anything is parsed. With a secret
+ *   configured, a missing or wrong signature throws `CONN_ERR_WEBHOOK_SIGNATURE`; without one it passes.
+ * - `parseWebhook` throws `CONN_ERR_WEBHOOK_MEDIA_TYPE` (415) or `CONN_ERR_WEBHOOK_MALFORMED` (400) for
+ *   bodies it cannot use; otherwise it returns the events to enqueue, possibly none (a vendor's
+ *   validation ping, an event we do not store), with a note saying why.
+ * - `handle` is idempotent and pure apart from reads from the vendor API: it returns changes and never
+ *   writes to the database. It throws ConnectorErrors whose `retryable` tells the dispatcher what to do.
+ * - `backfill` yields pages in the vendor's order; a page's `checkpoint` is safe to store once that
+ *   page's events are durably enqueued. A page that failed is never yielded.
+ */
+import type { Logger } from '../log.ts';
+import type { Changes, QueueEvent, SourceName } from '../model.ts';
+
+export type Headers = Readonly<Record<string, string | string[] | undefined>>;
+
+/** One delivery, as received. */
+export interface Delivery {
+  rawBody: Buffer;
+  /** Header names in lower case, as Node gives them. */
+  headers: Headers;
+  receivedAt: Date;
+}
+
+export interface ParsedDelivery {
+  events: QueueEvent[];
+  /** Why a delivery produced no events, or anything else worth a log line. */
+  note?: string;
+  /** The vendor's event name, when known (for logs and metrics). */
+  eventType?: string;
+}
+
+export interface HandlerContext {
+  log: Logger;
+  /** The current time; injectable for tests. */
+  now: () => Date;
+  /** Aborted when the process is shutting down and may not wait for slow requests. */
+  signal?: AbortSignal;
+}
+
+export interface BackfillPage {
+  events: QueueEvent[];
+  /** Where the checkpoint may move once these events are durable: the newest vendor update seen so far. */
+  newestUpdate: Date | null;
+  /** The vendor cursor after this page, if any. */
+  cursor: string | null;
+}
+
+export interface BackfillOptions {
+  /** Items changed at or after this instant (the checkpoint minus the overlap). */
+  since: Date;
+  log: Logger;
+  signal?: AbortSignal;
+}
+
+export interface Source {
+  readonly name: SourceName;
+  /** Whether the vendor API is configured (credentials set): enrichment and backfill need it. */
+  readonly apiConfigured: boolean;
+  verify(delivery: Delivery): void;
+  parseWebhook(delivery: Delivery): ParsedDelivery;
+  handle(event: QueueEvent, context: HandlerContext): Promise<Changes>;
+  /** Present only when the vendor API is configured. */
+  backfill?(options: BackfillOptions): AsyncIterable<BackfillPage>;
+}
+
+/** The HTTP header's value as one string (the first, when repeated). */
+export function header(headers: Headers, name: string): string | undefined {
+  const value = headers[name.toLowerCase()];
+  return Array.isArray(value) ? value[0] : value;
+}
