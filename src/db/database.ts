@@ -51,6 +51,10 @@ export interface Database {
   markEmailDeleted(id: string, at: Date): Promise<WriteResult>;
   /** Writes every change in the batch (upserts first, then deletions). */
   apply(changes: Changes): Promise<WriteResult>;
+  /** The stored task (tombstones included), or null. */
+  getTask(id: string): Promise<Task | null>;
+  /** The stored email with its attachments, or null. */
+  getEmail(id: string): Promise<Email | null>;
   getCheckpoint(source: SourceName): Promise<Checkpoint | null>;
   setCheckpoint(checkpoint: Checkpoint): Promise<void>;
   health(): Promise<DatabaseHealth>;
