@@ -10,7 +10,8 @@ export interface LifecycleEvents {
   'delivery:accepted': { source: SourceName; events: number; eventType?: string };
   'delivery:rejected': { source: SourceName; status: number; code: string };
   'queue:appended': { count: number };
-  'event:succeeded': { source: SourceName; eventId: string; attempt: number; written: number; stale: number; durationMs: number };
+  'event:succeeded': { source: SourceName; eventId: string; attempt: number; records: number; durationMs: number };
+  'db:written': { backend: string; events: number; written: number; stale: number };
   'event:retrying': { source: SourceName; eventId: string; attempt: number; delayMs: number; error: ErrorRecord };
   'event:dead-lettered': { source: SourceName; eventId: string; attempt: number; error: ErrorRecord };
   'backfill:page': { source: SourceName; events: number; newestUpdate: string | null };

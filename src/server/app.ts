@@ -1,0 +1,128 @@
+/**
+ * The HTTP app: webhook endpoints and health. Built by a function and tested with `inject()`; only the
+ * entry point listens.
+ *
+ * A delivery's path: size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
+ * durable enqueue -> 200. Nothing is enqueued for any 4xx; a failed enqueue answers 503 so the vendor
+ * delivers again. A delivery that parses to no events (a validation ping, an event we do not store) is
+ * acknowledged with 200 and a note, so that vendors do not disable the hook.
+ */
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import { ConnectorError, toErrorRecord } from '../errors.ts';
+import type { Lifecycle } from '../lifecycle.ts';
+import type { Logger } from '../log.ts';
+import type { SourceName } from '../model.ts';
+import type { Queue } from '../queue/queue.ts';
+import type { Delivery, Source } from '../sources/source.ts';
+
+export interface AppOptions {
+  log: Logger;
+  queue: Queue;
+  sources: readonly Source[];
+  lifecycle: Lifecycle;
+  /** Largest delivery body accepted, in bytes (WEBHOOK_MAX_BODY_BYTES). */
+  maxBodyBytes: number;
+  /** Extra health facts (database, backfill), added to GET /health. */
+  healthDetails?: () => Promise<Record<string, unknown>>;
+  now?: () => Date;
+}
+
+/** HTTP status for each error code a delivery can be refused with. */
+const DELIVERY_STATUS: Partial<Record<string, number>> = {
+  CONN_ERR_WEBHOOK_SIGNATURE: 401,
+  CONN_ERR_WEBHOOK_MALFORMED: 400,
+  CONN_ERR_WEBHOOK_MEDIA_TYPE: 415,
+  CONN_ERR_WEBHOOK_TOO_LARGE: 413,
+};
+
+/** Fastify's own refusals, in our words. */
+const FASTIFY_ERRORS: Partial<Record<string, { code: string; status: number }>> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: { code: 'CONN_ERR_WEBHOOK_TOO_LARGE', status: 413 },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { code: 'CONN_ERR_WEBHOOK_MEDIA_TYPE', status: 415 },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { code: 'CONN_ERR_WEBHOOK_MALFORMED', status: 400 },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { code: 'CONN_ERR_WEBHOOK_MALFORMED', status: 400 },
+};
+
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const { log, queue, lifecycle } = options;
+  const now = options.now ?? (() => new Date());
+  const app = Fastify({ loggerInstance: log.child({ component: 'http' }), disableRequestLogging: true, bodyLimit: options.maxBodyBytes, return503OnClosing: true }) as unknown as FastifyInstance;
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const known = FASTIFY_ERRORS[error.code];
+    if (known !== undefined) return sendError(reply, known.status, known.code, error.message);
+    if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
+      return sendError(reply, error.statusCode, 'CONN_ERR_WEBHOOK_MALFORMED', error.message);
+    }
+    request.log.error({ err: error }, 'request failed');
+    return sendError(reply, 500, 'CONN_ERR_INTERNAL', 'internal error');
+  });
+
+  app.get('/health', async () => {
+    const stats = await queue.stats();
+    const details = options.healthDetails === undefined ? {} : await options.healthDetails();
+    return { status: 'ok', queue: { size: stats.pending + stats.delayed + stats.inFlight, ...stats }, ...details };
+  });
+
+  for (const source of options.sources) {
+    await app.register(async (scope) => {
+      // Every content type reaches the handler as raw bytes: signatures are checked over exactly what
+      // was sent, and the source decides which types it accepts (415 otherwise).
+      scope.removeAllContentTypeParsers();
+      scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: options.maxBodyBytes }, (_request, body, done) => done(null, body));
+      scope.post(`/webhooks/${source.name}`, async (request, reply) => {
+        const delivery: Delivery = { rawBody: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0), headers: request.headers, receivedAt: now() };
+        const parsed = (() => {
+          try {
+            source.verify(delivery);
+            return source.parseWebhook(delivery);
+          } catch (err) {
+            return refusal(err);
+          }
+        })();
+        if (parsed instanceof Refusal) {
+          lifecycle.emit('delivery:rejected', { source: source.name, status: parsed.status, code: parsed.code });
+          request.log.warn({ source: source.name, status: parsed.status, code: parsed.code }, `delivery refused: ${parsed.message}`);
+          return sendError(reply, parsed.status, parsed.code, parsed.message);
+        }
+        try {
+          if (parsed.events.length > 0) await queue.enqueue(parsed.events);
+        } catch (err) {
+          const record = toErrorRecord(err);
+          request.log.error({ source: source.name, err }, 'could not store delivery; answering 503 so the vendor retries');
+          return sendError(reply, 503, record.code, 'could not store the delivery; try again');
+        }
+        lifecycle.emit('delivery:accepted', accepted(source.name, parsed.events.length, parsed.eventType));
+        request.log.info({ source: source.name, eventType: parsed.eventType, events: parsed.events.length, eventIds: parsed.events.map((e) => e.id) }, parsed.note ?? 'delivery accepted');
+        return reply.code(200).send({ ok: true, events: parsed.events.length, ...(parsed.note === undefined ? {} : { note: parsed.note }) });
+      });
+    });
+  }
+
+  return app;
+}
+
+class Refusal {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    readonly message: string,
+  ) {}
+}
+
+function refusal(err: unknown): Refusal {
+  if (err instanceof ConnectorError) {
+    const status = DELIVERY_STATUS[err.code];
+    if (status !== undefined) return new Refusal(status, err.code, err.message);
+  }
+  // A source that throws anything else on a delivery has a bug; the body is still bad input to us.
+  return new Refusal(400, 'CONN_ERR_WEBHOOK_MALFORMED', err instanceof Error ? err.message : 'unreadable delivery');
+}
+
+function accepted(source: SourceName, events: number, eventType: string | undefined) {
+  return eventType === undefined ? { source, events } : { source, events, eventType };
+}
+
+function sendError(reply: FastifyReply, status: number, code: string, message: string) {
+  return reply.code(status).send({ error: code, message });
+}

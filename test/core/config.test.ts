@@ -1,0 +1,53 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ConfigSchema, parseConfig } from '../../src/config.ts';
+
+describe('config', () => {
+  it('runs with no settings at all on the embedded defaults', () => {
+    const config = parseConfig({});
+    expect(config).toMatchObject({ PORT: 8080, HOST: '127.0.0.1', DB_BACKEND: 'sqlite', QUEUE_BACKEND: 'file', MAX_QUEUE_ATTEMPTS: 3, BACKFILL_OVERLAP_SECONDS: 120, BACKFILL_INITIAL_HOURS: 24, LOG_LEVEL: 'info', WORKER_CONCURRENCY: 1 });
+    expect(config.sqlitePath).toMatch(/data\/connector\.db$/);
+    expect(config.queueDir).toMatch(/data\/queue$/);
+    expect(config.teamworkBaseUrl).toBeNull();
+  });
+
+  it('names the variable and the rule for a bad value', () => {
+    expect(() => parseConfig({ MAX_QUEUE_ATTEMPTS: 'abc' })).toThrow('Invalid setting MAX_QUEUE_ATTEMPTS: must be a number (got "abc")');
+    expect(() => parseConfig({ MAX_QUEUE_ATTEMPTS: '0' })).toThrow('Invalid setting MAX_QUEUE_ATTEMPTS: must be at least 1');
+    expect(() => parseConfig({ PORT: '70000' })).toThrow(/Invalid setting PORT: must be at most 65535/);
+    expect(() => parseConfig({ DB_BACKEND: 'mysql' })).toThrow(/Invalid setting DB_BACKEND: must be sqlite, postgres or airtable/);
+    expect(() => parseConfig({ MISSIVE_BASE_URL: 'ftp://x' })).toThrow(/Invalid setting MISSIVE_BASE_URL: must be an http\(s\) URL/);
+  });
+
+  it('never echoes a secret value in the message', () => {
+    expect(() => parseConfig({ ADMIN_TOKEN: 'short-secret' })).toThrow(/^Invalid setting ADMIN_TOKEN: must be at least 16 characters$/);
+  });
+
+  it('requires what a chosen backend needs', () => {
+    expect(() => parseConfig({ DB_BACKEND: 'postgres' })).toThrow('Invalid setting DATABASE_URL: required when DB_BACKEND=postgres');
+    expect(() => parseConfig({ DB_BACKEND: 'airtable', AIRTABLE_TOKEN: 'patXYZ' })).toThrow('Invalid setting AIRTABLE_BASE_ID: required when DB_BACKEND=airtable');
+  });
+
+  it('treats empty values as unset and accepts the seed log levels', () => {
+    expect(parseConfig({ PORT: '', LOG_LEVEL: 'WARNING' })).toMatchObject({ PORT: 8080, LOG_LEVEL: 'warn' });
+    expect(parseConfig({ LOG_LEVEL: 'DEBUG' }).LOG_LEVEL).toBe('debug');
+  });
+
+  it('derives the Teamwork API root from the site, EU included', () => {
+    expect(parseConfig({ TEAMWORK_SITE: 'acme' }).teamworkBaseUrl).toBe('https://acme.teamwork.com');
+    expect(parseConfig({ TEAMWORK_SITE: 'acme.eu' }).teamworkBaseUrl).toBe('https://acme.eu.teamwork.com');
+    expect(parseConfig({ TEAMWORK_SITE: 'acme', TEAMWORK_BASE_URL: 'http://127.0.0.1:4010/' }).teamworkBaseUrl).toBe('http://127.0.0.1:4010');
+  });
+
+  it('.env.example documents every setting, and only those', () => {
+    const example = readFileSync(new URL('../../.env.example', import.meta.url), 'utf8');
+    const documented = [...example.matchAll(/^([A-Z0-9_]+)=/gm)].map((m) => m[1]).sort();
+    expect(documented).toEqual(Object.keys(ConfigSchema.shape).sort());
+    // Every variable has a comment line right above it (or above its group).
+    const defaults = parseConfig({});
+    for (const line of example.split('\n').filter((l) => /^[A-Z0-9_]+=./.test(l))) {
+      const [name, value] = line.split('=') as [keyof typeof defaults, string];
+      expect(String(defaults[name]).replace(/^.*\/(data|logs)$/, './$1'), `${name} default in .env.example`).toBe(value);
+    }
+  });
+});
