@@ -16,7 +16,13 @@ import { createQueue } from './queue/create-queue.ts';
 import { buildApp } from './server/app.ts';
 import { createSources } from './sources/index.ts';
 import type { Source } from './sources/source.ts';
+import { MINUTE } from './retry-policy.ts';
+import { CheckpointStore } from './sync/checkpoints.ts';
+import { Reconciler } from './sync/reconciler.ts';
 import { Dispatcher } from './workers/dispatcher.ts';
+
+/** With POLLING_ONLY, reconciliation runs at least this often. */
+const POLLING_INTERVAL = 2 * MINUTE;
 
 export interface Roles {
   serve: boolean;
@@ -34,6 +40,8 @@ export interface RunningConnector {
   stop(): Promise<void>;
   /** Cuts short what a graceful stop waits for (slow vendor requests). */
   abort(): void;
+  /** Runs a reconciliation backfill of every configured source now (worker role only). */
+  reconcile(): Promise<void>;
 }
 
 export interface StartOptions {
@@ -51,6 +59,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   let app: FastifyInstance | null = null;
   let db: Database | null = null;
   let dispatcher: Dispatcher | null = null;
+  let reconciler: Reconciler | null = null;
   let url: string | null = null;
 
   try {
@@ -67,6 +76,16 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       dispatcher = new Dispatcher({ queue, db, sources, log, lifecycle, maxAttempts: config.MAX_QUEUE_ATTEMPTS, concurrency: config.WORKER_CONCURRENCY });
       dispatcher.start();
       log.info({ backend: db.backend, concurrency: config.WORKER_CONCURRENCY }, 'worker started');
+
+      const interval = config.BACKFILL_INTERVAL_MINUTES * MINUTE;
+      reconciler = new Reconciler({
+        sources,
+        log,
+        intervalMs: config.POLLING_ONLY ? Math.min(interval || POLLING_INTERVAL, POLLING_INTERVAL) : interval,
+        onStart: config.BACKFILL_ON_START,
+        deps: { queue, checkpoints: new CheckpointStore(database, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS },
+      });
+      reconciler.start();
     }
 
     if (roles.serve) {
@@ -87,6 +106,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       for (const source of sources) log.info({ source: source.name }, `${source.name} webhook URL: ${config.PUBLIC_URL ?? url}/webhooks/${source.name}`);
     }
   } catch (err) {
+    await reconciler?.stop();
     await dispatcher?.stop();
     await app?.close();
     for (const close of closers) await close().catch(() => {});
@@ -101,9 +121,11 @@ export async function startConnector(config: Config, options: StartOptions): Pro
     db,
     lifecycle,
     abort: () => dispatcher?.abort(),
+    reconcile: () => reconciler?.runAll() ?? Promise.resolve(),
     stop: () => {
       stopping ??= (async () => {
         await app?.close();
+        await reconciler?.stop();
         await dispatcher?.stop();
         for (const close of closers) await close();
         log.info('stopped');

@@ -1,5 +1,5 @@
 /**
- * The HTTP app: webhook endpoints and health. Built by a function and tested with `inject()`; only the
+ * The HTTP app: webhook endpoints, health and metrics. Built by a function and tested with `inject()`; only the
  * entry point listens.
  *
  * A delivery's path: size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
@@ -14,6 +14,7 @@ import type { Logger } from '../log.ts';
 import type { SourceName } from '../model.ts';
 import type { Queue } from '../queue/queue.ts';
 import type { Delivery, Source } from '../sources/source.ts';
+import { createMetrics } from './metrics.ts';
 
 export interface AppOptions {
   log: Logger;
@@ -56,6 +57,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     }
     request.log.error({ err: error }, 'request failed');
     return sendError(reply, 500, 'CONN_ERR_INTERNAL', 'internal error');
+  });
+
+  const metrics = createMetrics(lifecycle, queue);
+  app.addHook('onClose', async () => metrics.detach());
+  app.get('/metrics', async (_request, reply) => {
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
   app.get('/health', async () => {

@@ -1,0 +1,66 @@
+/**
+ * Prometheus metrics for `GET /metrics`, fed only by lifecycle events and queue stats: nothing in the
+ * data path calls this module. Each registry is per process (a fresh one per app in tests).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Lifecycle } from '../lifecycle.ts';
+import type { Queue } from '../queue/queue.ts';
+
+export interface Metrics {
+  registry: Registry;
+  /** Stops listening to lifecycle events. */
+  detach(): void;
+}
+
+export function createMetrics(lifecycle: Lifecycle, queue: Queue): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'connector_process_' });
+
+  const deliveries = new Counter({ name: 'connector_deliveries_total', help: 'Webhook deliveries by source and outcome (accepted, or the HTTP status refused with).', labelNames: ['source', 'outcome'], registers: [registry] });
+  const events = new Counter({ name: 'connector_events_total', help: 'Events handled, by source and outcome (succeeded, retrying, dead_lettered).', labelNames: ['source', 'outcome'], registers: [registry] });
+  const duration = new Histogram({ name: 'connector_event_duration_seconds', help: 'Time from claim to acknowledgement of an event.', labelNames: ['source'], buckets: [0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] });
+  const writes = new Counter({ name: 'connector_db_records_total', help: 'Records written to the database, and stale ones skipped.', labelNames: ['outcome'], registers: [registry] });
+  const backfill = new Counter({ name: 'connector_backfill_events_total', help: 'Events enqueued by backfills.', labelNames: ['source'], registers: [registry] });
+
+  const queueGauge = new Gauge({
+    name: 'connector_queue_events',
+    help: 'Events in the queue by state.',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      const stats = await queue.stats();
+      this.set({ state: 'pending' }, stats.pending);
+      this.set({ state: 'in_flight' }, stats.inFlight);
+      this.set({ state: 'delayed' }, stats.delayed);
+      this.set({ state: 'dead_lettered' }, stats.deadLettered);
+    },
+  });
+  new Gauge({
+    name: 'connector_queue_oldest_pending_seconds',
+    help: 'Age of the oldest event not yet done.',
+    registers: [registry],
+    async collect() {
+      const stats = await queue.stats();
+      this.set((stats.oldestPendingAgeMs ?? 0) / 1000);
+    },
+  });
+  void queueGauge;
+
+  const off = [
+    lifecycle.on('delivery:accepted', (e) => deliveries.inc({ source: e.source, outcome: 'accepted' })),
+    lifecycle.on('delivery:rejected', (e) => deliveries.inc({ source: e.source, outcome: String(e.status) })),
+    lifecycle.on('event:succeeded', (e) => {
+      events.inc({ source: e.source, outcome: 'succeeded' });
+      duration.observe({ source: e.source }, e.durationMs / 1000);
+    }),
+    lifecycle.on('event:retrying', (e) => events.inc({ source: e.source, outcome: 'retrying' })),
+    lifecycle.on('event:dead-lettered', (e) => events.inc({ source: e.source, outcome: 'dead_lettered' })),
+    lifecycle.on('db:written', (e) => {
+      writes.inc({ outcome: 'written' }, e.written);
+      writes.inc({ outcome: 'stale' }, e.stale);
+    }),
+    lifecycle.on('backfill:page', (e) => backfill.inc({ source: e.source }, e.events)),
+  ];
+
+  return { registry, detach: () => off.forEach((f) => f()) };
+}

@@ -1,0 +1,90 @@
+/**
+ * Backfill orchestration, the same for every source: ask the source for everything changed since the
+ * checkpoint minus the overlap window (first run: the last BACKFILL_INITIAL_HOURS), put each page's
+ * events on the queue, and move the checkpoint only once that page is durably enqueued. A page that
+ * failed stops the run with the checkpoint where the last completed page left it, so the next run
+ * starts there again: a gap is impossible, a repeat is harmless (upserts).
+ */
+import { toErrorRecord } from '../errors.ts';
+import type { Lifecycle } from '../lifecycle.ts';
+import type { Logger } from '../log.ts';
+import type { SourceName } from '../model.ts';
+import type { Queue } from '../queue/queue.ts';
+import { HOUR, SECOND } from '../retry-policy.ts';
+import type { Source } from '../sources/source.ts';
+import type { CheckpointStore } from './checkpoints.ts';
+
+export interface BackfillDeps {
+  queue: Queue;
+  checkpoints: CheckpointStore;
+  lifecycle: Lifecycle;
+  log: Logger;
+  /** BACKFILL_OVERLAP_SECONDS */
+  overlapSeconds: number;
+  /** BACKFILL_INITIAL_HOURS */
+  initialHours: number;
+  now?: () => Date;
+}
+
+export interface BackfillRequest {
+  /** Start here instead of at the checkpoint. */
+  since?: Date;
+  /** Everything the vendor has (since the epoch; the source clamps to what its API accepts). */
+  full?: boolean;
+  signal?: AbortSignal;
+  /** Called after each page is enqueued. */
+  onPage?: (progress: BackfillProgress) => void;
+}
+
+export interface BackfillProgress {
+  source: SourceName;
+  pages: number;
+  events: number;
+  newestUpdate: Date | null;
+  startedAt: number;
+}
+
+export interface BackfillResult extends BackfillProgress {
+  since: Date;
+  durationMs: number;
+}
+
+/** Where a backfill starts: explicit, full, checkpoint minus overlap, or the initial window. */
+export async function backfillStart(source: SourceName, deps: BackfillDeps, request: BackfillRequest): Promise<Date> {
+  if (request.since !== undefined) return request.since;
+  if (request.full === true) return new Date(0);
+  const now = (deps.now ?? (() => new Date()))();
+  const checkpoint = await deps.checkpoints.get(source);
+  if (checkpoint?.lastEventTime) return new Date(checkpoint.lastEventTime.getTime() - deps.overlapSeconds * SECOND);
+  return new Date(now.getTime() - deps.initialHours * HOUR);
+}
+
+export async function runBackfill(source: Source, deps: BackfillDeps, request: BackfillRequest = {}): Promise<BackfillResult> {
+  if (source.backfill === undefined) throw new Error(`${source.name}: backfill needs the vendor API; set its credentials`);
+  const log = deps.log.child({ source: source.name, component: 'backfill' });
+  const since = await backfillStart(source.name, deps, request);
+  const progress: BackfillProgress = { source: source.name, pages: 0, events: 0, newestUpdate: null, startedAt: Date.now() };
+  log.info({ since: since.toISOString() }, 'backfill started');
+  try {
+    for await (const page of source.backfill({ since, log, signal: request.signal })) {
+      if (page.events.length > 0) await deps.queue.enqueue(page.events);
+      if (page.newestUpdate !== null) await deps.checkpoints.advance(source.name, page.newestUpdate, page.cursor);
+      progress.pages += 1;
+      progress.events += page.events.length;
+      if (page.newestUpdate !== null) progress.newestUpdate = page.newestUpdate;
+      deps.lifecycle.emit('backfill:page', { source: source.name, events: page.events.length, newestUpdate: page.newestUpdate?.toISOString() ?? null });
+      request.onPage?.({ ...progress });
+    }
+  } catch (err) {
+    deps.lifecycle.emit('backfill:failed', { source: source.name, error: toErrorRecord(err) });
+    log.warn({ err, pages: progress.pages, events: progress.events }, 'backfill stopped; the checkpoint stays at the last completed page');
+    throw err;
+  }
+  // A complete run that found nothing newer still proves the window up to now: record its start on the
+  // first run, so the next run does not fall back to the initial window again.
+  if (progress.newestUpdate === null && (await deps.checkpoints.get(source.name)) === null) await deps.checkpoints.advance(source.name, since, null);
+  const durationMs = Date.now() - progress.startedAt;
+  deps.lifecycle.emit('backfill:done', { source: source.name, events: progress.events, pages: progress.pages, durationMs });
+  log.info({ pages: progress.pages, events: progress.events, durationMs }, 'backfill done');
+  return { ...progress, since, durationMs };
+}
