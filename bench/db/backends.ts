@@ -1,0 +1,144 @@
+/**
+ * What the database benchmark measures: a list of targets, each able to upsert canonical tasks one at
+ * a time and in batches. A Database backend becomes a target through `databaseTarget`; the raw `pg`
+ * baseline is a target of its own. To add a backend (e.g. Airtable on its simulator), append an entry
+ * to `TARGETS`: `open()` returns a writer on a fresh, empty store and `close()` removes what it made.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import type { Database } from '../../src/db/database.ts';
+import { PostgresDatabase } from '../../src/db/postgres/postgres-database.ts';
+import { SqliteDatabase } from '../../src/db/sqlite/sqlite-database.ts';
+import { TASK_COLUMNS, Json, taskRow } from '../../src/db/rows.ts';
+import type { Task } from '../../src/model.ts';
+
+export const BENCH_POSTGRES_URL = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+export interface BenchWriter {
+  upsertOne(task: Task): Promise<void>;
+  upsertBatch(tasks: Task[]): Promise<void>;
+  /** Closes connections and removes the data the target made. */
+  close(): Promise<void>;
+}
+
+export interface BenchTarget {
+  /** Shown in the results. */
+  name: string;
+  /** Why this target cannot run here, or null when it can. */
+  unavailable(): Promise<string | null>;
+  /** A writer on a fresh, empty, migrated store. */
+  open(): Promise<BenchWriter>;
+}
+
+/** A Database backend as a benchmark target. `remove` deletes what `make` created. */
+export function databaseTarget(name: string, unavailable: () => Promise<string | null>, make: () => Promise<{ db: Database; remove(): Promise<void> }>): BenchTarget {
+  return {
+    name,
+    unavailable,
+    async open() {
+      const { db, remove } = await make();
+      await db.migrate();
+      return {
+        upsertOne: async (task) => void (await db.upsertTask(task)),
+        upsertBatch: async (tasks) => void (await db.upsertTasks(tasks)),
+        close: async () => {
+          await db.close();
+          await remove();
+        },
+      };
+    },
+  };
+}
+
+let schemaCounter = 0;
+const benchSchema = () => `bench_db_${process.pid}_${++schemaCounter}`;
+
+async function dropSchema(schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: BENCH_POSTGRES_URL });
+  await client.connect();
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  } finally {
+    await client.end();
+  }
+}
+
+async function postgresUnavailable(): Promise<string | null> {
+  const client = new pg.Client({ connectionString: BENCH_POSTGRES_URL, connectionTimeoutMillis: 3000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return null;
+  } catch (err) {
+    return `PostgreSQL unreachable at ${BENCH_POSTGRES_URL.replace(/\/\/[^@/]*@/, '//***@')}: ${(err as Error).message}`;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/**
+ * The baseline: the plain `pg` driver doing what anyone would write by hand, a multi-row
+ * `INSERT ... VALUES (...), (...) ON CONFLICT (id) DO UPDATE` of the same rows into the same table,
+ * with no stale-write guard, no counts, no NUL cleaning and no transaction. One connection.
+ */
+function rawPostgresTarget(): BenchTarget {
+  const columns = TASK_COLUMNS.map((c) => `"${c}"`);
+  const updates = TASK_COLUMNS.filter((c) => c !== 'id').map((c) => `"${c}" = excluded."${c}"`).join(', ');
+  const values = (task: Task) => {
+    const row = taskRow(task, new Date());
+    return TASK_COLUMNS.map((c) => {
+      const v = row[c];
+      return v instanceof Json ? JSON.stringify(v.value) : v;
+    });
+  };
+  return {
+    name: 'pg driver (raw)',
+    unavailable: postgresUnavailable,
+    async open() {
+      const schema = benchSchema();
+      // The table comes from the backend's own migration, so both write exactly the same schema.
+      const setup = new PostgresDatabase({ connectionString: BENCH_POSTGRES_URL, schema, poolSize: 1 });
+      await setup.migrate();
+      await setup.close();
+      const client = new pg.Client({ connectionString: BENCH_POSTGRES_URL });
+      await client.connect();
+      const upsert = async (tasks: Task[]) => {
+        const params: unknown[] = [];
+        const tuples = tasks.map((task) => {
+          const row = values(task);
+          const placeholders = row.map((v) => `$${params.push(v)}`);
+          return `(${placeholders.join(', ')})`;
+        });
+        await client.query(`INSERT INTO "${schema}".tasks (${columns.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO UPDATE SET ${updates}`, params);
+      };
+      return {
+        upsertOne: (task) => upsert([task]),
+        upsertBatch: upsert,
+        close: async () => {
+          await client.end();
+          await dropSchema(schema);
+        },
+      };
+    },
+  };
+}
+
+export const TARGETS: BenchTarget[] = [
+  databaseTarget('sqlite', async () => null, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bench-db-sqlite-'));
+    return { db: new SqliteDatabase({ file: path.join(dir, 'connector.db') }), remove: async () => rmSync(dir, { recursive: true, force: true }) };
+  }),
+  databaseTarget('postgres', postgresUnavailable, async () => {
+    const schema = benchSchema();
+    return { db: new PostgresDatabase({ connectionString: BENCH_POSTGRES_URL, schema, poolSize: 2 }), remove: () => dropSchema(schema) };
+  }),
+  rawPostgresTarget(),
+];
+
+/** The target each backend is compared with, by name: the PostgreSQL backend against the raw driver. */
+export const BASELINES: Record<string, string> = {
+  postgres: 'pg driver (raw)',
+};

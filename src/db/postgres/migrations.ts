@@ -1,0 +1,111 @@
+/**
+ * PostgreSQL schema, as numbered migrations applied once each, in order, and recorded in
+ * `schema_migrations`. Never edit a migration that has shipped: add the next one. Tables and columns
+ * are those of the SQLite backend (docs/schema.md), with PostgreSQL's own types: times are
+ * `timestamptz`, lists and raw payloads `jsonb`, flags `boolean`.
+ *
+ * `start_date` and `due_date` stay `text` holding `YYYY-MM-DD`, as in every backend: they are calendar
+ * days with no zone, and a `date` column would depend on the server's DateStyle to read them back and
+ * would refuse a day the vendor got wrong (a whole batch lost to one 2026-02-30). Query them as dates
+ * with `start_date::date`.
+ *
+ * Each migration is a function of the schema name, already quoted, so every statement names its
+ * tables in full and never depends on the connection's search_path.
+ */
+export interface PostgresMigration {
+  version: number;
+  name: string;
+  sql: (schema: string) => string;
+}
+
+export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
+  {
+    version: 1,
+    name: 'canonical tables',
+    sql: (s) => `
+      CREATE TABLE ${s}.tasks (
+        id text PRIMARY KEY,
+        title text,
+        description text,
+        status text,
+        priority text,
+        progress double precision,
+        project_id text,
+        project_name text,
+        tasklist_id text,
+        tasklist_name text,
+        parent_task_id text,
+        assignees jsonb NOT NULL DEFAULT '[]',
+        tags jsonb NOT NULL DEFAULT '[]',
+        start_date text,
+        due_date text,
+        estimate_minutes double precision,
+        created_at timestamptz,
+        updated_at timestamptz,
+        completed_at timestamptz,
+        created_by jsonb,
+        updated_by jsonb,
+        url text,
+        deleted boolean NOT NULL DEFAULT false,
+        deleted_at timestamptz,
+        raw jsonb,
+        synced_at timestamptz NOT NULL
+      );
+      CREATE INDEX tasks_updated_at ON ${s}.tasks (updated_at);
+      CREATE INDEX tasks_project_id ON ${s}.tasks (project_id);
+
+      CREATE TABLE ${s}.emails (
+        id text PRIMARY KEY,
+        conversation_id text,
+        subject text,
+        preview text,
+        from_name text,
+        from_address text,
+        "to" jsonb NOT NULL DEFAULT '[]',
+        cc jsonb NOT NULL DEFAULT '[]',
+        bcc jsonb NOT NULL DEFAULT '[]',
+        reply_to jsonb NOT NULL DEFAULT '[]',
+        body_html text,
+        body_text text,
+        delivered_at timestamptz,
+        created_at timestamptz,
+        updated_at timestamptz,
+        message_id_header text,
+        in_reply_to jsonb NOT NULL DEFAULT '[]',
+        "references" jsonb NOT NULL DEFAULT '[]',
+        labels jsonb NOT NULL DEFAULT '[]',
+        assignees jsonb NOT NULL DEFAULT '[]',
+        conversation_url text,
+        draft boolean NOT NULL DEFAULT false,
+        deleted boolean NOT NULL DEFAULT false,
+        deleted_at timestamptz,
+        raw jsonb,
+        synced_at timestamptz NOT NULL
+      );
+      CREATE INDEX emails_conversation_id ON ${s}.emails (conversation_id);
+      CREATE INDEX emails_delivered_at ON ${s}.emails (delivered_at);
+
+      -- position: the attachment's place in its message's list, so a message reads back in the
+      -- vendor's order (SQLite keeps insertion order by rowid; PostgreSQL has no such order).
+      CREATE TABLE ${s}.attachments (
+        id text PRIMARY KEY,
+        email_id text NOT NULL REFERENCES ${s}.emails (id) ON DELETE CASCADE,
+        filename text,
+        media_type text,
+        size bigint,
+        url text,
+        stored_path text,
+        sha256 text,
+        position integer NOT NULL DEFAULT 0
+      );
+      CREATE INDEX attachments_email_id ON ${s}.attachments (email_id);
+
+      CREATE TABLE ${s}.checkpoints (
+        source text PRIMARY KEY,
+        last_event_time timestamptz,
+        last_cursor text,
+        updated_at timestamptz NOT NULL
+      );
+    `,
+  },
+];

@@ -1,0 +1,11 @@
+/** The shared HTTP core: import from here (or the single modules) in vendor clients. */
+export { systemClock, FakeClock } from './clock.ts';
+export type { Clock, FakeClockOptions } from './clock.ts';
+export { RateLimiter } from './rate-limiter.ts';
+export type { RateWindow, RateLimiterOptions, RateLimiterStats } from './rate-limiter.ts';
+export { HttpClient, ApiError } from './http-client.ts';
+export type { HttpClientOptions, RequestOptions, HttpResponse, DownloadOptions, DownloadResponse, ApiErrorCode } from './http-client.ts';
+export { BODY_EXCERPT_CHARS, codeForStatus } from './api-error.ts';
+export type { ApiErrorInit } from './api-error.ts';
+export { parseRateLimitReset, vendorWaitMs } from './rate-limit-headers.ts';
+export { safeUrl, looksSecret } from './safe-url.ts';

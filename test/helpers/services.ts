@@ -1,0 +1,189 @@
+/**
+ * The real services integration tests use, and the skip rule:
+ * - On a developer machine without PostgreSQL or Redis, tests that need them are skipped, with ONE
+ *   warning line per service per test process saying so.
+ * - Under CI (`CI=true`) a missing service fails the run: CI must never pass by skipping.
+ *
+ * Addresses: TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test) and TEST_REDIS_URL
+ * (default redis://127.0.0.1:6379). Tests never read DATABASE_URL or REDIS_URL: those may name an
+ * operator's real database, and tests create and drop schemas.
+ *
+ * `startPrivatePostgres` runs a throwaway PostgreSQL server of the test's own, for tests that stop and
+ * start the server: the shared one is used by other tests at the same time and must stay up.
+ */
+import { execFile } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+
+const run = promisify(execFile);
+
+export const TEST_POSTGRES_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** Milliseconds to wait for a service to answer before calling it unavailable. */
+const PROBE_TIMEOUT_MS = 3000;
+
+export interface ServiceCheck {
+  available: boolean;
+  /** The address that was tried. */
+  url: string;
+}
+
+const warned = new Set<string>();
+
+async function requireService(name: string, url: string, probe: () => Promise<void>): Promise<ServiceCheck> {
+  try {
+    await probe();
+    return { available: true, url };
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    const shown = url.replace(/\/\/[^@/]*@/, '//***@');
+    if (process.env.CI === 'true') throw new Error(`${name} is required under CI=true but unreachable at ${shown}: ${reason}`, { cause: err });
+    if (!warned.has(name)) {
+      warned.add(name);
+      console.warn(`[tests] ${name} unreachable at ${shown} (${reason}); skipping ${name} tests. Set CI=true to fail instead.`);
+    }
+    return { available: false, url };
+  }
+}
+
+/** Whether the test PostgreSQL answers `SELECT 1`. Throws under CI=true when it does not. */
+export function requirePostgres(url: string = TEST_POSTGRES_URL): Promise<ServiceCheck> {
+  return requireService('PostgreSQL', url, async () => {
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: PROBE_TIMEOUT_MS });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+    } finally {
+      await client.end().catch(() => {});
+    }
+  });
+}
+
+/** Whether the test Redis answers PING (after AUTH when the URL has a password). Throws under CI=true when it does not. */
+export function requireRedis(url: string = TEST_REDIS_URL): Promise<ServiceCheck> {
+  return requireService('Redis', url, () => pingRedis(new URL(url)));
+}
+
+/** One RESP command, as an array of bulk strings. */
+function resp(...args: string[]): string {
+  return `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+}
+
+function pingRedis(url: URL): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: url.hostname || '127.0.0.1', port: Number(url.port || 6379) });
+    const fail = (err: Error) => {
+      socket.destroy();
+      reject(err);
+    };
+    socket.setTimeout(PROBE_TIMEOUT_MS, () => fail(new Error(`no answer within ${PROBE_TIMEOUT_MS} ms`)));
+    socket.on('error', fail);
+    let reply = '';
+    socket.on('data', (chunk) => {
+      reply += chunk.toString('utf8');
+      if (reply.startsWith('-')) return fail(new Error(`Redis said ${reply.trim()}`));
+      if (reply.includes('+PONG\r\n')) {
+        socket.end();
+        resolve();
+      }
+    });
+    socket.on('connect', () => {
+      const password = decodeURIComponent(url.password);
+      const username = decodeURIComponent(url.username);
+      if (password !== '') socket.write(username !== '' ? resp('AUTH', username, password) : resp('AUTH', password));
+      socket.write(resp('PING'));
+    });
+  });
+}
+
+/** A PostgreSQL server private to one test: its own data directory, port and socket directory. */
+export interface PrivatePostgres {
+  /** postgres://postgres@127.0.0.1:<port>/postgres */
+  readonly url: string;
+  readonly port: number;
+  /** Starts the server (after `stop`), waiting until it accepts connections. */
+  start(): Promise<void>;
+  /** Stops the server: 'fast' disconnects clients and shuts down cleanly; 'immediate' is a crash (recovery from WAL on the next start). */
+  stop(mode?: 'fast' | 'immediate'): Promise<void>;
+  /** Stops the server if it runs and removes its directory. Safe to call more than once. */
+  destroy(): Promise<void>;
+}
+
+/** Directory of the newest installed PostgreSQL's binaries (PG_BIN_DIR overrides), or null. */
+export function findPostgresBinaries(): string | null {
+  const override = process.env.PG_BIN_DIR;
+  if (override !== undefined && existsSync(path.join(override, 'initdb'))) return override;
+  const root = '/usr/lib/postgresql';
+  if (!existsSync(root)) return null;
+  const versions = readdirSync(root).filter((v) => existsSync(path.join(root, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a));
+  return versions[0] === undefined ? null : path.join(root, versions[0], 'bin');
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Creates and starts a private PostgreSQL server (initdb with trust auth; about a second). PostgreSQL
+ * refuses to run as root, so as root the server's files belong to, and its commands run as, the
+ * `postgres` OS user. Returns null when no PostgreSQL binaries are installed. The caller must
+ * `destroy()` it, also when the test fails.
+ */
+export async function startPrivatePostgres(): Promise<PrivatePostgres | null> {
+  const bin = findPostgresBinaries();
+  if (bin === null) return null;
+  const dir = mkdtempSync(path.join(tmpdir(), 'conn-pg-private-'));
+  const dataDir = path.join(dir, 'data');
+  const asRoot = userInfo().uid === 0;
+  const exec = (command: string, args: string[]) => run(asRoot ? 'runuser' : path.join(bin, command), asRoot ? ['-u', 'postgres', '--', path.join(bin, command), ...args] : args, { timeout: 30_000 });
+  let running = false;
+  let destroyed = false;
+  const port = await freePort();
+  const serverOptions = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=on`;
+
+  const instance: PrivatePostgres = {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    port,
+    async start() {
+      await exec('pg_ctl', ['-D', dataDir, '-o', serverOptions, '-l', path.join(dir, 'server.log'), '-w', '-t', '20', 'start']);
+      running = true;
+    },
+    async stop(mode = 'fast') {
+      await exec('pg_ctl', ['-D', dataDir, '-m', mode, '-w', '-t', '20', 'stop']);
+      running = false;
+    },
+    async destroy() {
+      if (destroyed) return;
+      destroyed = true;
+      if (running) await instance.stop('immediate').catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+
+  try {
+    if (asRoot) {
+      const { stdout: uid } = await run('id', ['-u', 'postgres']);
+      const { stdout: gid } = await run('id', ['-g', 'postgres']);
+      chownSync(dir, Number(uid.trim()), Number(gid.trim()));
+    }
+    await exec('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C', '--no-instructions']);
+    await instance.start();
+    return instance;
+  } catch (err) {
+    await instance.destroy();
+    throw err;
+  }
+}
