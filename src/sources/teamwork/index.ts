@@ -1,0 +1,86 @@
+/**
+ * The Teamwork source: webhooks in (verify, parse), events out as canonical tasks (handle), and the
+ * backfill that catches what webhooks missed. The core uses it only through the `Source` contract.
+ *
+ * Without TEAMWORK_API_KEY and a base URL (TEAMWORK_BASE_URL or TEAMWORK_SITE) the source still takes
+ * webhooks and stores what v2 bodies carry; fetching thin events and the backfill are off.
+ *
+ * Deliveries acknowledged without events (non-task events, TASK.REMINDER, bodies with neither event
+ * name nor task) are logged and counted per event type: `ignoredDeliveries()`.
+ */
+import type { Config } from '../../config.ts';
+import type { Clock } from '../../http/index.ts';
+import { systemClock } from '../../http/index.ts';
+import type { Logger } from '../../log.ts';
+import type { BackfillOptions, BackfillPage, Delivery, HandlerContext, ParsedDelivery, Source } from '../source.ts';
+import type { Changes, QueueEvent } from '../../model.ts';
+import { backfillTeamwork } from './backfill.ts';
+import { TeamworkClient } from './client.ts';
+import { handleTeamworkEvent } from './handler.ts';
+import { parseTeamworkDelivery, verifyTeamworkSignature } from './webhook.ts';
+
+export interface TeamworkSourceDeps {
+  log: Logger;
+  /** Default the global fetch. */
+  fetch?: typeof fetch;
+  /** Default the system clock. */
+  clock?: Clock;
+  /** Teamwork API requests per minute for this process. Default 120. */
+  requestsPerMinute?: number;
+}
+
+export interface TeamworkSource extends Source {
+  /** The API client, or null when the API is not configured. */
+  readonly client: TeamworkClient | null;
+  /** Deliveries acknowledged without events, per event type (`(none)` when unnamed). */
+  ignoredDeliveries(): Readonly<Record<string, number>>;
+}
+
+export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): TeamworkSource {
+  const log = deps.log;
+  const clock = deps.clock ?? systemClock;
+  const baseUrl = config.teamworkBaseUrl;
+  const apiKey = config.TEAMWORK_API_KEY;
+  const client =
+    apiKey !== undefined && baseUrl !== null
+      ? new TeamworkClient({ baseUrl, apiKey, fetch: deps.fetch, clock, log, requestsPerMinute: deps.requestsPerMinute })
+      : null;
+  const token = config.TEAMWORK_WEBHOOK_TOKEN;
+  const ignored = new Map<string, number>();
+
+  const source: TeamworkSource = {
+    name: 'teamwork',
+    apiConfigured: client !== null,
+    client,
+    verify(delivery: Delivery): void {
+      verifyTeamworkSignature(delivery, token);
+    },
+    parseWebhook(delivery: Delivery): ParsedDelivery {
+      const parsed = parseTeamworkDelivery(delivery);
+      if (parsed.events.length === 0) {
+        const key = parsed.eventType ?? '(none)';
+        ignored.set(key, (ignored.get(key) ?? 0) + 1);
+        log.info({ eventType: parsed.eventType, note: parsed.note }, 'Teamwork delivery acknowledged without events');
+      }
+      return parsed;
+    },
+    handle(event: QueueEvent, context: HandlerContext): Promise<Changes> {
+      return handleTeamworkEvent(event, { client, baseUrl }, context);
+    },
+    ignoredDeliveries(): Readonly<Record<string, number>> {
+      return Object.fromEntries(ignored);
+    },
+  };
+  if (client !== null) {
+    source.backfill = (options: BackfillOptions): AsyncIterable<BackfillPage> =>
+      backfillTeamwork({ ...options, client, now: () => new Date(clock.now()) });
+  }
+  return source;
+}
+
+export { TeamworkClient } from './client.ts';
+export type { TeamworkClientOptions, TaskPage, TaskWithIncluded } from './client.ts';
+export { registerWebhooks, listOurWebhooks, removeOurWebhooks, teamworkWebhookUrl } from './webhooks-admin.ts';
+export type { RegisterWebhooksOptions, RegisterWebhooksResult, RegisteredWebhook, WebhookAdminOptions } from './webhooks-admin.ts';
+export { TASK_WEBHOOK_EVENTS } from './webhook.ts';
+export { SNAPSHOT_EVENT } from './backfill.ts';

@@ -1,0 +1,142 @@
+/**
+ * handleTeamworkEvent's decisions, one test per branch: without the API (payload only), and with the
+ * simulator's API (404, deleted, lagging, restored). The full webhook flow is in integration.test.ts.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FakeClock } from '../../../src/http/index.ts';
+import { createLogger } from '../../../src/log.ts';
+import type { QueueEvent } from '../../../src/model.ts';
+import { TeamworkClient } from '../../../src/sources/teamwork/client.ts';
+import { handleTeamworkEvent, type TeamworkHandlerDeps } from '../../../src/sources/teamwork/handler.ts';
+import { parseTeamworkDelivery } from '../../../src/sources/teamwork/webhook.ts';
+import { startTeamworkSimulator, type TeamworkSimulator, type TwTask } from '../../../simulators/teamwork/index.ts';
+import { FORM_TYPE, delivery, fixtureBytes, fixtureJson } from './fixtures.ts';
+
+const log = createLogger({ level: 'silent', console: false });
+const context = { log, now: () => new Date() };
+const RECEIVED = new Date('2026-11-06T12:00:00.000Z');
+
+function eventFrom(body: string | Buffer, options: { event?: string; contentType?: string; receivedAt?: Date } = {}): QueueEvent {
+  const parsed = parseTeamworkDelivery(delivery({ body, event: options.event, contentType: options.contentType, receivedAt: options.receivedAt ?? RECEIVED }));
+  expect(parsed.events).toHaveLength(1);
+  return parsed.events[0]!;
+}
+
+function withTaskId(fixture: string, id: number): string {
+  const body = fixtureJson<{ task?: { id: number }; id?: number }>(fixture);
+  if (body.task) body.task.id = id;
+  else body.id = id;
+  return JSON.stringify(body);
+}
+
+describe('handleTeamworkEvent without the API', () => {
+  const deps: TeamworkHandlerDeps = { client: null, baseUrl: 'https://acme.teamwork.com' };
+
+  it('stores a complete v2 body as it is', async () => {
+    const changes = await handleTeamworkEvent(eventFrom(fixtureBytes('v2-json-task-created.json'), { event: 'TASK.CREATED' }), deps, context);
+    expect(changes.tasks).toHaveLength(1);
+    expect(changes.tasks[0]).toMatchObject({ id: '2468013', title: 'Draft the Q4 board report', createdBy: { email: 'ada@example.com' } });
+    expect(changes.deletedTasks).toEqual([]);
+  });
+
+  it('stores what a thin v2 body has', async () => {
+    const changes = await handleTeamworkEvent(eventFrom(fixtureBytes('v2-json-task-updated-thin.json'), { event: 'TASK.COMPLETED' }), deps, context);
+    expect(changes.tasks[0]).toMatchObject({ status: 'completed', completedAt: null, createdBy: null, assignees: [{ id: '238861', name: null, email: null }] });
+  });
+
+  it('refuses a v1 body (an id and nothing else) with CONN_ERR_SOURCE_UNCONFIGURED', async () => {
+    const event = eventFrom(fixtureBytes('v1-form-task-updated.txt'), { contentType: FORM_TYPE });
+    await expect(handleTeamworkEvent(event, deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_SOURCE_UNCONFIGURED', retryable: false });
+  });
+
+  it('TASK.DELETED with only an id: a deletion at the delivery time', async () => {
+    for (const [body, contentType] of [
+      [fixtureBytes('v2-json-task-deleted.json'), undefined],
+      [fixtureBytes('v2-form-task-deleted.txt'), FORM_TYPE],
+      [fixtureBytes('v1-form-task-deleted.txt'), FORM_TYPE],
+    ] as const) {
+      const changes = await handleTeamworkEvent(eventFrom(body, { event: 'TASK.DELETED', contentType }), deps, context);
+      expect(changes).toEqual({ tasks: [], emails: [], deletedTasks: [{ id: '2468013', at: RECEIVED }], deletedEmails: [] });
+    }
+  });
+
+  it('TASK.DELETED with a complete body: the task, deleted', async () => {
+    const changes = await handleTeamworkEvent(eventFrom(fixtureBytes('v2-json-task-created.json'), { event: 'TASK.DELETED' }), { ...deps }, context);
+    // The body lacks the creator on a delete, so it is not complete: a deletion keeps the stored row.
+    expect(changes.deletedTasks).toEqual([{ id: '2468013', at: RECEIVED }]);
+    const complete = fixtureJson<{ task: Record<string, unknown> }>('v2-json-task-created.json');
+    complete.task.createdBy = 238861;
+    const full = await handleTeamworkEvent(eventFrom(JSON.stringify(complete), { event: 'TASK.DELETED' }), deps, context);
+    expect(full.tasks[0]).toMatchObject({ id: '2468013', deleted: true, status: 'deleted', deletedAt: RECEIVED, title: 'Draft the Q4 board report' });
+  });
+
+  it('refuses events it cannot read with CONN_ERR_EVENT_INVALID', async () => {
+    const base = eventFrom(fixtureBytes('v2-json-task-created.json'), { event: 'TASK.CREATED' });
+    await expect(handleTeamworkEvent({ ...base, payload: { nonsense: true } }, deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_INVALID' });
+    await expect(handleTeamworkEvent({ ...base, type: 'COMMENT.CREATED' }, deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_INVALID' });
+    await expect(handleTeamworkEvent({ ...base, type: 'task.snapshot', payload: { task: { id: 'x' } } }, deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_INVALID' });
+  });
+});
+
+describe('handleTeamworkEvent with the API (simulator)', () => {
+  let sim: TeamworkSimulator;
+  let deps: TeamworkHandlerDeps;
+  let live: TwTask;
+  let deleted: TwTask;
+
+  beforeAll(async () => {
+    sim = await startTeamworkSimulator({ seed: 31, limits: { perMinute: 1_000_000 } });
+    deps = { client: new TeamworkClient({ baseUrl: sim.url, apiKey: sim.credentials.apiKey, clock: new FakeClock({ now: Date.now(), autoAdvance: true }) }), baseUrl: sim.url };
+    live = sim.data().tasks.find((t) => t.status === 'new')!;
+    deleted = sim.data().tasks.find((t) => t.status === 'deleted')!;
+  });
+  afterAll(async () => {
+    await sim.stop();
+  });
+
+  it('a complete v2 body needs no API call', async () => {
+    sim.requests.clear();
+    await handleTeamworkEvent(eventFrom(fixtureBytes('v2-json-task-created.json'), { event: 'TASK.CREATED' }), deps, context);
+    expect(sim.requests.entries).toHaveLength(0);
+  });
+
+  it('a v1 body is fetched and mapped from v3', async () => {
+    const event = eventFrom(`event=TASK.UPDATED&objectId=${live.id}`, { contentType: FORM_TYPE });
+    const changes = await handleTeamworkEvent(event, deps, context);
+    expect(changes.tasks[0]).toMatchObject({ id: String(live.id), title: live.name, updatedAt: new Date(live.updatedAt), url: `${sim.url}/app/tasks/${live.id}` });
+  });
+
+  it('a thin body is fetched; an API older than the body is not ready yet', async () => {
+    const body = fixtureJson<{ task: Record<string, unknown> }>('v2-json-task-updated-thin.json');
+    body.task.id = live.id;
+    body.task.dateUpdated = new Date(live.updatedAt + 60_000).toISOString();
+    await expect(handleTeamworkEvent(eventFrom(JSON.stringify(body), { event: 'TASK.UPDATED' }), deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_NOT_READY', retryable: true });
+    body.task.dateUpdated = new Date(live.updatedAt).toISOString();
+    const changes = await handleTeamworkEvent(eventFrom(JSON.stringify(body), { event: 'TASK.UPDATED' }), deps, context);
+    expect(changes.tasks[0]).toMatchObject({ id: String(live.id), title: live.name });
+  });
+
+  it('TASK.DELETED: 200 "deleted" -> the deleted task; 404 -> a deletion', async () => {
+    const changes = await handleTeamworkEvent(eventFrom(withTaskId('v2-json-task-deleted.json', deleted.id), { event: 'TASK.DELETED' }), deps, context);
+    expect(changes.tasks[0]).toMatchObject({ id: String(deleted.id), deleted: true, deletedAt: new Date(deleted.deletedAt!), title: deleted.name });
+    const gone = await handleTeamworkEvent(eventFrom(withTaskId('v2-json-task-deleted.json', 987654321), { event: 'TASK.DELETED' }), deps, context);
+    expect(gone.deletedTasks).toEqual([{ id: '987654321', at: RECEIVED }]);
+  });
+
+  it('TASK.DELETED for a task the API still shows: not ready when older than the delivery, restored when newer', async () => {
+    const after = new Date(live.updatedAt + 10_000);
+    await expect(handleTeamworkEvent(eventFrom(withTaskId('v2-json-task-deleted.json', live.id), { event: 'TASK.DELETED', receivedAt: after }), deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_NOT_READY' });
+    const before = new Date(live.updatedAt - 10_000);
+    const restored = await handleTeamworkEvent(eventFrom(withTaskId('v2-json-task-deleted.json', live.id), { event: 'TASK.DELETED', receivedAt: before }), deps, context);
+    expect(restored.tasks[0]).toMatchObject({ id: String(live.id), deleted: false });
+  });
+
+  it('a task the API does not know: the body when there is one, else nothing', async () => {
+    const body = fixtureJson<{ task: Record<string, unknown> }>('v2-json-task-updated-thin.json');
+    body.task.id = 987654321;
+    const withBody = await handleTeamworkEvent(eventFrom(JSON.stringify(body), { event: 'TASK.UPDATED' }), deps, context);
+    expect(withBody.tasks[0]).toMatchObject({ id: '987654321', title: 'Draft the Q4 board report (v2)' });
+    const thin = await handleTeamworkEvent(eventFrom('event=TASK.UPDATED&objectId=987654321', { contentType: FORM_TYPE }), deps, context);
+    expect(thin).toEqual({ tasks: [], emails: [], deletedTasks: [], deletedEmails: [] });
+  });
+});

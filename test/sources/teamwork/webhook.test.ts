@@ -1,0 +1,315 @@
+/**
+ * Teamwork deliveries at the source level: `verify` and `parseWebhook` of the Source made by
+ * createTeamworkSource, one test per failure mode, and every body format the reference documents.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../../src/config.ts';
+import { createLogger } from '../../../src/log.ts';
+import { QueueEvent } from '../../../src/model.ts';
+import { hmacSha256Hex } from '../../../src/sources/signature.ts';
+import { createTeamworkSource } from '../../../src/sources/teamwork/index.ts';
+import type { WebhookEventPayload } from '../../../src/sources/teamwork/payloads.ts';
+import { FORM_TYPE, JSON_TYPE, delivery, fixtureBytes } from './fixtures.ts';
+
+const TOKEN = 'a-teamwork-hook-token-5f3c';
+const log = createLogger({ level: 'silent', console: false });
+
+function source(env: Record<string, string> = {}) {
+  return createTeamworkSource(parseConfig({ TEAMWORK_WEBHOOK_TOKEN: TOKEN, TEAMWORK_SITE: 'acme', ...env }), { log });
+}
+
+const created = fixtureBytes('v2-json-task-created.json');
+
+function expectCode(fn: () => unknown, code: string, message?: RegExp): void {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (err) {
+    thrown = err;
+  }
+  expect(thrown, 'expected a throw').toBeDefined();
+  expect(thrown).toMatchObject({ code });
+  if (message) expect((thrown as Error).message).toMatch(message);
+}
+
+describe('verify (X-Projects-Signature)', () => {
+  const src = source();
+
+  it('accepts the lower-case hex HMAC-SHA256 of the raw body', () => {
+    expect(() => src.verify(delivery({ body: created, token: TOKEN }))).not.toThrow();
+  });
+
+  it('accepts the same HMAC in upper-case hex', () => {
+    const signature = hmacSha256Hex(TOKEN, created).toUpperCase();
+    expect(() => src.verify(delivery({ body: created, signature }))).not.toThrow();
+  });
+
+  it('refuses a missing signature', () => {
+    expectCode(() => src.verify(delivery({ body: created })), 'CONN_ERR_WEBHOOK_SIGNATURE', /Missing X-Projects-Signature/);
+  });
+
+  it('refuses an empty signature', () => {
+    expectCode(() => src.verify(delivery({ body: created, signature: '' })), 'CONN_ERR_WEBHOOK_SIGNATURE');
+  });
+
+  it('refuses a signature made with another token', () => {
+    expectCode(() => src.verify(delivery({ body: created, token: 'someone-else' })), 'CONN_ERR_WEBHOOK_SIGNATURE', /does not match/);
+  });
+
+  it('refuses a truncated signature', () => {
+    const full = hmacSha256Hex(TOKEN, created);
+    expectCode(() => src.verify(delivery({ body: created, signature: full.slice(0, 63) })), 'CONN_ERR_WEBHOOK_SIGNATURE');
+    expectCode(() => src.verify(delivery({ body: created, signature: full.slice(0, 32) })), 'CONN_ERR_WEBHOOK_SIGNATURE');
+  });
+
+  it('refuses a prefixed signature (Teamwork sends bare hex)', () => {
+    expectCode(() => src.verify(delivery({ body: created, signature: `sha256=${hmacSha256Hex(TOKEN, created)}` })), 'CONN_ERR_WEBHOOK_SIGNATURE');
+  });
+
+  it('refuses a tampered body', () => {
+    const signature = hmacSha256Hex(TOKEN, created);
+    const tampered = Buffer.from(created.toString('utf8').replace('"progress": 20', '"progress": 21'), 'utf8');
+    expect(tampered.equals(created)).toBe(false);
+    expectCode(() => src.verify(delivery({ body: tampered, signature })), 'CONN_ERR_WEBHOOK_SIGNATURE');
+  });
+
+  it('refuses re-serialised JSON (same data, other bytes)', () => {
+    const signature = hmacSha256Hex(TOKEN, created);
+    const reserialised = Buffer.from(JSON.stringify(JSON.parse(created.toString('utf8'))), 'utf8');
+    expect(JSON.parse(reserialised.toString('utf8'))).toEqual(JSON.parse(created.toString('utf8')));
+    expectCode(() => src.verify(delivery({ body: reserialised, signature })), 'CONN_ERR_WEBHOOK_SIGNATURE');
+  });
+
+  it('verifies non-ASCII bodies over their bytes, and parse keeps the text', () => {
+    const body = Buffer.from(JSON.stringify({ task: { id: 9, name: 'Überprüfung ✓ 日本' } }), 'utf8');
+    const d = delivery({ body, token: TOKEN, event: 'TASK.UPDATED' });
+    expect(() => src.verify(d)).not.toThrow();
+    const payload = src.parseWebhook(d).events[0]?.payload as WebhookEventPayload;
+    expect((payload.body.task as { name: string }).name).toBe('Überprüfung ✓ 日本');
+  });
+
+  it('accepts anything when no token is configured', () => {
+    const open = createTeamworkSource(parseConfig({}), { log });
+    expect(() => open.verify(delivery({ body: created }))).not.toThrow();
+  });
+});
+
+describe('parseWebhook: task events in every format', () => {
+  const src = source();
+
+  it('v2 JSON: one event with the header event name, task key, origin and the parsed body', () => {
+    const d = delivery({ body: created, event: 'TASK.CREATED', receivedAt: new Date('2026-11-01T09:15:02Z') });
+    const parsed = src.parseWebhook(d);
+    expect(parsed.eventType).toBe('TASK.CREATED');
+    expect(parsed.events).toHaveLength(1);
+    const event = parsed.events[0] as QueueEvent;
+    expect(QueueEvent.safeParse(event).success).toBe(true);
+    expect(event).toMatchObject({ source: 'teamwork', type: 'TASK.CREATED', entityKey: 'task:2468013', origin: 'webhook', receivedAt: new Date('2026-11-01T09:15:02Z') });
+    expect(event.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(event.payload).toEqual({ format: 'v2-json', taskId: '2468013', body: JSON.parse(created.toString('utf8')) });
+    expect(src.parseWebhook(d).events[0]?.id).not.toBe(event.id);
+  });
+
+  it('upper-cases the event name and accepts a charset parameter', () => {
+    const parsed = src.parseWebhook(delivery({ body: created, event: 'task.updated', contentType: 'application/json; charset=utf-8' }));
+    expect(parsed.events[0]?.type).toBe('TASK.UPDATED');
+  });
+
+  it('v2 JSON TASK.DELETED with only { id, eventCreator }', () => {
+    const parsed = src.parseWebhook(delivery({ body: fixtureBytes('v2-json-task-deleted.json'), event: 'TASK.DELETED' }));
+    expect(parsed.events[0]).toMatchObject({ type: 'TASK.DELETED', entityKey: 'task:2468013', payload: { format: 'v2-json', taskId: '2468013' } });
+  });
+
+  it('v2 Form (dotted PascalCase keys)', () => {
+    const parsed = src.parseWebhook(delivery({ body: fixtureBytes('v2-form-task-updated.txt'), contentType: FORM_TYPE, event: 'TASK.UPDATED' }));
+    const event = parsed.events[0] as QueueEvent;
+    expect(event).toMatchObject({ type: 'TASK.UPDATED', entityKey: 'task:2468013' });
+    const payload = event.payload as WebhookEventPayload;
+    expect(payload.format).toBe('v2-form');
+    expect((payload.body.Task as Record<string, unknown>).Name).toBe('Draft the Q4 board report');
+    expect((payload.body.Project as Record<string, unknown>).Name).toBe('Board & Investors');
+  });
+
+  it('v2 Form TASK.DELETED with a top-level ID', () => {
+    const parsed = src.parseWebhook(delivery({ body: fixtureBytes('v2-form-task-deleted.txt'), contentType: FORM_TYPE, event: 'TASK.DELETED' }));
+    expect(parsed.events[0]).toMatchObject({ type: 'TASK.DELETED', entityKey: 'task:2468013', payload: { format: 'v2-form', taskId: '2468013' } });
+  });
+
+  it('v1 Form: event name from the body when there is no header', () => {
+    const parsed = src.parseWebhook(delivery({ body: fixtureBytes('v1-form-task-updated.txt'), contentType: FORM_TYPE }));
+    expect(parsed.events[0]).toMatchObject({ type: 'TASK.UPDATED', entityKey: 'task:2468013', payload: { format: 'v1-form', taskId: '2468013' } });
+  });
+
+  it('v1 Form: the header wins over the body', () => {
+    const parsed = src.parseWebhook(delivery({ body: fixtureBytes('v1-form-task-updated.txt'), contentType: FORM_TYPE, event: 'TASK.MOVED' }));
+    expect(parsed.events[0]?.type).toBe('TASK.MOVED');
+  });
+
+  it.each([
+    ['camelCase', 'accountId=1&event=TASK.UPDATED&objectId=2468013&userId=5'],
+    ['PascalCase (FAQ page)', 'AccountID=1&Event=TASK.UPDATED&ObjectID=2468013&UserId=5'],
+    ['UPPER CASE', 'ACCOUNTID=1&EVENT=TASK.UPDATED&OBJECTID=2468013&USERID=5'],
+    ['lower case', 'accountid=1&event=TASK.UPDATED&objectid=2468013&userid=5'],
+    ['snake_case', 'account_id=1&event=TASK.UPDATED&object_id=2468013&user_id=5'],
+    ['mixed, event lower-case', 'Accountid=1&EvEnT=task.updated&objectID=2468013'],
+  ])('v1 Form in %s', (_name, body) => {
+    const parsed = src.parseWebhook(delivery({ body, contentType: FORM_TYPE }));
+    expect(parsed.events).toHaveLength(1);
+    expect(parsed.events[0]).toMatchObject({ type: 'TASK.UPDATED', entityKey: 'task:2468013', payload: { format: 'v1-form', taskId: '2468013' } });
+  });
+
+  it('v1 Form TASK.DELETED in PascalCase with ProjectID', () => {
+    const parsed = src.parseWebhook(delivery({ body: fixtureBytes('v1-form-task-deleted.txt'), contentType: FORM_TYPE }));
+    expect(parsed.events[0]).toMatchObject({ type: 'TASK.DELETED', entityKey: 'task:2468013' });
+  });
+
+  it('a JSON body with a v1-style objectId', () => {
+    const parsed = src.parseWebhook(delivery({ body: '{"event": "TASK.COMPLETED", "objectId": "2468013"}' }));
+    expect(parsed.events[0]).toMatchObject({ type: 'TASK.COMPLETED', entityKey: 'task:2468013', payload: { format: 'v2-json', taskId: '2468013' } });
+  });
+
+  it('a task body without an event name is enqueued as TASK.UNKNOWN', () => {
+    const parsed = src.parseWebhook(delivery({ body: created }));
+    expect(parsed.events[0]).toMatchObject({ type: 'TASK.UNKNOWN', entityKey: 'task:2468013' });
+    expect(parsed.note).toMatch(/No event name/);
+  });
+});
+
+describe('parseWebhook: acknowledged without events', () => {
+  it('an unknown (non-task) event is acknowledged, noted and counted, not an error', () => {
+    const src = source();
+    const body = JSON.stringify({ comment: { id: 5, body: 'hi' }, eventCreator: { id: 1 } });
+    const parsed = src.parseWebhook(delivery({ body, event: 'COMMENT.CREATED' }));
+    expect(parsed).toMatchObject({ events: [], eventType: 'COMMENT.CREATED' });
+    expect(parsed.note).toMatch(/not a task event/);
+    src.parseWebhook(delivery({ body: '{}', event: 'MILESTONE.CREATED' }));
+    src.parseWebhook(delivery({ body: '{}', event: 'MILESTONE.CREATED' }));
+    expect(src.ignoredDeliveries()).toEqual({ 'COMMENT.CREATED': 1, 'MILESTONE.CREATED': 2 });
+  });
+
+  it('TASK.REMINDER changes nothing', () => {
+    expect(source().parseWebhook(delivery({ body: created, event: 'TASK.REMINDER' }))).toMatchObject({ events: [], eventType: 'TASK.REMINDER' });
+  });
+
+  it('TASKLIST.DELETED and PROJECT.DELETED are left to the backfill', () => {
+    for (const event of ['TASKLIST.DELETED', 'PROJECT.DELETED']) {
+      const parsed = source().parseWebhook(delivery({ body: '{"id": 1518601}', event }));
+      expect(parsed.events).toEqual([]);
+      expect(parsed.note).toMatch(/backfill/);
+    }
+  });
+
+  it('an unknown v1 form event', () => {
+    const parsed = source().parseWebhook(delivery({ body: 'event=MILESTONE.CREATED&objectId=5', contentType: FORM_TYPE }));
+    expect(parsed).toMatchObject({ events: [], eventType: 'MILESTONE.CREATED' });
+  });
+
+  it('a body with neither event name nor task', () => {
+    const parsed = source().parseWebhook(delivery({ body: '{"ping": true}' }));
+    expect(parsed.events).toEqual([]);
+    expect(parsed.note).toMatch(/no task/);
+  });
+});
+
+describe('parseWebhook: refused bodies (nothing enqueued)', () => {
+  const src = source();
+  const parse = (init: Parameters<typeof delivery>[0]) => () => src.parseWebhook(delivery(init));
+
+  it.each([
+    ['text/plain', 'text/plain'],
+    ['XML', 'application/xml'],
+    ['text/xml', 'text/xml; charset=utf-8'],
+    ['multipart', 'multipart/form-data; boundary=x'],
+  ])('wrong content type: %s -> 415', (_name, contentType) => {
+    expectCode(parse({ body: created, contentType, event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MEDIA_TYPE');
+  });
+
+  it('XML is refused with a hint to switch the hook to JSON or Form', () => {
+    expectCode(parse({ body: '<task><id>1</id></task>', contentType: 'application/xml', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MEDIA_TYPE', /JSON or Form/);
+  });
+
+  it('no content type -> 415', () => {
+    expectCode(parse({ body: created, contentType: null, event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MEDIA_TYPE', /Missing Content-Type/);
+  });
+
+  it('garbage bytes -> 400', () => {
+    const garbage = Buffer.from([0xff, 0xfe, 0x00, 0x9c, 0x81, 0x7b, 0xc3, 0x28, 0xa0, 0xa1]);
+    expectCode(parse({ body: garbage, event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /UTF-8/);
+    expectCode(parse({ body: garbage, contentType: FORM_TYPE, event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /UTF-8/);
+  });
+
+  it('invalid JSON -> 400', () => {
+    expectCode(parse({ body: '{"task": {"id": 1', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /not valid JSON/);
+  });
+
+  it('JSON that is not an object -> 400', () => {
+    expectCode(parse({ body: '[1,2]', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /an array/);
+    expectCode(parse({ body: 'null', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /null/);
+    expectCode(parse({ body: '"TASK.UPDATED"', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /string/);
+  });
+
+  it('empty and blank bodies -> 400', () => {
+    expectCode(parse({ body: '', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /Empty/);
+    expectCode(parse({ body: ' \n ', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /Empty/);
+    expectCode(parse({ body: '', contentType: FORM_TYPE, event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED');
+  });
+
+  it('a task event without a task id -> 400', () => {
+    expectCode(parse({ body: '{"eventCreator": {"id": 1}}', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /no task id/);
+    expectCode(parse({ body: 'Foo=1&Bar.Baz=2', contentType: FORM_TYPE, event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /no task id/);
+  });
+
+  it('a task id that is not a number -> 400, naming the field', () => {
+    expectCode(parse({ body: '{"task": {"id": "abc"}}', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /task\.id/);
+    expectCode(parse({ body: 'event=TASK.UPDATED&objectId=12x', contentType: FORM_TYPE }), 'CONN_ERR_WEBHOOK_MALFORMED', /objectId/);
+    expectCode(parse({ body: '{"task": {"id": 0}}', event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /id 0/);
+  });
+
+  it('a field of the wrong type -> 400, naming the field but not its value', () => {
+    let message = '';
+    try {
+      src.parseWebhook(delivery({ body: '{"task": {"id": 1, "name": {"secret": "s3cr3t"}}}', event: 'TASK.UPDATED' }));
+    } catch (err) {
+      message = (err as Error).message;
+      expect(err).toMatchObject({ code: 'CONN_ERR_WEBHOOK_MALFORMED' });
+    }
+    expect(message).toMatch(/task\.name/);
+    expect(message).not.toMatch(/s3cr3t/);
+  });
+
+  it('form keys nested too deeply or clashing -> 400', () => {
+    expectCode(parse({ body: 'Task.ID=1&A.B.C.D.E.F.G.H.I=1', contentType: FORM_TYPE, event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /nested/);
+    expectCode(parse({ body: 'Task=1&Task.ID=2', contentType: FORM_TYPE, event: 'TASK.UPDATED' }), 'CONN_ERR_WEBHOOK_MALFORMED', /clashes/);
+  });
+
+  it('form keys aimed at the prototype are ignored', () => {
+    const parsed = src.parseWebhook(delivery({ body: '__proto__.polluted=yes&Task.constructor.x=1&Task.ID=5', contentType: FORM_TYPE, event: 'TASK.UPDATED' }));
+    expect(parsed.events[0]?.entityKey).toBe('task:5');
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
+
+describe('createTeamworkSource', () => {
+  it('has no API and no backfill without a key; both with key and site', () => {
+    const bare = source();
+    expect(bare).toMatchObject({ name: 'teamwork', apiConfigured: false, client: null });
+    expect(bare.backfill).toBeUndefined();
+    const configured = source({ TEAMWORK_API_KEY: 'key' });
+    expect(configured.apiConfigured).toBe(true);
+    expect(configured.client?.baseUrl).toBe('https://acme.teamwork.com');
+    expect(typeof configured.backfill).toBe('function');
+    const noSite = createTeamworkSource(parseConfig({ TEAMWORK_API_KEY: 'key' }), { log });
+    expect(noSite.apiConfigured).toBe(false);
+  });
+
+  it('uses the EU host for an EU site and TEAMWORK_BASE_URL when set', () => {
+    expect(source({ TEAMWORK_API_KEY: 'k', TEAMWORK_SITE: 'acme.eu' }).client?.baseUrl).toBe('https://acme.eu.teamwork.com');
+    expect(source({ TEAMWORK_API_KEY: 'k', TEAMWORK_BASE_URL: 'http://127.0.0.1:9/' }).client?.baseUrl).toBe('http://127.0.0.1:9');
+  });
+
+  it('accepts JSON content types with a +json suffix', () => {
+    const parsed = source().parseWebhook(delivery({ body: created, contentType: 'application/vnd.teamwork+json', event: 'TASK.UPDATED' }));
+    expect(parsed.events).toHaveLength(1);
+    expect(JSON_TYPE).toBe('application/json');
+  });
+});
