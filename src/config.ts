@@ -54,6 +54,7 @@ export const ConfigSchema = z.object({
   TEAMWORK_BASE_URL: url.optional(),
   TEAMWORK_API_KEY: secret.optional(),
   TEAMWORK_WEBHOOK_TOKEN: secret.optional(),
+  TEAMWORK_REQUESTS_PER_MINUTE: int(1, 10_000).default(120),
 
   MISSIVE_API_TOKEN: secret.optional(),
   MISSIVE_BASE_URL: url.default('https://public.missiveapp.com/v1'),

@@ -43,7 +43,7 @@ export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): 
   const apiKey = config.TEAMWORK_API_KEY;
   const client =
     apiKey !== undefined && baseUrl !== null
-      ? new TeamworkClient({ baseUrl, apiKey, fetch: deps.fetch, clock, log, requestsPerMinute: deps.requestsPerMinute })
+      ? new TeamworkClient({ baseUrl, apiKey, fetch: deps.fetch, clock, log, requestsPerMinute: deps.requestsPerMinute ?? config.TEAMWORK_REQUESTS_PER_MINUTE })
       : null;
   const token = config.TEAMWORK_WEBHOOK_TOKEN;
   const ignored = new Map<string, number>();
