@@ -17,8 +17,8 @@ export async function createDatabase(config: Config, deps: { log: Logger }): Pro
       return new PostgresDatabase({ connectionString: config.DATABASE_URL as string, log: deps.log });
     }
     case 'airtable': {
-      const { AirtableDatabase } = await import('./airtable/airtable-database.ts');
-      return AirtableDatabase.fromConfig(config, deps);
+      const { createAirtableDatabase } = await import('./airtable/airtable-database.ts');
+      return createAirtableDatabase(config, deps);
     }
     default: {
       const unreachable: never = config.DB_BACKEND;

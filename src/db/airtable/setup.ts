@@ -1,0 +1,157 @@
+/**
+ * Creating the connector's Airtable tables and fields (`npm run airtable-setup`, and
+ * AirtableDatabase.migrate()). Idempotent and additive, because the metadata API can neither delete
+ * tables or fields nor change a field's type (stack.md §1.5):
+ * - a missing table is created with all its fields (the key field first, so it is the primary field);
+ * - a missing field is added;
+ * - nothing is ever deleted or changed. A field that exists with another type, or with another
+ *   spelling of its name, is reported as a problem for the operator to fix in Airtable.
+ * Several processes may run it at once: when a create fails because another process just made the
+ * same table or field, the schema is read again and the run goes on.
+ *
+ * Scopes: reading the schema needs schema.bases:read; creating needs schema.bases:write and the base
+ * creator role. A token without schema.bases:read can still run the connector if the tables exist:
+ * `verifyThroughRecords` checks them with one list request per table naming every field.
+ */
+import { ConnectorError } from '../../errors.ts';
+import type { Config } from '../../config.ts';
+import type { Logger } from '../../log.ts';
+import { ApiError } from '../../http/http-client.ts';
+import { AirtableClient, airtableErrorOf, type AirtableClientOptions, type AirtableTable } from './airtable-client.ts';
+import { SETUP_COMMAND, toDatabaseError } from './airtable-errors.ts';
+import { AIRTABLE_TABLES, type TableDef } from './schema.ts';
+
+export interface SchemaReport {
+  baseId: string;
+  /** Connector table name -> the id to address it by (`tbl…`), or its name when the id is unknown. */
+  tableIds: Record<string, string>;
+  createdTables: string[];
+  createdFields: Array<{ table: string; field: string }>;
+  /** Fields with another type or spelling than the connector writes: for an operator to fix. */
+  problems: string[];
+}
+
+export interface SetupOptions {
+  log: Logger;
+  /** The tables to ensure. Default the connector's ("Tasks", "Emails"). */
+  tables?: readonly TableDef[];
+}
+
+/** Creates what is missing and reports what differs. Throws a CONN_ERR_DB_* ConnectorError. */
+export async function ensureAirtableSchema(client: AirtableClient, options: SetupOptions): Promise<SchemaReport> {
+  const { log } = options;
+  const defs = options.tables ?? AIRTABLE_TABLES;
+  const report: SchemaReport = { baseId: client.baseId, tableIds: {}, createdTables: [], createdFields: [], problems: [] };
+  const read = async (): Promise<AirtableTable[]> => {
+    try {
+      return await client.listTables();
+    } catch (err) {
+      throw toDatabaseError(err, { baseId: client.baseId, action: 'schema-read' });
+    }
+  };
+  let tables = await read();
+
+  for (const def of defs) {
+    let table = findByName(tables, def.name);
+    if (table === undefined) {
+      try {
+        table = await client.createTable({ name: def.name, description: def.description, fields: def.fields });
+        report.createdTables.push(def.name);
+        log.info({ table: def.name, tableId: table.id, fields: def.fields.length }, `created Airtable table ${def.name}`);
+      } catch (err) {
+        if (!isDuplicate(err)) throw schemaWriteError(err, client.baseId, def.name);
+        tables = await read();
+        table = findByName(tables, def.name);
+        if (table === undefined) throw schemaWriteError(err, client.baseId, def.name);
+      }
+    }
+    if (table.name !== def.name) report.problems.push(`table '${table.name}' should be named '${def.name}'`);
+    report.tableIds[def.name] = table.id;
+
+    for (const field of def.fields) {
+      const exact = table.fields.find((f) => f.name === field.name);
+      if (exact !== undefined) {
+        if (exact.type !== field.type) report.problems.push(`field '${field.name}' in table ${def.name} is ${exact.type}; the connector writes ${field.type}`);
+        continue;
+      }
+      const other = table.fields.find((f) => f.name.toLowerCase() === field.name.toLowerCase());
+      if (other !== undefined) {
+        report.problems.push(`field '${other.name}' in table ${def.name} should be named '${field.name}' (the API matches names exactly)`);
+        continue;
+      }
+      try {
+        const created = await client.createField(table.id, field);
+        table.fields.push(created);
+        report.createdFields.push({ table: def.name, field: field.name });
+        log.info({ table: def.name, field: field.name, type: field.type }, `added field '${field.name}' to Airtable table ${def.name}`);
+      } catch (err) {
+        if (!isDuplicate(err)) throw schemaWriteError(err, client.baseId, def.name);
+      }
+    }
+  }
+  for (const problem of report.problems) log.warn({ baseId: client.baseId }, `Airtable schema: ${problem}`);
+  return report;
+}
+
+/**
+ * Checks, with only data.records:read, that every table and field exists: one list request per table
+ * naming every field (Airtable refuses unknown field names with 422, unknown tables with 403).
+ */
+export async function verifyThroughRecords(client: AirtableClient, defs: readonly TableDef[] = AIRTABLE_TABLES): Promise<SchemaReport> {
+  const report: SchemaReport = { baseId: client.baseId, tableIds: {}, createdTables: [], createdFields: [], problems: [] };
+  for (const def of defs) {
+    try {
+      await client.listRecords(def.name, { pageSize: 1, fields: def.fields.map((f) => f.name) });
+    } catch (err) {
+      throw toDatabaseError(err, { baseId: client.baseId, table: def.name, action: 'read' });
+    }
+    report.tableIds[def.name] = def.name;
+  }
+  return report;
+}
+
+/** Settings setup needs (a subset of Config, so the CLI and tests can pass just these). */
+export type AirtableSettings = Pick<Config, 'AIRTABLE_TOKEN' | 'AIRTABLE_BASE_ID' | 'AIRTABLE_BASE_URL'>;
+
+/**
+ * `npm run airtable-setup`: creates the connector's tables and fields in AIRTABLE_BASE_ID and logs
+ * what it did and what an operator should fix. Safe to run any number of times.
+ */
+export async function airtableSetup(
+  config: AirtableSettings,
+  options: { log: Logger } & Pick<AirtableClientOptions, 'fetch' | 'limiter' | 'maxAttempts' | 'rateLimitPauseMs'>,
+): Promise<SchemaReport> {
+  const { log, ...clientOptions } = options;
+  if (config.AIRTABLE_TOKEN === undefined) throw new ConnectorError('CONN_ERR_CONFIG_INVALID', 'Invalid setting AIRTABLE_TOKEN: required for airtable-setup', { details: { variable: 'AIRTABLE_TOKEN' } });
+  if (config.AIRTABLE_BASE_ID === undefined) throw new ConnectorError('CONN_ERR_CONFIG_INVALID', 'Invalid setting AIRTABLE_BASE_ID: required for airtable-setup', { details: { variable: 'AIRTABLE_BASE_ID' } });
+  const client = new AirtableClient({ token: config.AIRTABLE_TOKEN, baseId: config.AIRTABLE_BASE_ID, baseUrl: config.AIRTABLE_BASE_URL, log, ...clientOptions });
+  const report = await ensureAirtableSchema(client, { log });
+  const changed = report.createdTables.length + report.createdFields.length;
+  log.info(
+    { baseId: report.baseId, createdTables: report.createdTables, createdFields: report.createdFields.length, problems: report.problems.length },
+    changed === 0 ? `Airtable base ${report.baseId} already has every table and field` : `Airtable base ${report.baseId}: created ${report.createdTables.length} tables and ${report.createdFields.length} fields`,
+  );
+  return report;
+}
+
+function findByName(tables: readonly AirtableTable[], name: string): AirtableTable | undefined {
+  return tables.find((t) => t.name === name) ?? tables.find((t) => t.name.toLowerCase() === name.toLowerCase());
+}
+
+/** Another process created the same table or field a moment ago. */
+function isDuplicate(err: unknown): boolean {
+  if (!(err instanceof ApiError) || err.status !== 422) return false;
+  const { type } = airtableErrorOf(err.body);
+  return type === 'DUPLICATE_TABLE_NAME' || type === 'DUPLICATE_OR_EMPTY_FIELD_NAME';
+}
+
+function schemaWriteError(err: unknown, baseId: string, table: string): ConnectorError {
+  const converted = toDatabaseError(err, { baseId, table, action: 'schema-write' });
+  if (converted.code !== 'CONN_ERR_DB_REJECTED' || converted.status !== 403) return converted;
+  return new ConnectorError(
+    'CONN_ERR_DB_REJECTED',
+    `Airtable refused to create table ${table} or its fields in base ${baseId} (403): the token needs scope schema.bases:write and the creator role on the base. ` +
+      `Run \`${SETUP_COMMAND}\` with such a token, or add the missing tables and fields by hand`,
+    { cause: err, status: 403, details: converted.details },
+  );
+}
