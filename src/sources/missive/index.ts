@@ -1,0 +1,91 @@
+/**
+ * The Missive source: webhook verification and parsing, the handler (-> Email), and the backfill.
+ * The API client exists only when MISSIVE_API_TOKEN is set (`apiConfigured`); without it deliveries are
+ * still verified, parsed and stored from their bodies, and there is no backfill.
+ */
+import type { Config } from '../../config.ts';
+import type { Logger } from '../../log.ts';
+import { systemClock, type Clock } from '../../http/clock.ts';
+import type { RateLimiter } from '../../http/rate-limiter.ts';
+import type { BackfillOptions, BackfillPage, Delivery, HandlerContext, ParsedDelivery, Source } from '../source.ts';
+import type { Changes, QueueEvent } from '../../model.ts';
+import { AttachmentStore } from './attachments.ts';
+import { backfillMissive } from './backfill.ts';
+import { MissiveClient, type ConversationFilter, type MissiveRateLimitOptions } from './client.ts';
+import { MissiveHandler } from './handler.ts';
+import { parseMissiveDelivery, verifyMissiveSignature } from './webhook.ts';
+
+export interface MissiveSourceDeps {
+  log: Logger;
+  /** Default the global fetch. */
+  fetch?: typeof fetch;
+  /** Default the system clock. */
+  clock?: Clock;
+  /** The budget to draw from; default the process-wide Missive limiter for this base URL and token. */
+  limiter?: RateLimiter;
+  /** How the process-wide limiter is made (tests scale the windows). */
+  rateLimit?: MissiveRateLimitOptions;
+  /** Mailboxes the backfill walks; default all + trashed. */
+  backfillMailboxes?: readonly ConversationFilter[];
+  /** Event ids; default crypto.randomUUID. */
+  newId?: () => string;
+}
+
+export interface MissiveSource extends Source {
+  readonly name: 'missive';
+  /** The API client, when MISSIVE_API_TOKEN is set. */
+  readonly client: MissiveClient | null;
+}
+
+export function createMissiveSource(config: Config, deps: MissiveSourceDeps): MissiveSource {
+  const log = deps.log.child({ source: 'missive' });
+  const clock = deps.clock ?? systemClock;
+  const token = config.MISSIVE_API_TOKEN;
+  const client =
+    token === undefined
+      ? null
+      : new MissiveClient({
+          token,
+          baseUrl: config.MISSIVE_BASE_URL,
+          clock,
+          log,
+          ...(deps.fetch !== undefined ? { fetch: deps.fetch } : {}),
+          ...(deps.limiter !== undefined ? { limiter: deps.limiter } : {}),
+          ...(deps.rateLimit !== undefined ? { rateLimit: deps.rateLimit } : {}),
+        });
+  const attachments =
+    client !== null && config.ATTACHMENTS_STORE
+      ? new AttachmentStore({ dir: config.attachmentsDir, maxBytes: config.ATTACHMENTS_MAX_BYTES, fetcher: client, log })
+      : null;
+  if (config.ATTACHMENTS_STORE && client === null) {
+    log.warn('ATTACHMENTS_STORE is on but MISSIVE_API_TOKEN is not set: attachment content cannot be fetched; metadata only');
+  }
+  const handler = new MissiveHandler({ client, attachments, log });
+  const secret = config.MISSIVE_WEBHOOK_SECRET;
+  const parseOptions = deps.newId !== undefined ? { newId: deps.newId } : {};
+
+  const source: MissiveSource = {
+    name: 'missive',
+    apiConfigured: client !== null,
+    client,
+    verify: (delivery: Delivery): void => verifyMissiveSignature(delivery, secret),
+    parseWebhook: (delivery: Delivery): ParsedDelivery => parseMissiveDelivery(delivery, parseOptions),
+    handle: (event: QueueEvent, context: HandlerContext): Promise<Changes> => handler.handle(event, context),
+  };
+  if (client !== null) {
+    source.backfill = (options: BackfillOptions): AsyncIterable<BackfillPage> =>
+      backfillMissive(
+        {
+          client,
+          clock,
+          ...(deps.backfillMailboxes !== undefined ? { mailboxes: deps.backfillMailboxes } : {}),
+          ...(deps.newId !== undefined ? { newId: deps.newId } : {}),
+        },
+        options,
+      );
+  }
+  return source;
+}
+
+export { MissiveClient } from './client.ts';
+export { SNAPSHOT_EVENT_TYPE } from './handler.ts';

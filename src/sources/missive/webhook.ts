@@ -1,0 +1,149 @@
+/**
+ * Missive webhook deliveries: signature check over the raw bytes, then parsing into events.
+ *
+ * Signature (reference 1.6): header `X-Hook-Signature`, value `sha256=<hex HMAC-SHA256 of the raw body>`
+ * keyed with the rule's secret. A bare hex value is accepted too (U2), hex in either case. Without
+ * MISSIVE_WEBHOOK_SECRET nothing is checked. The comparison is constant-time, on the exact bytes
+ * received: a body re-serialised by anyone in between no longer matches, by design.
+ *
+ * Parsing (reference 1.4, 1.7):
+ * - an empty body, or a JSON object without `conversation`, is Missive's validation request (sent when
+ *   a rule is saved; its shape is undocumented, U1) or a delivery we cannot use: no event, a note, and
+ *   the server answers 200 so that Missive keeps the rule enabled;
+ * - any other body must be JSON (415 otherwise) and an object whose `conversation` has an id (400);
+ * - every rule type becomes one event keyed by its conversation, known or not: an unknown type (Missive
+ *   renamed one before without notice) means "re-sync the conversation", and the note says so.
+ */
+import { randomUUID } from 'node:crypto';
+import { ConnectorError } from '../../errors.ts';
+import type { QueueEvent } from '../../model.ts';
+import { hmacSha256Matches } from '../signature.ts';
+import { header, type Delivery, type ParsedDelivery } from '../source.ts';
+import { MissiveConversation, MissiveRule } from './payloads.ts';
+
+export const SIGNATURE_HEADER = 'x-hook-signature';
+
+/** Rule types whose delivery is about one message (reference 1.2). */
+export const MESSAGE_RULE_TYPES = [
+  'incoming_email',
+  'outgoing_email',
+  'incoming_sms_message',
+  'outgoing_sms_message',
+  'incoming_twilio_message',
+  'outgoing_twilio_message',
+] as const;
+
+/** Rule types whose delivery is about the conversation as a whole (reference 1.2). */
+export const CONVERSATION_RULE_TYPES = [
+  'label_change',
+  'new_comment',
+  'conversation_closed',
+  'conversation_reopened',
+  'conversation_assignee_change',
+  'team_change',
+] as const;
+
+/** The event type of a delivery whose `rule.type` is missing. */
+export const UNKNOWN_RULE_TYPE = 'unknown';
+
+const KNOWN_RULE_TYPES: ReadonlySet<string> = new Set([...MESSAGE_RULE_TYPES, ...CONVERSATION_RULE_TYPES]);
+
+export function isKnownRuleType(type: string): boolean {
+  return KNOWN_RULE_TYPES.has(type);
+}
+
+/**
+ * Throws CONN_ERR_WEBHOOK_SIGNATURE unless the delivery carries a valid signature for `secret`.
+ * Passes everything when `secret` is undefined.
+ */
+export function verifyMissiveSignature(delivery: Delivery, secret: string | undefined): void {
+  if (secret === undefined) return;
+  const value = header(delivery.headers, SIGNATURE_HEADER);
+  if (value === undefined || value.trim() === '') {
+    throw new ConnectorError('CONN_ERR_WEBHOOK_SIGNATURE', 'Missive delivery has no X-Hook-Signature header', { status: 401 });
+  }
+  const hex = value.trim().replace(/^sha256=/i, '');
+  if (!hmacSha256Matches(secret, delivery.rawBody, hex)) {
+    throw new ConnectorError('CONN_ERR_WEBHOOK_SIGNATURE', 'Missive delivery signature does not match its body', { status: 401 });
+  }
+}
+
+export interface ParseOptions {
+  /** Event ids; default crypto.randomUUID. */
+  newId?: () => string;
+}
+
+/** Turns a verified delivery into events (see the header for the rules). */
+export function parseMissiveDelivery(delivery: Delivery, options: ParseOptions = {}): ParsedDelivery {
+  const newId = options.newId ?? randomUUID;
+  if (isBlank(delivery.rawBody)) {
+    return { events: [], note: 'empty body: taken as a Missive validation request; nothing to enqueue' };
+  }
+  assertJsonContentType(header(delivery.headers, 'content-type'));
+  const body = parseJsonObject(delivery.rawBody);
+
+  const rule = MissiveRule.safeParse(body.rule);
+  const ruleType = rule.success ? (rule.data.type ?? null) : null;
+  const eventType = ruleType ?? undefined;
+
+  if (body.conversation === undefined || body.conversation === null) {
+    return {
+      events: [],
+      note: 'no conversation in the body: taken as a Missive validation request (or a delivery we do not store); nothing to enqueue',
+      ...(eventType !== undefined ? { eventType } : {}),
+    };
+  }
+  const conversation = MissiveConversation.safeParse(body.conversation);
+  if (!conversation.success) {
+    throw new ConnectorError('CONN_ERR_WEBHOOK_MALFORMED', 'Missive delivery has a conversation without an id', { status: 400 });
+  }
+
+  const type = ruleType ?? UNKNOWN_RULE_TYPE;
+  const event: QueueEvent = {
+    id: newId(),
+    source: 'missive',
+    type,
+    entityKey: `conversation:${conversation.data.id}`,
+    origin: 'webhook',
+    receivedAt: delivery.receivedAt,
+    payload: body,
+  };
+  const parsed: ParsedDelivery = { events: [event], eventType: type };
+  if (!isKnownRuleType(type)) {
+    parsed.note = `Missive rule type "${type}" is not one we know: the conversation will be re-synced`;
+  }
+  return parsed;
+}
+
+function isBlank(body: Buffer): boolean {
+  for (const byte of body) {
+    if (byte !== 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d) return false;
+  }
+  return true;
+}
+
+/** `application/json` or any `application/*+json`, parameters (charset) ignored. */
+function assertJsonContentType(value: string | undefined): void {
+  const media = (value ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+  if (media === 'application/json' || /^application\/[a-z0-9.!#$&^_-]+\+json$/.test(media)) return;
+  throw new ConnectorError(
+    'CONN_ERR_WEBHOOK_MEDIA_TYPE',
+    `Missive delivery has content type "${value ?? '(none)'}"; expected application/json`,
+    { status: 415 },
+  );
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
+function parseJsonObject(raw: Buffer): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(utf8.decode(raw));
+  } catch (err) {
+    throw new ConnectorError('CONN_ERR_WEBHOOK_MALFORMED', 'Missive delivery body is not valid UTF-8 JSON', { status: 400, cause: err });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ConnectorError('CONN_ERR_WEBHOOK_MALFORMED', 'Missive delivery body is not a JSON object', { status: 400 });
+  }
+  return value as Record<string, unknown>;
+}

@@ -1,0 +1,263 @@
+/**
+ * Attachment storage against a small file server: hostile names stay inside the email's folder,
+ * oversize and mistyped files are refused without leaving anything behind, an expired URL is refreshed
+ * exactly once, two emails never share a file, and a stored file is not downloaded again.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ConnectorError } from '../../../src/errors.ts';
+import type { Attachment } from '../../../src/model.ts';
+import { attachmentPath, AttachmentStore, contentTypeAgrees, safeFileName } from '../../../src/sources/missive/attachments.ts';
+import { createMissiveLimiter, MissiveClient } from '../../../src/sources/missive/client.ts';
+import { logSink } from './helpers.ts';
+import { startFakeServer, type FakeServer } from './fake-server.ts';
+
+const EMAIL = 'e7f8a9b0-2c3d-4e5f-9a0b-1c2d3e4f5a6b';
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+let dir: string;
+let server: FakeServer | undefined;
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'missive-attachments-'));
+});
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Served {
+  body: Buffer;
+  type: string;
+  /** Answer 403 to this many requests first (an expired signed URL). */
+  expiredFor?: number;
+  /** Send no content-length (chunked), so the size is known only while reading. */
+  chunked?: boolean;
+  status?: number;
+}
+
+/** A file server at /files/:name, and GET /v1/messages/:id answering fresh URLs (`?v=2`). */
+async function fileServer(files: Record<string, Served>, message?: () => unknown): Promise<FakeServer> {
+  const hits = new Map<string, number>();
+  return startFakeServer((app) => {
+    app.get('/files/:name', async (request, reply) => {
+      const { name } = request.params as { name: string };
+      const file = files[name];
+      if (file === undefined) return reply.code(404).send({ error: 'no such file' });
+      const n = (hits.get(name) ?? 0) + 1;
+      hits.set(name, n);
+      if (file.expiredFor !== undefined && n <= file.expiredFor) {
+        return reply.code(403).header('content-type', 'application/xml').send('<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>');
+      }
+      if (file.status !== undefined) return reply.code(file.status).send({ error: 'boom' });
+      reply.header('content-type', file.type);
+      if (file.chunked) {
+        const { Readable } = await import('node:stream');
+        return reply.send(Readable.from([file.body.subarray(0, 10), file.body.subarray(10)]));
+      }
+      return reply.send(file.body);
+    });
+    app.get('/v1/messages/:id', async () => ({ messages: message?.() ?? null }));
+  });
+}
+
+function client(url: string): MissiveClient {
+  return new MissiveClient({ token: 't', baseUrl: `${url}/v1`, limiter: createMissiveLimiter({ windowMarginMs: 0 }), maxAttempts: 1 });
+}
+
+function attachment(overrides: Partial<Attachment>): Attachment {
+  return {
+    id: '9a8b7c6d-0000-4000-8000-00000000a011',
+    emailId: EMAIL,
+    filename: 'file.pdf',
+    mediaType: 'application/pdf',
+    size: null,
+    url: null,
+    storedPath: null,
+    sha256: null,
+    ...overrides,
+  };
+}
+
+/** Every file under `dir`, relative, including temp files. */
+function filesUnder(root: string): string[] {
+  if (!existsSync(root)) return [];
+  return readdirSync(root, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => path.relative(root, path.join(e.parentPath, e.name)))
+    .sort();
+}
+
+describe('safe file names', () => {
+  it('keeps only the last path segment and removes what a file system or a reader could trip on', () => {
+    expect(safeFileName('../../etc/passwd')).toBe('passwd');
+    expect(safeFileName('..\\..\\x')).toBe('x');
+    expect(safeFileName('a\u0000b.txt')).toBe('ab.txt');
+    expect(safeFileName('..')).toBe('attachment');
+    expect(safeFileName('.bashrc')).toBe('bashrc');
+    expect(safeFileName('report.pdf. . ')).toBe('report.pdf');
+    expect(safeFileName('CON')).toBe('_CON');
+    expect(safeFileName('nul.txt')).toBe('_nul.txt');
+    expect(safeFileName('what?<>:"|*.doc')).toBe('what_______.doc');
+    expect(safeFileName('invoice\u202Efdp.exe')).toBe('invoicefdp.exe');
+    expect(safeFileName('Rechnung Nr. 42 – März.pdf')).toBe('Rechnung Nr. 42 – März.pdf');
+    expect(safeFileName(null)).toBe('attachment');
+    expect(safeFileName('   ')).toBe('attachment');
+  });
+
+  it('caps length in UTF-8 bytes without splitting a character, keeping the extension', () => {
+    const long = `${'é'.repeat(300)}.pdf`;
+    const safe = safeFileName(long);
+    expect(Buffer.byteLength(safe)).toBeLessThanOrEqual(240);
+    expect(safe.endsWith('.pdf')).toBe(true);
+    expect(safe).toBe(`${'é'.repeat(118)}.pdf`);
+  });
+
+  it('places every file in <dir>/<email id>/<attachment id>-<name>, whatever the ids and names say', () => {
+    expect(attachmentPath(dir, attachment({ filename: '../../etc/passwd' }))).toBe(path.join(dir, EMAIL, '9a8b7c6d-0000-4000-8000-00000000a011-passwd'));
+    expect(attachmentPath(dir, attachment({ emailId: '../../../tmp', id: '../x' }))).toBe(path.join(dir, 'tmp', 'x-file.pdf'));
+    const long = attachmentPath(dir, attachment({ filename: 'ß'.repeat(400) }));
+    expect(Buffer.byteLength(path.basename(long))).toBeLessThanOrEqual(240);
+  });
+
+  it('content types: same type, generic octet-stream, known aliases agree; others do not', () => {
+    expect(contentTypeAgrees('image/png', 'image/png')).toBe(true);
+    expect(contentTypeAgrees('image/png', 'IMAGE/PNG; charset=binary')).toBe(true);
+    expect(contentTypeAgrees('image/jpeg', 'image/jpg')).toBe(true);
+    expect(contentTypeAgrees('image/png', 'application/octet-stream')).toBe(true);
+    expect(contentTypeAgrees('image', 'image/gif')).toBe(true);
+    expect(contentTypeAgrees('image/png', 'text/html')).toBe(false);
+    expect(contentTypeAgrees('application/pdf', 'application/zip')).toBe(false);
+    expect(contentTypeAgrees(null, 'text/html')).toBe(true);
+  });
+});
+
+describe('AttachmentStore', () => {
+  it('stores hostile names safely inside the email folder, with sha256 and path recorded', async () => {
+    const content = (s: string) => Buffer.from(`content of ${s}`);
+    const names = ['../../etc/passwd', '..\\..\\x', 'nul\u0000byte.txt', `${'長'.repeat(200)}.txt`];
+    server = await fileServer(Object.fromEntries(names.map((_, i) => [`f${i}`, { body: content(`f${i}`), type: 'text/plain' }])));
+    const store = new AttachmentStore({ dir, maxBytes: 1024, fetcher: client(server.url), log: logSink().log });
+    const input = names.map((filename, i) => attachment({ id: `att-${i}`, filename, mediaType: 'text/plain', url: `${server!.url}/files/f${i}` }));
+    const stored = await store.storeAll(input);
+    for (const [i, a] of stored.entries()) {
+      expect(a.storedPath).not.toBeNull();
+      expect(path.dirname(a.storedPath!)).toBe(path.join(dir, EMAIL));
+      expect(readFileSync(a.storedPath!)).toEqual(content(`f${i}`));
+      expect(a.sha256).toBe(sha(content(`f${i}`)));
+      expect({ ...a, storedPath: null, sha256: null }).toEqual(input[i]);
+    }
+    expect(stored.map((a) => path.basename(a.storedPath!)).slice(0, 3)).toEqual(['att-0-passwd', 'att-1-x', 'att-2-nulbyte.txt']);
+    expect(Buffer.byteLength(path.basename(stored[3]!.storedPath!))).toBeLessThanOrEqual(240);
+    expect(filesUnder(dir)).toHaveLength(4);
+    expect(existsSync('/etc/passwd') ? readFileSync('/etc/passwd', 'utf8') : '').not.toContain('content of');
+  });
+
+  it('keeps two emails\' files with the same name apart', async () => {
+    server = await fileServer({ a: { body: Buffer.from('first'), type: 'application/pdf' }, b: { body: Buffer.from('second'), type: 'application/pdf' } });
+    const store = new AttachmentStore({ dir, maxBytes: 1024, fetcher: client(server.url), log: logSink().log });
+    const one = await store.store(attachment({ emailId: 'email-1', id: 'same', url: `${server.url}/files/a` }));
+    const two = await store.store(attachment({ emailId: 'email-2', id: 'same', url: `${server.url}/files/b` }));
+    expect(one.storedPath).not.toBe(two.storedPath);
+    expect(readFileSync(one.storedPath!, 'utf8')).toBe('first');
+    expect(readFileSync(two.storedPath!, 'utf8')).toBe('second');
+  });
+
+  it('refuses an attachment whose metadata is over the cap without downloading it', async () => {
+    server = await fileServer({ big: { body: Buffer.alloc(2000, 1), type: 'application/pdf' } });
+    const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log: logSink().log });
+    const err = await store.store(attachment({ size: 2000, url: `${server.url}/files/big` })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectorError);
+    expect((err as ConnectorError).code).toBe('CONN_ERR_ATTACHMENT_TOO_LARGE');
+    expect((err as ConnectorError).message).toMatch(/is 2000 bytes; ATTACHMENTS_MAX_BYTES is 1000/);
+    expect(server.seen).toEqual([]);
+    expect(filesUnder(dir)).toEqual([]);
+  });
+
+  it('refuses a body over the cap even when the metadata understated it (declared and chunked), leaving no partial file', async () => {
+    const body = Buffer.alloc(5000, 7);
+    server = await fileServer({ declared: { body, type: 'application/pdf' }, chunked: { body, type: 'application/pdf', chunked: true } });
+    const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log: logSink().log });
+    for (const name of ['declared', 'chunked']) {
+      const err = await store.store(attachment({ id: name, size: 10, url: `${server.url}/files/${name}` })).catch((e: unknown) => e);
+      expect((err as ConnectorError).code, name).toBe('CONN_ERR_ATTACHMENT_TOO_LARGE');
+    }
+    expect(filesUnder(dir)).toEqual([]);
+  });
+
+  it('refuses content whose type disagrees with the attachment, and accepts octet-stream', async () => {
+    server = await fileServer({
+      html: { body: Buffer.from('<html>login page</html>'), type: 'text/html; charset=utf-8' },
+      octet: { body: Buffer.from([0x89, 0x50, 0x4e, 0x47]), type: 'application/octet-stream' },
+    });
+    const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log: logSink().log });
+    const err = await store.store(attachment({ id: 'img', filename: 'logo.png', mediaType: 'image/png', url: `${server.url}/files/html` })).catch((e: unknown) => e);
+    expect((err as ConnectorError).code).toBe('CONN_ERR_ATTACHMENT_REJECTED');
+    expect((err as ConnectorError).message).toMatch(/served as text\/html; charset=utf-8 but is image\/png/);
+    expect(filesUnder(dir)).toEqual([]);
+    const ok = await store.store(attachment({ id: 'img2', filename: 'logo.png', mediaType: 'image/png', url: `${server.url}/files/octet` }));
+    expect(ok.sha256).toBe(sha(Buffer.from([0x89, 0x50, 0x4e, 0x47])));
+  });
+
+  it('refreshes an expired URL once, from the message, picking the attachment by id', async () => {
+    const body = Buffer.from('%PDF-1.7 fresh');
+    server = await fileServer({ doc: { body, type: 'application/pdf', expiredFor: 1 } }, () => ({
+      id: EMAIL,
+      attachments: [
+        { id: 'other', filename: 'x.txt', url: `${server!.url}/files/nothing`, media_type: 'text', sub_type: 'plain' },
+        { id: 'doc-1', filename: 'file.pdf', url: `${server!.url}/files/doc?v=2`, media_type: 'application', sub_type: 'pdf', size: body.length },
+      ],
+    }));
+    const { log, lines } = logSink();
+    const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log });
+    const stored = await store.store(attachment({ id: 'doc-1', url: `${server.url}/files/doc?v=1` }));
+    expect(readFileSync(stored.storedPath!)).toEqual(body);
+    expect(server.seen).toEqual(['GET /files/doc?v=1', `GET /v1/messages/${EMAIL}`, 'GET /files/doc?v=2']);
+    expect(lines().some((l) => l.msg === 'attachment URL expired; refreshing it from the message')).toBe(true);
+  });
+
+  it('gives up after one refresh when the fresh URL is refused too', async () => {
+    server = await fileServer({ doc: { body: Buffer.from('x'), type: 'application/pdf', expiredFor: 99 } }, () => ({
+      id: EMAIL,
+      attachments: [{ id: 'doc-1', filename: 'file.pdf', url: `${server!.url}/files/doc?v=2`, media_type: 'application', sub_type: 'pdf' }],
+    }));
+    const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log: logSink().log });
+    const err = await store.store(attachment({ id: 'doc-1', url: `${server.url}/files/doc?v=1` })).catch((e: unknown) => e);
+    expect((err as ConnectorError).code).toBe('CONN_ERR_ATTACHMENT_REJECTED');
+    expect(server.seen).toEqual(['GET /files/doc?v=1', `GET /v1/messages/${EMAIL}`, 'GET /files/doc?v=2']);
+  });
+
+  it('storeAll keeps the metadata of a refused file and logs why; a transient failure is thrown', async () => {
+    server = await fileServer({
+      html: { body: Buffer.from('<html/>'), type: 'text/html' },
+      good: { body: Buffer.from('good'), type: 'text/plain' },
+      down: { body: Buffer.from(''), type: 'text/plain', status: 503 },
+    });
+    const { log, lines } = logSink();
+    const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log });
+    const refused = attachment({ id: 'r', mediaType: 'image/png', url: `${server.url}/files/html` });
+    const good = attachment({ id: 'g', filename: 'good.txt', mediaType: 'text/plain', url: `${server.url}/files/good` });
+    const result = await store.storeAll([refused, good]);
+    expect(result[0]).toEqual(refused);
+    expect(result[1]?.sha256).toBe(sha(Buffer.from('good')));
+    const warning = lines().find((l) => l.level === 'warn');
+    expect(warning).toMatchObject({ attachmentId: 'r', emailId: EMAIL, code: 'CONN_ERR_ATTACHMENT_REJECTED' });
+
+    const err = await store.storeAll([attachment({ id: 'd', mediaType: 'text/plain', url: `${server.url}/files/down` })]).catch((e: unknown) => e);
+    expect((err as ConnectorError).code).toBe('CONN_ERR_HTTP_SERVER');
+    expect((err as ConnectorError).retryable).toBe(true);
+  });
+
+  it('does not download a file it already stored', async () => {
+    server = await fileServer({ a: { body: Buffer.from('once'), type: 'application/pdf' } });
+    const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log: logSink().log });
+    const first = await store.store(attachment({ url: `${server.url}/files/a` }));
+    const second = await store.store(attachment({ url: `${server.url}/files/a?expired=1` }));
+    expect({ storedPath: second.storedPath, sha256: second.sha256 }).toEqual({ storedPath: first.storedPath, sha256: first.sha256 });
+    expect(server.seen).toEqual(['GET /files/a']);
+  });
+});

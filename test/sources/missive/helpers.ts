@@ -1,0 +1,45 @@
+/** Shared bits of the Missive source tests: fixtures, configs, a log sink, deliveries. */
+import { readFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import { parseConfig, type Config } from '../../../src/config.ts';
+import { createLogger, type Logger } from '../../../src/log.ts';
+import type { Delivery } from '../../../src/sources/source.ts';
+
+/** A fixture's parsed JSON (a fresh copy each call). */
+export function fixture<T = Record<string, unknown>>(name: string): T {
+  return JSON.parse(readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8')) as T;
+}
+
+/** A fixture's exact bytes. */
+export function fixtureBytes(name: string): Buffer {
+  return readFileSync(new URL(`./fixtures/${name}`, import.meta.url));
+}
+
+export function config(env: Record<string, string> = {}): Config {
+  return parseConfig({ DATA_DIR: '/tmp/connector-missive-tests-unused', ...env });
+}
+
+/** A logger whose JSON lines tests can read. */
+export function logSink(level = 'debug'): { log: Logger; lines: () => Array<Record<string, unknown>> } {
+  const chunks: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      chunks.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  const log = createLogger({ level, console: false, destination });
+  return {
+    log,
+    lines: () =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
+}
+
+export function delivery(body: Buffer | string, headers: Record<string, string> = { 'content-type': 'application/json' }, receivedAt = new Date('2024-11-28T12:00:30.000Z')): Delivery {
+  return { rawBody: Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8'), headers, receivedAt };
+}
