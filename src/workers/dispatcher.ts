@@ -156,9 +156,10 @@ export class Dispatcher {
 
     this.options.lifecycle.emit('db:written', { backend: this.options.db.backend, events: handled.length, written: result.written, stale: result.stale });
     if (result.stale > 0) log.info({ stale: result.stale }, 'skipped stale writes (older than what is stored)');
+    // Acks issued together share one write.
+    await Promise.all(handled.map((h) => this.options.queue.ack(h.claimed.event.id)));
     for (const h of handled) {
       const { event, attempt } = h.claimed;
-      await this.options.queue.ack(event.id);
       const durationMs = Date.now() - h.startedAt;
       this.options.lifecycle.emit('event:succeeded', { source: event.source, eventId: event.id, attempt, records: countRecords(h.changes), durationMs });
       log.info({ source: event.source, eventId: event.id, attempt, type: event.type, durationMs }, 'event processed');

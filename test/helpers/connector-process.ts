@@ -1,5 +1,5 @@
 /**
- * Runs the real connector as a child process (`tsx src/cli.ts <command>`), the way an operator does,
+ * Runs the real connector as a child process (`node --import tsx src/cli.ts <command>`), the way an operator does,
  * for end-to-end and crash tests. The child gets a fresh environment (no .env from the repo is read:
  * its working directory is a temp dir) and listens on a port of its own choosing (PORT=0); `start`
  * resolves once it has printed where it listens.
@@ -10,7 +10,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
 const CLI = path.join(ROOT, 'src', 'cli.ts');
 
 export interface ConnectorProcess {
@@ -36,7 +35,9 @@ export interface SpawnOptions {
 
 export async function spawnConnector(options: SpawnOptions): Promise<ConnectorProcess> {
   const command = options.command ?? 'start';
-  const child = spawn(TSX, [CLI, command, ...(options.args ?? [])], {
+  // One process: node with tsx's loader, so that a signal reaches the connector itself (the tsx binary
+  // would run it in a child that outlives a SIGKILL of its parent).
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, command, ...(options.args ?? [])], {
     cwd: options.cwd,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: '0', LOG_LEVEL: 'info', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

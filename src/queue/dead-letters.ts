@@ -1,0 +1,124 @@
+/**
+ * `dlq.jsonl`: one sealed line per dead letter (see record.ts for the checksum envelope):
+ *
+ *   {"crc":"…","t":"dead","q":"<queue uid>","seq":42,"id":"evt-1","src":"teamwork","attempts":3,
+ *    "firstAttemptAt":"…","deadLetteredAt":"…","error":{…},"event":{…}}
+ *
+ * `q` + `seq` name the inbox copy that was dead-lettered (its "key"), which is how a dead letter whose
+ * inbox `dead` record was lost in a crash is recognised on open, and how a replay that crashed halfway
+ * is finished. Lines are appended under the queue's write lock and fsynced; a replay rewrites the file
+ * whole (temp file, fsync, rename, directory fsync), keeping the other lines byte for byte.
+ */
+import { open } from 'node:fs/promises';
+import type { ErrorRecord } from '../errors.ts';
+import { QueueEvent } from '../model.ts';
+import type { DeadLetter, DeadLetterFilter } from './queue.ts';
+import { readLines } from './line-reader.ts';
+import { checkLine, lineType, parseLine, sealObject, type LineFault } from './record.ts';
+
+export interface DeadLetterDraft {
+  q: string;
+  seq: number;
+  id: string;
+  src: string;
+  attempts: number;
+  error: ErrorRecord;
+  firstAttemptAt: string | null;
+  deadLetteredAt: string;
+  /** The event as it was stored (plain JSON). */
+  event: Record<string, unknown>;
+}
+
+/** A dead letter as read back, with its exact line. */
+export interface StoredDeadLetter extends DeadLetterDraft {
+  key: string;
+  line: Buffer;
+}
+
+export function deadLetterKey(q: string, seq: number): string {
+  return `${q}:${seq}`;
+}
+
+export function sealDeadLetter(d: DeadLetterDraft): Buffer {
+  return sealObject({
+    t: 'dead',
+    q: d.q,
+    seq: d.seq,
+    id: d.id,
+    src: d.src,
+    attempts: d.attempts,
+    firstAttemptAt: d.firstAttemptAt,
+    deadLetteredAt: d.deadLetteredAt,
+    error: d.error,
+    event: d.event,
+  });
+}
+
+export interface UnreadableLine {
+  offset: number;
+  length: number;
+  fault: LineFault;
+  bytes: Buffer;
+}
+
+/**
+ * Reads every dead letter in `file` (none when it does not exist). Unreadable lines, and bytes after
+ * the last newline, are reported to `onFault` and skipped.
+ */
+export async function readDeadLetterFile(file: string, onFault: (line: UnreadableLine) => void = () => {}): Promise<StoredDeadLetter[]> {
+  let handle;
+  try {
+    handle = await open(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  try {
+    const size = (await handle.stat()).size;
+    const entries: StoredDeadLetter[] = [];
+    const end = await readLines(handle, 0, size, (buf, start, stop, offset, length) => {
+      const fault = checkLine(buf, start, stop) ?? (lineType(buf, start, stop) === 'dead' ? null : 'unknown record');
+      if (fault !== null) {
+        onFault({ offset, length, fault, bytes: Buffer.from(buf.subarray(start, start + length)) });
+        return;
+      }
+      try {
+        const record = parseLine<DeadLetterDraft>(buf, start, stop);
+        entries.push({ ...record, key: deadLetterKey(record.q, record.seq), line: Buffer.from(buf.subarray(start, start + length)) });
+      } catch {
+        onFault({ offset, length, fault: 'not JSON', bytes: Buffer.from(buf.subarray(start, start + length)) });
+      }
+    });
+    if (end < size) {
+      const tail = Buffer.alloc(size - end);
+      await handle.read(tail, 0, tail.length, end);
+      onFault({ offset: end, length: tail.length, fault: 'torn (no newline)', bytes: tail });
+    }
+    return entries;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The contract's view of a stored dead letter. */
+export function toDeadLetter(stored: StoredDeadLetter): DeadLetter {
+  return {
+    event: QueueEvent.parse(stored.event),
+    attempts: stored.attempts,
+    error: stored.error,
+    firstAttemptAt: stored.firstAttemptAt,
+    deadLetteredAt: stored.deadLetteredAt,
+  };
+}
+
+/**
+ * Whether a dead letter matches `filter`. `source` and `ids` narrow; `all: true` is needed to match
+ * with neither. An empty filter matches nothing (so a replay never moves everything by accident).
+ */
+export function matchesFilter(stored: StoredDeadLetter, filter: DeadLetterFilter): boolean {
+  const narrowed = filter.source !== undefined || filter.ids !== undefined;
+  if (!narrowed) return filter.all === true;
+  if (filter.source !== undefined && stored.src !== filter.source) return false;
+  if (filter.ids !== undefined && !filter.ids.includes(stored.id)) return false;
+  return true;
+}

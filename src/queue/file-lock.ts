@@ -1,0 +1,280 @@
+/**
+ * A cross-process lock on one host: a symbolic link whose target names its holder
+ * (`{"pid":…,"host":…,"token":…,"since":…}`), kept fresh by touching the link's own mtime. Creating a
+ * symlink is atomic and fails if the name exists, and it carries the owner in the same syscall: one
+ * syscall to take the lock and one (unlink) to drop it, about half the cost of create+write+close+unlink,
+ * which matters because every batch of writes takes this lock (the technique Emacs uses for its
+ * `.#file` locks). Linux and macOS; Windows would need symlink privileges.
+ *
+ * States: free -> held (our file exists with our token) -> free (released), or held -> lost (someone
+ * removed or replaced our file: `onCompromised` is called, never a throw, and the owner decides what to
+ * do). A contender that finds the file takes it over when the holder is provably gone or silent:
+ * - the holder's pid is not running on this host (a SIGKILLed worker restarts and takes over at once;
+ *   proper-lockfile, the usual choice, can only wait for its mtime to go stale, 10 s by default, on
+ *   every restart), or it is this very process but no lock object here made it (a container restarted
+ *   with the same pid and hostname), or
+ * - the file has not been touched for `staleMs` (a frozen holder, another host on a shared disk, a
+ *   reused pid), or
+ * - the file is unreadable and older than a second (a crash between create and write).
+ * Takeover renames the stale file to a unique name first (only one contender can win that rename),
+ * then checks it moved the file it judged; if it moved a fresh lock by mistake, it puts it back with
+ * link(), which cannot overwrite.
+ *
+ * Why not proper-lockfile: besides the restart delay above, its default reaction to a compromised lock
+ * is to throw from a timer (crashing the process), and it cannot tell a dead holder from a slow one.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { lstat, lutimes, mkdir, readlink, rename, symlink, unlink } from 'node:fs/promises';
+import { ConnectorError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+
+export interface FileLockOptions {
+  /** What the lock guards, for messages ("write", "consumer"). */
+  name: string;
+  /** A lock not touched for this long is stale and may be taken over, ms. Default 10 s. */
+  staleMs?: number;
+  /** How long `acquire` keeps trying while a live holder has the lock, ms. Default staleMs + 5 s. */
+  waitMs?: number;
+  /** Called (once) when the lock is found removed or replaced while we hold it. Never throws into a timer. */
+  onCompromised?: (err: ConnectorError) => void;
+  log?: Logger;
+}
+
+interface Owner {
+  pid: number;
+  host: string;
+  token: string;
+  since: string;
+}
+
+const HOST = hostname();
+const UNREADABLE_GRACE_MS = 1000;
+/** Tokens of the locks this process holds now. */
+const heldHere = new Set<string>();
+
+export class FileLock {
+  readonly path: string;
+  private readonly name: string;
+  private readonly staleMs: number;
+  private readonly waitMs: number;
+  private readonly onCompromised: (err: ConnectorError) => void;
+  private readonly log: Logger | undefined;
+  private token: string | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private lastTouch = 0;
+  private acquiredAt = 0;
+
+  constructor(file: string, options: FileLockOptions) {
+    this.path = file;
+    this.name = options.name;
+    this.staleMs = options.staleMs ?? 10_000;
+    this.waitMs = options.waitMs ?? this.staleMs + 5_000;
+    this.onCompromised = options.onCompromised ?? (() => {});
+    this.log = options.log;
+  }
+
+  get held(): boolean {
+    return this.token !== null;
+  }
+
+  /**
+   * Takes the lock, waiting up to `waitMs` for a live holder. Rejects with CONN_ERR_QUEUE_LOCKED when
+   * the wait runs out (waitMs 0: one try, after taking over a stale lock if there is one).
+   */
+  async acquire(): Promise<void> {
+    if (this.token !== null) throw new Error(`${this.name} lock is already held by this object`);
+    const deadline = Date.now() + this.waitMs;
+    let pause = 1;
+    for (;;) {
+      if (await this.tryCreate()) return;
+      const holder = await this.inspect();
+      if (holder.stale) {
+        await this.takeOver(holder.owner, holder.reason);
+        continue;
+      }
+      if (holder.gone) continue;
+      if (Date.now() >= deadline) {
+        const who = holder.owner === null ? 'another process' : `pid ${holder.owner.pid} on ${holder.owner.host}`;
+        throw new ConnectorError('CONN_ERR_QUEUE_LOCKED', `the queue's ${this.name} lock (${this.path}) is held by ${who}`, {
+          details: { lock: this.path, holder: holder.owner },
+        });
+      }
+      await sleep(pause);
+      pause = Math.min(pause * 2, 25);
+    }
+  }
+
+  /** Releases the lock if we still hold it. Never removes a lock someone else now holds. */
+  async release(): Promise<void> {
+    const token = this.token;
+    if (token === null) return;
+    this.stopHeartbeat();
+    this.token = null;
+    heldHere.delete(token);
+    if (Date.now() - this.acquiredAt < this.staleMs / 2) {
+      // Young: no contender can have judged it stale (our pid lives, its mtime is fresh), so it is
+      // still ours and the check below (a read) can be skipped. Short holds (every write) take this path.
+      await unlink(this.path).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+      return;
+    }
+    const owner = await this.readOwner().catch(() => null);
+    if (owner?.token === token) {
+      await unlink(this.path).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+    } else {
+      this.log?.warn({ lock: this.path }, `the queue's ${this.name} lock was taken from us before we released it`);
+    }
+  }
+
+  /** True when the lock file still carries our token. */
+  async verify(): Promise<boolean> {
+    if (this.token === null) return false;
+    const owner = await this.readOwner().catch(() => null);
+    return owner?.token === this.token;
+  }
+
+  private async tryCreate(): Promise<boolean> {
+    const token = randomBytes(12).toString('hex');
+    const owner: Owner = { pid: process.pid, host: HOST, token, since: new Date().toISOString() };
+    try {
+      await symlink(JSON.stringify(owner), this.path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return false;
+      if (code === 'ENOENT') {
+        await mkdir(path.dirname(this.path), { recursive: true });
+        return false;
+      }
+      throw err;
+    }
+    this.token = token;
+    heldHere.add(token);
+    this.lastTouch = Date.now();
+    this.acquiredAt = this.lastTouch;
+    this.startHeartbeat();
+    return true;
+  }
+
+  private async inspect(): Promise<{ stale: boolean; gone: boolean; owner: Owner | null; reason: string }> {
+    let mtimeMs: number;
+    try {
+      mtimeMs = (await lstat(this.path)).mtimeMs;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { stale: false, gone: true, owner: null, reason: '' };
+      throw err;
+    }
+    const age = Date.now() - mtimeMs;
+    const owner = await this.readOwner().catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : null));
+    if (owner === undefined) return { stale: false, gone: true, owner: null, reason: '' };
+    if (owner === null) {
+      return { stale: age > UNREADABLE_GRACE_MS, gone: false, owner: null, reason: 'its lock does not name a holder' };
+    }
+    if (owner.host === HOST && !processAlive(owner.pid)) {
+      return { stale: true, gone: false, owner, reason: `its holder (pid ${owner.pid}) is not running` };
+    }
+    if (owner.host === HOST && owner.pid === process.pid && !heldHere.has(owner.token)) {
+      return { stale: true, gone: false, owner, reason: `it was left by an earlier process with this pid (${owner.pid})` };
+    }
+    if (age > this.staleMs) {
+      return { stale: true, gone: false, owner, reason: `its holder has not refreshed it for ${Math.round(age / 1000)} s` };
+    }
+    return { stale: false, gone: false, owner, reason: '' };
+  }
+
+  private async takeOver(judged: Owner | null, reason: string): Promise<void> {
+    const aside = `${this.path}.${randomBytes(6).toString('hex')}.stale`;
+    try {
+      await rename(this.path, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // someone else moved it first
+      throw err;
+    }
+    const target = await readlink(aside).catch(() => null);
+    const moved = target === null ? null : parseOwner(target);
+    const sameAsJudged = judged === null ? moved === null : moved?.token === judged.token;
+    if (!sameAsJudged) {
+      // We moved a lock taken after we judged the old one stale: put it back unless the name is
+      // taken again (symlink cannot overwrite).
+      if (target !== null) await symlink(target, this.path).catch(() => {});
+      await unlink(aside).catch(() => {});
+      return;
+    }
+    await unlink(aside).catch(() => {});
+    this.log?.warn({ lock: this.path, holder: judged, reason }, `took over the queue's ${this.name} lock: ${reason}`);
+  }
+
+  private async readOwner(): Promise<Owner | null> {
+    return parseOwner(await readlink(this.path));
+  }
+
+  private startHeartbeat(): void {
+    const every = Math.max(50, Math.floor(this.staleMs / 4));
+    this.heartbeat = setInterval(() => void this.touch(), every);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat !== null) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+  }
+
+  /** Refreshes the mtime, and notices a lock that is no longer ours. */
+  private async touch(): Promise<void> {
+    const token = this.token;
+    if (token === null) return;
+    try {
+      const owner = await this.readOwner();
+      if (this.token !== token) return;
+      if (owner?.token !== token) return this.lost(`its file now names ${owner === null ? 'nobody' : `pid ${owner.pid} on ${owner.host}`}`);
+      const now = new Date();
+      await lutimes(this.path, now, now);
+      this.lastTouch = Date.now();
+    } catch (err) {
+      if (this.token !== token) return;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.lost('its file was removed');
+      if (Date.now() - this.lastTouch > this.staleMs) return this.lost(`it could not be refreshed: ${(err as Error).message}`);
+    }
+  }
+
+  private lost(why: string): void {
+    this.stopHeartbeat();
+    if (this.token !== null) heldHere.delete(this.token);
+    this.token = null;
+    const err = new ConnectorError('CONN_ERR_QUEUE_LOCKED', `lost the queue's ${this.name} lock (${this.path}): ${why}`, { details: { lock: this.path } });
+    this.log?.error({ lock: this.path, err: err.message }, err.message);
+    try {
+      this.onCompromised(err);
+    } catch (listenerErr) {
+      this.log?.error({ err: listenerErr }, 'lock compromise handler failed');
+    }
+  }
+}
+
+function parseOwner(text: string): Owner | null {
+  try {
+    const value = JSON.parse(text) as Partial<Owner>;
+    if (typeof value.pid === 'number' && typeof value.host === 'string' && typeof value.token === 'string') return value as Owner;
+  } catch {
+    // fall through
+  }
+  return null;
+}
+
+/** True when a process with this pid exists (EPERM: it exists, owned by someone else). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

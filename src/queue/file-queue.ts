@@ -1,0 +1,1541 @@
+/**
+ * FileQueue: the embedded durable queue (QUEUE_BACKEND=file), in `${DATA_DIR}/queue`.
+ *
+ * Files
+ *   inbox.jsonl      an append-only log of sealed records (record.ts): a header, event copies, acks,
+ *                    dead-letter marks. It is the only truth about what is pending.
+ *   offset.json      where the consumed prefix of inbox.jsonl ends: {v, q, gen, offset, next, at}. A hint
+ *                    that saves re-reading done records on open; always replaced whole (temp, fsync,
+ *                    rename, directory fsync), never rewritten in place, and ignored unless its queue
+ *                    uid and generation match the inbox header.
+ *   dlq.jsonl        dead letters (dead-letters.ts).
+ *   quarantine.jsonl unreadable lines set aside, byte for byte (base64), with where and why.
+ *   write.lock       held for each write to any of these files (short).
+ *   consumer.lock    held by the one process that claims (long; see file-lock.ts).
+ *
+ * An event copy's life (one line `e` in the inbox; a slot in memory, slot-table.ts):
+ *
+ *                enqueue, replay          claim               ack: an `ack` line
+ *   (nothing) ─────────────────▶ PENDING ─────────▶ IN FLIGHT ───────────────────────────▶ DONE
+ *                                 ▲   ▲               │  │  │
+ *                                 │   └── restart ────┘  │  └─ deadLetter: a line in dlq.jsonl (fsynced),
+ *                                 │                      │     then a `dead` line ─────────────────▶ DONE
+ *                    backoff ends │                retry │
+ *                                 │                      ▼
+ *                                 └───────────── DELAYED: a NEW copy (attempt+1, not-before, `sup` = the
+ *                                                old seq) in ONE line; writing it is what makes the old
+ *                                                copy DONE, so a crash leaves one or the other, not both
+ *                                                and not neither.
+ *
+ * Claims are memory only: a restart makes every IN FLIGHT copy PENDING again (at least once).
+ * Acks and retries are written at once (a process crash keeps them: they are in the page cache) and
+ * fsynced by the next group commit or the next checkpoint (`checkpointIntervalMs`); power loss in that
+ * window can only hand out again something already handled. offset.json is written only after that
+ * fsync, so it never runs ahead of the log. Dead letters reach dlq.jsonl (fsynced) before the inbox
+ * says `dead`; on open the consumer finishes any move a crash interrupted (a live copy whose key is in
+ * dlq.jsonl is marked dead). A replay appends the replayed copies (`rep` = the dead letter's key) and
+ * fsyncs them before rewriting dlq.jsonl without them, under one hold of the write lock; a crash
+ * between the two is finished by the consumer (a dead letter whose key was replayed is dropped).
+ *
+ * Writing (group commit). Every write goes through one in-process pipeline. Writes that arrive while a
+ * batch is being written and fsynced wait and go together in the next batch: one lock hold, one
+ * write(2), one fsync for any number of enqueues (`counters.fsyncs` shows it). Under the write lock the
+ * writer first reads whatever other processes appended (so sequence numbers stay increasing), sets
+ * aside a torn tail (bytes after the last newline: a writer that died mid-write) and truncates it,
+ * then appends. The fsync happens after the lock is released; that is safe because a compaction copies
+ * the old file's tail under the lock, from the page cache, into a file it fsyncs before renaming.
+ *
+ * Several processes. `serve` appends and `work` claims, acks and compacts. Any instance keeps the same
+ * index by tailing inbox.jsonl; a process that is not the consumer reports in-flight events as pending.
+ * The consumer lock is taken on the first `claim`. When inbox.jsonl is replaced (a compaction), other
+ * processes notice the new inode and re-read it.
+ *
+ * Compaction (consumer only), when done bytes pass `compactThresholdBytes` and outweigh live ones:
+ *   A. without any lock: write inbox.jsonl.compact = new header (gen+1, same uid, next seq) + every copy
+ *      not done, byte for byte;
+ *   B. under the write lock: copy the old file's tail written since A began (acks, new events), fsync,
+ *      rename over inbox.jsonl, fsync the directory, re-point the index, write offset.json.
+ *   A crash before the rename leaves the old file whole (the consumer deletes the .compact on open);
+ *   after it, the new file is complete and durable, and the stale offset.json is ignored (generation).
+ *
+ * Reading never loads the file: the index holds 33 bytes a copy; bodies are read on claim and peek.
+ * Unreadable lines anywhere are skipped with a log line and set aside in quarantine.jsonl by the
+ * consumer; the next compaction drops them. Everything before and after them is kept.
+ *
+ * The four ways a public Python implementation of this design lost data, and why this one does not:
+ * 1. a crash between compaction's rename and the offset reset: offset.json names the queue uid and the
+ *    generation; for any other generation it is ignored and the file is read from its header;
+ * 2. compaction racing appends: every append and compaction's swap hold the write lock, and the swap
+ *    first copies every byte appended since the copy began;
+ * 3. a retry re-append not atomic with the offset move: a retry is one line (above);
+ * 4. an offset file rewritten in place: it is replaced whole, and it is only a hint.
+ * It also serialised every request on one lock and one fsync; group commit shares them.
+ *
+ * Crash points (`crashPoint` option) are named moments where tests (or the SIGKILL harness) stop the
+ * queue as if the process had died there; see CRASH_POINTS.
+ */
+import { randomBytes } from 'node:crypto';
+import { watch, type FSWatcher } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { ConnectorError, type ErrorRecord } from '../errors.ts';
+import type { Lifecycle } from '../lifecycle.ts';
+import type { Logger } from '../log.ts';
+import { QueueEvent } from '../model.ts';
+import type { ClaimedEvent, ClaimOptions, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
+import { deadLetterKey, matchesFilter, readDeadLetterFile, sealDeadLetter, toDeadLetter, type StoredDeadLetter, type UnreadableLine } from './dead-letters.ts';
+import { appendDurably, fsyncDir, replaceFile } from './durable.ts';
+import { FileLock } from './file-lock.ts';
+import { BufferedWriter, lastLineEnd, readAt, readLines, writeAll } from './line-reader.ts';
+import {
+  checkLine,
+  hashKey,
+  lineType,
+  parseEventHead,
+  parseLine,
+  sealEvent,
+  sealObject,
+  type DoneRecord,
+  type EventDraft,
+  type EventHead,
+  type EventRecord,
+  type HeaderRecord,
+} from './record.ts';
+import { SLOT_CLAIMED, SLOT_DONE, SLOT_LIVE, SlotTable } from './slot-table.ts';
+
+/** Named moments at which a test can stop the queue as if the process died there. */
+export const CRASH_POINTS = [
+  /** A batch is written to inbox.jsonl, not yet fsynced (write lock still held). */
+  'append:written',
+  /** A batch is fsynced; its callers have not been told. */
+  'append:synced',
+  /** A dead letter is fsynced in dlq.jsonl; the inbox does not yet say `dead`. */
+  'dead-letter:dlq-synced',
+  /** Replayed copies are fsynced in the inbox; dlq.jsonl still holds them. */
+  'replay:inbox-synced',
+  /** The new dlq.jsonl is a durable temp file, not yet renamed. */
+  'replay:dlq-tmp-synced',
+  /** The new offset.json is a durable temp file, not yet renamed. */
+  'checkpoint:tmp-synced',
+  /** offset.json was renamed; the directory is not yet fsynced. */
+  'checkpoint:renamed',
+  /** Compaction phase A wrote the live copies to inbox.jsonl.compact. */
+  'compact:copied',
+  /** inbox.jsonl.compact is complete and fsynced, not yet renamed. */
+  'compact:synced',
+  /** inbox.jsonl.compact was renamed over inbox.jsonl; the directory is not yet fsynced. */
+  'compact:renamed',
+  /** The rename is durable; offset.json still names the old generation. */
+  'compact:dir-synced',
+] as const;
+export type CrashPoint = (typeof CRASH_POINTS)[number];
+
+export interface FileQueueOptions {
+  /** The queue directory (`${DATA_DIR}/queue`); created if missing. */
+  dir: string;
+  log: Logger;
+  lifecycle?: Lifecycle;
+  /**
+   * Compact inbox.jsonl once this many of its bytes belong to done records (and they outweigh the live
+   * ones). Default 64 MiB.
+   */
+  compactThresholdBytes?: number;
+  /** Write offset.json after this many copies are done. Default 1000. */
+  checkpointEveryEvents?: number;
+  /** ...or this long after the first copy done since the last one, ms. Default 1 s. */
+  checkpointIntervalMs?: number;
+  /** A lock not refreshed for this long may be taken over, ms. Default 10 s. */
+  lockStaleMs?: number;
+  /** How long a write waits for the write lock before failing, ms. Default lockStaleMs + 5 s. */
+  lockWaitMs?: number;
+  /** How often a waiting worker looks for appends by other processes (besides fs.watch), ms. Default 500. */
+  pollIntervalMs?: number;
+  /** Let concurrent writes share one write and one fsync. Default true (false: for benchmarks). */
+  groupCommit?: boolean;
+  /** Called at each crash point; a throw stops the queue there as if the process had died. */
+  crashPoint?: (point: CrashPoint) => void;
+}
+
+/** What the queue has done since it was opened (for tests, benchmarks and metrics). */
+export interface FileQueueCounters {
+  /** write(2) batches to inbox.jsonl. */
+  writes: number;
+  /** Records in those batches. */
+  records: number;
+  /** fsyncs of inbox.jsonl. */
+  fsyncs: number;
+  compactions: number;
+  checkpoints: number;
+  /** Lines set aside in quarantine.jsonl. */
+  quarantined: number;
+}
+
+interface Claim {
+  slot: number;
+  seq: number;
+  id: string;
+  src: string;
+  key: string | null;
+  receivedAt: number;
+  attempt: number;
+  firstAttemptAt: number;
+  /** The event as stored (plain JSON), for the retry copy or the dead letter. */
+  ev: Record<string, unknown>;
+}
+
+type PendingRecord = { kind: 'event'; draft: EventDraft } | { kind: 'done'; t: 'ack' | 'dead'; seq: number; id: string };
+
+interface AppendOp {
+  kind: 'append';
+  records: PendingRecord[];
+  dlqLines: Buffer[];
+  durable: boolean;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+interface ExclusiveOp {
+  kind: 'exclusive';
+  run: () => Promise<void>;
+  reject: (err: unknown) => void;
+}
+
+interface Fault {
+  offset: number;
+  length: number;
+  fault: string;
+}
+
+type State = 'open' | 'closing' | 'closed' | 'crashed';
+
+const HEADER_PROBE = 64 * 1024;
+const WRITE_CHUNK = 4 << 20;
+const COPY_CHUNK = 1 << 20;
+
+/** Serialises async sections (never nest `run` on one mutex). */
+class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn);
+    this.tail = result.catch(() => {});
+    return result;
+  }
+}
+
+export class FileQueue implements Queue {
+  readonly backend = 'file' as const;
+  readonly dir: string;
+  readonly counters: FileQueueCounters = { writes: 0, records: 0, fsyncs: 0, compactions: 0, checkpoints: 0, quarantined: 0 };
+
+  private readonly log: Logger;
+  private readonly lifecycle: Lifecycle | undefined;
+  private readonly files: Record<'inbox' | 'offset' | 'dlq' | 'quarantine' | 'compact' | 'writeLock' | 'consumerLock', string>;
+  private readonly compactThresholdBytes: number;
+  private readonly checkpointEveryEvents: number;
+  private readonly checkpointIntervalMs: number;
+  private readonly lockStaleMs: number;
+  private readonly pollIntervalMs: number;
+  private readonly groupCommit: boolean;
+  private readonly crashPoint: ((point: CrashPoint) => void) | undefined;
+  private readonly writeLock: FileLock;
+  private state: State = 'open';
+  private closing: Promise<void> | null = null;
+
+  // The index of inbox.jsonl (every instance keeps one).
+  private readonly viewMutex = new Mutex();
+  private handle: FileHandle | null = null;
+  private ino = -1;
+  private uid: string | null = null;
+  private gen = 0;
+  private headerEnd = 0;
+  /** Offset just past the last complete line indexed. */
+  private viewEnd = 0;
+  private nextSeq = 1;
+  private maxSeq = 0;
+  private table = new SlotTable();
+  /** Not-before times (ms) of retried copies, by slot. */
+  private notBefore = new Map<number, number>();
+  /** Copies whose seq arrived out of order (only a second writer with a compromised lock makes them). */
+  private strays = new Map<number, Array<{ slot: number; id: string }>>();
+  private liveCount = 0;
+  private liveBytes = 0;
+  private claimedCount = 0;
+  /** No LIVE slot lies before this one. */
+  private firstLive = 0;
+  /** Dead-letter keys that replayed copies in the index came from. */
+  private replayKeys = new Set<string>();
+  /** ...that dlq.jsonl may still hold (a replay that crashed, or one by another process). */
+  private unrepairedReplays = new Set<string>();
+  /** Unreadable lines waiting to be set aside (by the consumer). */
+  private faults: Fault[] = [];
+  private readonly reported = new Set<string>();
+  private changes = 0;
+  private oldestCache: { changes: number; value: number | null } = { changes: -1, value: null };
+  private dlqCache: { ino: number; end: number; keys: Set<string> } = { ino: -1, end: 0, keys: new Set() };
+
+  // The consumer's state.
+  private consumerLock: FileLock | null = null;
+  private consumerStarting: Promise<void> | null = null;
+  private consumerReady = false;
+  private readonly claims = new Map<string, Claim>();
+  private doneSinceCheckpoint = 0;
+  private lastCheckpoint = '';
+  private checkpointTimer: NodeJS.Timeout | null = null;
+  private compaction: Promise<void> | null = null;
+  /** Set after lines were quarantined: compact whatever the thresholds. */
+  private compactSoon = false;
+
+  // The write pipeline.
+  private readonly ops: Array<AppendOp | ExclusiveOp> = [];
+  private draining: Promise<void> | null = null;
+
+  // Waiting for work.
+  private version = 0;
+  private emptyClaimVersion = -1;
+  private readonly waiters = new Set<() => void>();
+  private watcher: FSWatcher | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private polling = false;
+
+  private constructor(options: FileQueueOptions) {
+    this.dir = path.resolve(options.dir);
+    this.log = options.log;
+    this.lifecycle = options.lifecycle;
+    const at = (name: string) => path.join(this.dir, name);
+    this.files = {
+      inbox: at('inbox.jsonl'),
+      offset: at('offset.json'),
+      dlq: at('dlq.jsonl'),
+      quarantine: at('quarantine.jsonl'),
+      compact: at('inbox.jsonl.compact'),
+      writeLock: at('write.lock'),
+      consumerLock: at('consumer.lock'),
+    };
+    this.compactThresholdBytes = options.compactThresholdBytes ?? 64 * 1024 * 1024;
+    this.checkpointEveryEvents = options.checkpointEveryEvents ?? 1000;
+    this.checkpointIntervalMs = options.checkpointIntervalMs ?? 1000;
+    this.lockStaleMs = options.lockStaleMs ?? 10_000;
+    this.pollIntervalMs = options.pollIntervalMs ?? 500;
+    this.groupCommit = options.groupCommit ?? true;
+    this.crashPoint = options.crashPoint;
+    this.writeLock = new FileLock(this.files.writeLock, {
+      name: 'write',
+      staleMs: this.lockStaleMs,
+      waitMs: options.lockWaitMs ?? this.lockStaleMs + 5_000,
+      log: this.log,
+    });
+  }
+
+  /** Opens (creating if needed) the queue in `options.dir`, recovering from whatever a crash left. */
+  static async open(options: FileQueueOptions): Promise<FileQueue> {
+    const queue = new FileQueue(options);
+    try {
+      await queue.init();
+    } catch (err) {
+      await queue.handle?.close().catch(() => {});
+      throw err;
+    }
+    return queue;
+  }
+
+  private async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    if (await inboxMissing(this.files.inbox)) await this.withWriteLock(() => this.createInboxIfMissing());
+    await this.viewMutex.run(() => this.reload());
+    await this.withWriteLock(() =>
+      this.viewMutex.run(async () => {
+        await removeMatching(this.dir, /^(dlq\.jsonl|inbox\.jsonl)\.\d+\.tmp$/);
+        await this.refreshLocked();
+      }),
+    );
+  }
+
+  // ───────────────────────────── the Queue contract ─────────────────────────────
+
+  async enqueue(events: readonly QueueEvent[]): Promise<void> {
+    this.assertOpen();
+    if (events.length === 0) return;
+    const records: PendingRecord[] = events.map((input) => {
+      const parsed = QueueEvent.safeParse(input);
+      if (!parsed.success) {
+        const id = typeof (input as { id?: unknown } | null)?.id === 'string' ? (input as { id: string }).id : '?';
+        throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${id}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, { details: { eventId: id } });
+      }
+      const ev = parsed.data;
+      return { kind: 'event', draft: { id: ev.id, src: ev.source, k: ev.entityKey, r: ev.receivedAt.getTime(), a: 1, evJson: JSON.stringify(ev) } };
+    });
+    await this.append(records, [], true);
+    this.lifecycle?.emit('queue:appended', { count: events.length });
+  }
+
+  async claim(options: ClaimOptions = {}): Promise<ClaimedEvent[]> {
+    this.assertOpen();
+    const limit = options.limit ?? 1;
+    if (limit <= 0) return [];
+    await this.becomeConsumer();
+    return this.viewMutex.run(async () => {
+      await this.refreshUnlocked();
+      const handle = this.handle;
+      if (handle === null) return [];
+      const now = Date.now();
+      const busy = options.busyKeys ?? new Set<string>();
+      const busyHashes = new Set<number>();
+      for (const key of busy) busyHashes.add(hashKey(key));
+      // An entity with an event in flight here is busy too, whatever the caller passed.
+      for (const c of this.claims.values()) if (c.key !== null) busyHashes.add(hashKey(c.key));
+      const claimed: ClaimedEvent[] = [];
+      const t = this.table;
+      let i = Math.max(this.firstLive, t.start);
+      while (i < t.end && t.state(i) !== SLOT_LIVE) i++;
+      this.firstLive = i;
+      while (claimed.length < limit && i < t.end) {
+        // Pick candidates from the index alone, then read their lines (adjacent ones in one read).
+        const picks: number[] = [];
+        for (; i < t.end && picks.length < limit - claimed.length; i++) {
+          if (t.state(i) !== SLOT_LIVE) continue;
+          const nb = this.notBefore.get(i);
+          if (nb !== undefined && nb > now) continue;
+          // Equal keys hash equally, so a hash not in the set proves the key free; a hash in it is
+          // (almost always) a busy key, and at worst waits for that key to come free.
+          const h = t.keyHash(i);
+          if (busyHashes.has(h)) continue;
+          if (h !== 0) busyHashes.add(h); // one event per entity per claim
+          picks.push(i);
+        }
+        if (picks.length === 0) break;
+        const lines = await readSlots(handle, t, picks);
+        for (const [k, slot] of picks.entries()) {
+          const line = lines[k] as Buffer;
+          let record: EventRecord;
+          try {
+            const fault = checkLine(line, 0, line.length - 1);
+            if (fault !== null) throw new Error(fault);
+            record = parseLine<EventRecord>(line, 0, line.length - 1);
+          } catch (err) {
+            this.setAside(slot, `unreadable on claim: ${(err as Error).message}`);
+            continue;
+          }
+          if (this.claims.has(record.id)) continue; // the same event twice in the file: one at a time
+          const parsed = QueueEvent.safeParse(record.ev);
+          if (!parsed.success) {
+            this.setAside(slot, `not an event: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+            continue;
+          }
+          t.setState(slot, SLOT_CLAIMED);
+          this.claimedCount++;
+          this.changes++;
+          this.claims.set(record.id, {
+            slot,
+            seq: record.seq,
+            id: record.id,
+            src: record.src,
+            key: record.k,
+            receivedAt: record.r,
+            attempt: record.a,
+            firstAttemptAt: record.fa ?? now,
+            ev: record.ev,
+          });
+          claimed.push({ event: parsed.data, attempt: record.a, lastError: (record.err as ErrorRecord | undefined) ?? null });
+        }
+      }
+      if (claimed.length === 0) this.emptyClaimVersion = this.version;
+      return claimed;
+    });
+  }
+
+  async ack(eventId: string): Promise<void> {
+    this.assertOpen();
+    const claim = this.claimed(eventId, 'ack');
+    await this.append([{ kind: 'done', t: 'ack', seq: claim.seq, id: claim.id }], [], false);
+  }
+
+  async retry(eventId: string, error: ErrorRecord, options: RetryOptions): Promise<void> {
+    this.assertOpen();
+    const claim = this.claimed(eventId, 'retry');
+    const draft: EventDraft = {
+      id: claim.id,
+      src: claim.src,
+      k: claim.key,
+      r: claim.receivedAt,
+      a: claim.attempt + 1,
+      nb: Date.now() + Math.max(0, options.delayMs),
+      fa: claim.firstAttemptAt,
+      sup: claim.seq,
+      evJson: JSON.stringify(claim.ev),
+      errJson: JSON.stringify(error),
+    };
+    await this.append([{ kind: 'event', draft }], [], false);
+  }
+
+  async deadLetter(eventId: string, error: ErrorRecord): Promise<void> {
+    this.assertOpen();
+    const claim = this.claimed(eventId, 'dead-letter');
+    const line = sealDeadLetter({
+      q: this.uid ?? '',
+      seq: claim.seq,
+      id: claim.id,
+      src: claim.src,
+      attempts: claim.attempt,
+      error,
+      firstAttemptAt: new Date(claim.firstAttemptAt).toISOString(),
+      deadLetteredAt: new Date().toISOString(),
+      event: claim.ev,
+    });
+    await this.append([{ kind: 'done', t: 'dead', seq: claim.seq, id: claim.id }], [line], false);
+  }
+
+  async stats(): Promise<QueueStats> {
+    if (this.state === 'closed' || this.state === 'crashed') throw closedError(this.state);
+    await this.viewMutex.run(() => this.refreshUnlocked());
+    const now = Date.now();
+    let delayed = 0;
+    for (const [slot, nb] of this.notBefore) if (nb > now && this.table.state(slot) === SLOT_LIVE) delayed++;
+    const oldest = this.oldestReceivedAt();
+    return {
+      pending: this.liveCount - this.claimedCount - delayed,
+      inFlight: this.claimedCount,
+      delayed,
+      deadLettered: await this.countDeadLetters(),
+      oldestPendingAgeMs: oldest === null ? null : Math.max(0, now - oldest),
+    };
+  }
+
+  async peek(limit: number): Promise<QueueEvent[]> {
+    this.assertOpen();
+    return this.viewMutex.run(async () => {
+      await this.refreshUnlocked();
+      const out: QueueEvent[] = [];
+      const t = this.table;
+      const handle = this.handle;
+      if (handle === null) return out;
+      for (let i = t.end - 1; i >= t.start && out.length < limit; i--) {
+        if (t.state(i) === SLOT_DONE) continue;
+        const line = await readAt(handle, t.offset(i), t.length(i));
+        if (checkLine(line, 0, line.length - 1) !== null) continue;
+        try {
+          const parsed = QueueEvent.safeParse(parseLine<EventRecord>(line, 0, line.length - 1).ev);
+          if (parsed.success) out.push(parsed.data);
+        } catch {
+          // unreadable: the consumer sets it aside
+        }
+      }
+      return out;
+    });
+  }
+
+  async listDeadLetters(filter?: DeadLetterFilter): Promise<DeadLetter[]> {
+    this.assertOpen();
+    await this.viewMutex.run(() => this.refreshUnlocked());
+    const everything = filter === undefined || (filter.source === undefined && filter.ids === undefined);
+    const stored = await readDeadLetterFile(this.files.dlq);
+    return stored.filter((d) => !this.replayKeys.has(d.key) && (everything || matchesFilter(d, filter))).map(toDeadLetter);
+  }
+
+  async replayDeadLetters(filter: DeadLetterFilter, options: { dryRun?: boolean } = {}): Promise<DeadLetter[]> {
+    this.assertOpen();
+    if (options.dryRun === true) {
+      await this.viewMutex.run(() => this.refreshUnlocked());
+      const stored = await readDeadLetterFile(this.files.dlq);
+      return stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter)).map(toDeadLetter);
+    }
+    return this.exclusive(async () => {
+      await this.viewMutex.run(() => this.refreshUnlocked());
+      const moved = await this.withWriteLock(() =>
+        this.viewMutex.run(async () => {
+          await this.refreshLocked();
+          const faults: UnreadableLine[] = [];
+          const stored = await readDeadLetterFile(this.files.dlq, (f) => faults.push(f));
+          const chosen = stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter));
+          if (chosen.length === 0) return chosen;
+          const records: PendingRecord[] = chosen.map((d) => ({
+            kind: 'event',
+            draft: {
+              id: d.id,
+              src: d.src,
+              k: (d.event.entityKey as string | null | undefined) ?? null,
+              r: Date.parse(String(d.event.receivedAt)),
+              a: 1,
+              rep: d.key,
+              evJson: JSON.stringify(d.event),
+            },
+          }));
+          await this.writeRecordsLocked(records);
+          await this.syncInbox();
+          this.crash('replay:inbox-synced');
+          await this.rewriteDeadLetters(stored, faults);
+          return chosen;
+        }),
+      );
+      if (moved.length > 0) this.log.info({ count: moved.length, filter }, `replayed ${moved.length} dead letter(s) to the inbox`);
+      return moved.map(toDeadLetter);
+    });
+  }
+
+  async waitForWork(timeoutMs: number): Promise<void> {
+    if (this.state !== 'open') return;
+    if (this.version !== this.emptyClaimVersion) return; // something arrived since the last empty claim
+    this.startWatching();
+    const now = Date.now();
+    let wait = Math.max(0, timeoutMs);
+    for (const [slot, nb] of this.notBefore) {
+      if (nb > now && this.table.state(slot) === SLOT_LIVE) wait = Math.min(wait, nb - now + 1);
+    }
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, wait);
+      this.waiters.add(done);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  // ───────────────────────────── operators and tests ─────────────────────────────
+
+  /**
+   * Compacts inbox.jsonl now, whatever the thresholds (this process must be, or become, the consumer).
+   * Resolves false when there was nothing to drop.
+   */
+  async compact(): Promise<boolean> {
+    this.assertOpen();
+    await this.becomeConsumer();
+    while (this.compaction !== null) await this.compaction.catch(() => {});
+    if (this.viewEnd - this.headerEnd - this.liveBytes <= 0 && this.faults.length === 0) return false;
+    const run = this.compactNow();
+    this.compaction = run
+      .catch(() => {})
+      .finally(() => {
+        this.compaction = null;
+      });
+    await run;
+    return true;
+  }
+
+  /** Writes offset.json now (consumer only; a no-op elsewhere). */
+  async checkpoint(): Promise<void> {
+    this.assertOpen();
+    if (this.consumerLock?.held !== true) return;
+    await this.exclusive(() => this.checkpointNow());
+  }
+
+  // ───────────────────────────── the index ─────────────────────────────
+
+  /** Re-reads inbox.jsonl from its header (or the checkpoint), keeping this process's claims. Holds viewMutex. */
+  private async reload(): Promise<void> {
+    await this.handle?.close().catch(() => {});
+    this.handle = null;
+    this.table = new SlotTable();
+    this.notBefore = new Map();
+    this.strays = new Map();
+    this.liveCount = 0;
+    this.liveBytes = 0;
+    this.claimedCount = 0;
+    this.firstLive = 0;
+    this.replayKeys = new Set();
+    this.unrepairedReplays = new Set();
+    this.faults = [];
+    this.maxSeq = 0;
+    this.nextSeq = 1;
+    this.changes++;
+    let handle: FileHandle;
+    try {
+      handle = await open(this.files.inbox, 'a+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.ino = -1;
+      this.viewEnd = 0;
+      return;
+    }
+    this.handle = handle;
+    const st = await handle.stat();
+    const size = st.size;
+    this.ino = st.ino;
+    const header = await this.readHeader(handle, size);
+    this.uid = header?.record.q ?? null;
+    this.gen = header?.record.gen ?? 0;
+    this.headerEnd = header?.length ?? 0;
+    this.nextSeq = header?.record.next ?? 1;
+    if (header === null && size > 0) this.log.warn({ file: this.files.inbox }, 'inbox.jsonl has no header line; reading it as it is');
+    const from = await this.checkpointStart(handle, size);
+    this.viewEnd = await readLines(handle, from, size, (buf, s, e, offset, length) => this.applyLine(buf, s, e, offset, length));
+    for (const claim of this.claims.values()) {
+      const slot = this.findSlot(claim.seq, claim.id);
+      if (slot >= 0 && this.table.state(slot) === SLOT_LIVE) {
+        this.table.setState(slot, SLOT_CLAIMED);
+        this.claimedCount++;
+      }
+      claim.slot = slot;
+    }
+  }
+
+  private async readHeader(handle: FileHandle, size: number): Promise<{ record: HeaderRecord; length: number } | null> {
+    const probe = await readAt(handle, 0, Math.min(size, HEADER_PROBE));
+    const nl = probe.indexOf(0x0a);
+    if (nl < 0 || checkLine(probe, 0, nl) !== null || lineType(probe, 0, nl) !== 'h') return null;
+    return { record: parseLine<HeaderRecord>(probe, 0, nl), length: nl + 1 };
+  }
+
+  /** Where reading may start: offset.json's offset when it belongs to this file, else after the header. */
+  private async checkpointStart(handle: FileHandle, size: number): Promise<number> {
+    let saved: { q?: unknown; gen?: unknown; offset?: unknown; next?: unknown };
+    try {
+      saved = JSON.parse(await readFile(this.files.offset, 'utf8')) as typeof saved;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err }, 'offset.json is unreadable; reading inbox.jsonl from its start');
+      return this.headerEnd;
+    }
+    const offset = saved.offset;
+    if (this.uid === null || saved.q !== this.uid || saved.gen !== this.gen || typeof offset !== 'number' || offset < this.headerEnd || offset > size) {
+      this.log.debug({ saved, gen: this.gen }, 'offset.json does not describe this inbox.jsonl; reading it from its start');
+      return this.headerEnd;
+    }
+    if (offset > this.headerEnd) {
+      const around = await readAt(handle, offset - 1, Math.min(9, size - offset + 1));
+      const atBoundary = around[0] === 0x0a && (offset === size || around.toString('latin1', 1, 9) === '{"crc":"');
+      if (!atBoundary) {
+        this.log.warn({ offset }, 'offset.json does not point at a line of inbox.jsonl; reading it from its start');
+        return this.headerEnd;
+      }
+    }
+    if (typeof saved.next === 'number' && saved.next > this.nextSeq) this.nextSeq = saved.next;
+    return offset;
+  }
+
+  /**
+   * Indexes what other processes appended; re-reads the file if it was replaced. `known` is a stat of
+   * inbox.jsonl the caller just made. Holds viewMutex.
+   */
+  private async refreshUnlocked(known?: { ino: number; size: number }): Promise<void> {
+    let st = known;
+    if (st === undefined) {
+      try {
+        st = await stat(this.files.inbox);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw err;
+      }
+    }
+    if (st.ino !== this.ino) {
+      this.log.debug({ gen: this.gen }, 'inbox.jsonl was replaced (compacted); re-reading it');
+      await this.reload();
+      return;
+    }
+    if (st.size < this.viewEnd) {
+      this.log.warn({ size: st.size, indexed: this.viewEnd }, 'inbox.jsonl is shorter than what was read; re-reading it');
+      await this.reload();
+      return;
+    }
+    if (st.size > this.viewEnd && this.handle !== null) {
+      this.viewEnd = await readLines(this.handle, this.viewEnd, st.size, (buf, s, e, offset, length) => this.applyLine(buf, s, e, offset, length));
+    }
+  }
+
+  /**
+   * refreshUnlocked, plus what only the write-lock holder may do: recreate a missing inbox and set
+   * aside a torn tail. Holds the write lock and viewMutex.
+   */
+  private async refreshLocked(): Promise<void> {
+    let st = await stat(this.files.inbox).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    if (st === null || st.size === 0) {
+      if (this.handle !== null) this.log.error({ file: this.files.inbox }, 'inbox.jsonl disappeared; starting a new one');
+      await this.createInboxIfMissing();
+      await this.reload();
+      st = await stat(this.files.inbox);
+    }
+    await this.refreshUnlocked(st);
+    const handle = this.handle;
+    if (handle === null) return;
+    const size = st.ino === this.ino ? st.size : (await handle.stat()).size;
+    if (size > this.viewEnd) {
+      const bytes = await readAt(handle, this.viewEnd, size - this.viewEnd);
+      await this.quarantine([{ file: 'inbox.jsonl', offset: this.viewEnd, fault: 'torn (no newline)', bytes }]);
+      await handle.truncate(this.viewEnd);
+      await handle.sync();
+      this.counters.fsyncs++;
+    }
+  }
+
+  private applyLine(buf: Buffer, s: number, e: number, offset: number, length: number): void {
+    const fault = checkLine(buf, s, e);
+    if (fault !== null) return this.noteFault(offset, length, fault);
+    try {
+      switch (lineType(buf, s, e)) {
+        case 'e':
+          this.applyEvent(parseEventHead(buf, s, e), offset, length);
+          return;
+        case 'ack':
+        case 'dead': {
+          const done = parseLine<DoneRecord>(buf, s, e);
+          this.markDone(this.findSlot(done.seq, done.id), done.id);
+          return;
+        }
+        case 'h':
+          if (offset !== 0) this.log.debug({ offset }, 'a header line in the middle of inbox.jsonl ignored');
+          return;
+        default:
+          return this.noteFault(offset, length, 'unknown record');
+      }
+    } catch {
+      this.noteFault(offset, length, 'not JSON');
+    }
+  }
+
+  private applyEvent(head: EventHead, offset: number, length: number): void {
+    let stored = head.seq;
+    const stray = head.seq <= this.maxSeq;
+    if (stray) {
+      // Out of order: kept, after every in-order copy, and found through `strays`.
+      stored = this.maxSeq + 0.5;
+      this.log.error({ seq: head.seq, eventId: head.id, offset }, 'an event copy in inbox.jsonl is out of sequence (two writers?); it is kept');
+    } else {
+      this.maxSeq = head.seq;
+    }
+    if (head.seq >= this.nextSeq) this.nextSeq = head.seq + 1;
+    const slot = this.table.append(stored, offset, length, head.r, hashKey(head.k));
+    if (stray) {
+      const list = this.strays.get(head.seq) ?? [];
+      list.push({ slot, id: head.id });
+      this.strays.set(head.seq, list);
+    }
+    this.liveCount++;
+    this.liveBytes += length;
+    this.changes++;
+    if (head.nb !== undefined) this.notBefore.set(slot, head.nb);
+    if (head.sup !== undefined) this.markDone(this.findSlot(head.sup, head.id), head.id);
+    if (head.rep !== undefined) {
+      // dlq.jsonl may still hold it until whoever replayed it rewrites the file (rewriteDeadLetters).
+      this.replayKeys.add(head.rep);
+      this.unrepairedReplays.add(head.rep);
+    }
+    this.version++;
+    this.notify();
+  }
+
+  private findSlot(seq: number, id: string): number {
+    const strays = this.strays.get(seq);
+    if (strays !== undefined) {
+      const match = strays.find((s) => s.id === id && this.table.has(s.slot) && this.table.state(s.slot) !== SLOT_DONE);
+      if (match !== undefined) return match.slot;
+    }
+    return this.table.find(seq);
+  }
+
+  private markDone(slot: number, id: string): void {
+    const t = this.table;
+    if (slot < 0 || !t.has(slot)) return;
+    const state = t.state(slot);
+    if (state === SLOT_DONE) return;
+    if (state === SLOT_CLAIMED) {
+      this.claimedCount--;
+      if (this.claims.get(id)?.slot === slot) this.claims.delete(id);
+    }
+    t.setState(slot, SLOT_DONE);
+    this.liveCount--;
+    this.liveBytes -= t.length(slot);
+    this.notBefore.delete(slot);
+    this.doneSinceCheckpoint++;
+    this.changes++;
+  }
+
+  /** A line that failed on claim (bit rot since it was indexed): out of the index, into quarantine. */
+  private setAside(slot: number, why: string): void {
+    const offset = this.table.offset(slot);
+    const length = this.table.length(slot);
+    this.markDone(slot, '');
+    this.noteFault(offset, length, why);
+    this.scheduleCheckpoint();
+  }
+
+  private noteFault(offset: number, length: number, fault: string): void {
+    const id = `${this.uid}:${this.gen}:${offset}`;
+    if (!this.reported.has(id)) {
+      this.reported.add(id);
+      this.log.warn({ file: 'inbox.jsonl', offset, length, fault }, 'queue: an unreadable line in inbox.jsonl was skipped; it is set aside in quarantine.jsonl');
+    }
+    this.faults.push({ offset, length, fault });
+  }
+
+  private oldestReceivedAt(): number | null {
+    if (this.oldestCache.changes === this.changes) return this.oldestCache.value;
+    let oldest: number | null = null;
+    const t = this.table;
+    for (let i = t.start; i < t.end; i++) {
+      if (t.state(i) === SLOT_DONE) continue;
+      const r = t.receivedAt(i);
+      if (oldest === null || r < oldest) oldest = r;
+    }
+    this.oldestCache = { changes: this.changes, value: oldest };
+    return oldest;
+  }
+
+  private async countDeadLetters(): Promise<number> {
+    let st;
+    try {
+      st = await stat(this.files.dlq);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.dlqCache = { ino: -1, end: 0, keys: new Set() };
+      return 0;
+    }
+    if (st.ino !== this.dlqCache.ino || st.size < this.dlqCache.end) this.dlqCache = { ino: st.ino, end: 0, keys: new Set() };
+    if (st.size > this.dlqCache.end) {
+      const handle = await open(this.files.dlq, 'r');
+      try {
+        const keys = this.dlqCache.keys;
+        this.dlqCache.end = await readLines(handle, this.dlqCache.end, st.size, (buf, s, e) => {
+          if (checkLine(buf, s, e) !== null || lineType(buf, s, e) !== 'dead') return;
+          const head = buf.toString('utf8', s, Math.min(e, s + 512));
+          const q = /"q":"([^"]*)"/.exec(head)?.[1];
+          const seq = /"seq":(\d+)/.exec(head)?.[1];
+          if (q !== undefined && seq !== undefined) keys.add(deadLetterKey(q, Number(seq)));
+        });
+      } finally {
+        await handle.close();
+      }
+    }
+    let count = 0;
+    for (const key of this.dlqCache.keys) if (!this.replayKeys.has(key)) count++;
+    return count;
+  }
+
+  // ───────────────────────────── writing ─────────────────────────────
+
+  private append(records: PendingRecord[], dlqLines: Buffer[], durable: boolean): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.ops.push({ kind: 'append', records, dlqLines, durable, resolve, reject });
+      this.kick();
+    });
+  }
+
+  /** Runs `fn` alone in the write pipeline (no batch is written while it runs). */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.ops.push({ kind: 'exclusive', run: async () => resolve(await fn()), reject });
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (this.draining !== null) return;
+    this.draining = this.drain().finally(() => {
+      this.draining = null;
+      if (this.ops.length > 0) this.kick();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.ops.length > 0) {
+      const first = this.ops[0] as AppendOp | ExclusiveOp;
+      if (first.kind === 'exclusive') {
+        this.ops.shift();
+        try {
+          if (this.state === 'crashed') throw closedError(this.state);
+          await first.run();
+        } catch (err) {
+          first.reject(err);
+        }
+        continue;
+      }
+      const batch: AppendOp[] = [];
+      while (this.ops.length > 0 && this.ops[0]?.kind === 'append' && (this.groupCommit || batch.length === 0)) batch.push(this.ops.shift() as AppendOp);
+      try {
+        if (this.state === 'crashed') throw closedError(this.state);
+        await this.flush(batch);
+        for (const op of batch) op.resolve();
+      } catch (err) {
+        for (const op of batch) op.reject(err);
+      }
+    }
+  }
+
+  /** One group commit: one lock hold, one write, at most one fsync, for every op in `batch`. */
+  private async flush(batch: AppendOp[]): Promise<void> {
+    const records = batch.flatMap((op) => op.records);
+    const dlqLines = batch.flatMap((op) => op.dlqLines);
+    const durable = batch.some((op) => op.durable);
+    // A producer catches up without the lock first, so that re-reading a file another process has
+    // compacted never holds other writers up. (The consumer is the only compactor: no need.)
+    if (!this.consumerReady) await this.viewMutex.run(() => this.refreshUnlocked());
+    let wroteEvents = false;
+    let wroteDone = false;
+    await this.withWriteLock(() =>
+      this.viewMutex.run(async () => {
+        await this.refreshLocked();
+        if (dlqLines.length > 0) {
+          await this.appendDeadLetters(Buffer.concat(dlqLines));
+          this.crash('dead-letter:dlq-synced');
+        }
+        await this.writeRecordsLocked(records);
+        this.crash('append:written');
+        wroteEvents = records.some((r) => r.kind === 'event');
+        wroteDone = records.some((r) => r.kind === 'done' || r.draft.sup !== undefined);
+      }),
+    );
+    if (durable) {
+      await this.syncInbox();
+      this.crash('append:synced');
+    }
+    if (wroteEvents) this.notify();
+    if (wroteDone) this.afterDone();
+  }
+
+  /** Appends records at the end of inbox.jsonl and indexes them. Holds the write lock and viewMutex. */
+  private async writeRecordsLocked(records: PendingRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const handle = this.handle;
+    if (handle === null) throw new ConnectorError('CONN_ERR_INTERNAL', 'inbox.jsonl is not open');
+    const firstSeq = this.nextSeq;
+    const lines: Buffer[] = [];
+    const seqs: number[] = [];
+    for (const r of records) {
+      if (r.kind === 'event') {
+        const seq = this.nextSeq++;
+        seqs.push(seq);
+        lines.push(sealEvent(seq, r.draft));
+      } else {
+        seqs.push(r.seq);
+        lines.push(sealObject({ t: r.t, seq: r.seq, id: r.id }));
+      }
+    }
+    const start = this.viewEnd;
+    try {
+      for (let i = 0; i < lines.length; ) {
+        const chunk: Buffer[] = [];
+        let bytes = 0;
+        while (i < lines.length && (chunk.length === 0 || bytes + (lines[i] as Buffer).length <= WRITE_CHUNK)) {
+          const line = lines[i++] as Buffer;
+          chunk.push(line);
+          bytes += line.length;
+        }
+        await writeAll(handle, chunk.length === 1 ? (chunk[0] as Buffer) : Buffer.concat(chunk, bytes));
+      }
+    } catch (err) {
+      // Leave no partial line behind (a short write after ENOSPC, say).
+      await handle.truncate(start).catch(() => {});
+      this.nextSeq = firstSeq;
+      throw err;
+    }
+    this.counters.writes++;
+    this.counters.records += records.length;
+    let offset = start;
+    records.forEach((r, i) => {
+      const length = (lines[i] as Buffer).length;
+      const seq = seqs[i] as number;
+      if (r.kind === 'event') {
+        const d = r.draft;
+        this.applyEvent({ t: 'e', seq, id: d.id, src: d.src, k: d.k, r: d.r, a: d.a, nb: d.nb, fa: d.fa, sup: d.sup, rep: d.rep }, offset, length);
+      } else {
+        this.markDone(this.findSlot(seq, r.id), r.id);
+      }
+      offset += length;
+    });
+    this.viewEnd = offset;
+  }
+
+  private async syncInbox(): Promise<void> {
+    if (this.handle === null) return;
+    await this.handle.sync();
+    this.counters.fsyncs++;
+  }
+
+  private async withWriteLock<T>(fn: () => Promise<T>): Promise<T> {
+    await this.writeLock.acquire();
+    try {
+      return await fn();
+    } finally {
+      await this.writeLock.release().catch((err: unknown) => this.log.error({ err }, 'could not release the queue write lock'));
+    }
+  }
+
+  /** Holds the write lock. */
+  private async createInboxIfMissing(): Promise<void> {
+    const st = await stat(this.files.inbox).catch(() => null);
+    if (st !== null && st.size > 0) return;
+    const header: HeaderRecord = { t: 'h', v: 1, q: randomBytes(8).toString('hex'), gen: 1, next: 1, at: new Date().toISOString() };
+    await replaceFile(this.files.inbox, sealObject({ ...header }));
+    this.log.info({ dir: this.dir, queue: header.q }, 'created a new queue');
+  }
+
+  /** Appends dead letters to dlq.jsonl and fsyncs them, setting aside a torn tail first. Holds the write lock. */
+  private async appendDeadLetters(data: Buffer): Promise<void> {
+    const handle = await open(this.files.dlq, 'a+');
+    try {
+      const size = (await handle.stat()).size;
+      if (size > 0) {
+        const last = await readAt(handle, size - 1, 1);
+        if (last[0] !== 0x0a) {
+          const tailFrom = await lastLineEnd(handle, size);
+          const bytes = await readAt(handle, tailFrom, size - tailFrom);
+          await this.quarantine([{ file: 'dlq.jsonl', offset: tailFrom, fault: 'torn (no newline)', bytes }]);
+          await handle.truncate(tailFrom);
+        }
+      }
+      await writeAll(handle, data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Rewrites dlq.jsonl without the dead letters replayed into the inbox. Holds the write lock. */
+  private async rewriteDeadLetters(stored: StoredDeadLetter[], faults: UnreadableLine[]): Promise<void> {
+    if (faults.length > 0) await this.quarantine(faults.map((f) => ({ file: 'dlq.jsonl', offset: f.offset, fault: f.fault, bytes: f.bytes })));
+    const kept = stored.filter((d) => !this.replayKeys.has(d.key));
+    await replaceFile(this.files.dlq, Buffer.concat(kept.map((d) => d.line)), () => this.crash('replay:dlq-tmp-synced'));
+    this.dlqCache = { ino: -1, end: 0, keys: new Set() };
+    this.unrepairedReplays.clear();
+  }
+
+  /** Sets lines aside in quarantine.jsonl, durably. Holds the write lock. */
+  private async quarantine(items: Array<{ file: string; offset: number; fault: string; bytes: Buffer }>): Promise<void> {
+    if (items.length === 0) return;
+    const at = new Date().toISOString();
+    const lines = items.map(
+      (item) =>
+        `${JSON.stringify({
+          at,
+          file: item.file,
+          queue: this.uid,
+          gen: this.gen,
+          offset: item.offset,
+          length: item.bytes.length,
+          fault: item.fault,
+          preview: item.bytes.toString('utf8', 0, Math.min(item.bytes.length, 200)),
+          base64: item.bytes.toString('base64'),
+        })}\n`,
+    );
+    await appendDurably(this.files.quarantine, Buffer.from(lines.join('')));
+    this.counters.quarantined += items.length;
+    for (const item of items) {
+      this.log.warn({ file: item.file, offset: item.offset, length: item.bytes.length, fault: item.fault }, `queue: set aside an unreadable line of ${item.file} in quarantine.jsonl`);
+    }
+  }
+
+  /** Sets aside the unreadable inbox lines found so far. Holds the write lock and viewMutex. */
+  private async quarantineFaults(): Promise<void> {
+    const handle = this.handle;
+    if (handle === null || this.faults.length === 0) return;
+    const items = [];
+    for (const f of this.faults) items.push({ file: 'inbox.jsonl', offset: f.offset, fault: f.fault, bytes: await readAt(handle, f.offset, f.length) });
+    await this.quarantine(items);
+    this.faults = [];
+    // Drop the bad bytes soon, so that a restart does not find (and set aside) them again.
+    this.compactSoon = true;
+  }
+
+  // ───────────────────────────── the consumer ─────────────────────────────
+
+  private claimed(eventId: string, what: string): Claim {
+    const claim = this.claims.get(eventId);
+    if (claim === undefined) throw new ConnectorError('CONN_ERR_INTERNAL', `cannot ${what} event ${eventId}: it is not claimed by this worker`, { details: { eventId } });
+    return claim;
+  }
+
+  private becomeConsumer(): Promise<void> {
+    if (this.consumerLock?.held === true && this.consumerReady) return Promise.resolve();
+    this.consumerStarting ??= this.startConsuming().finally(() => {
+      this.consumerStarting = null;
+    });
+    return this.consumerStarting;
+  }
+
+  private async startConsuming(): Promise<void> {
+    this.consumerLock ??= new FileLock(this.files.consumerLock, {
+      name: 'consumer',
+      staleMs: this.lockStaleMs,
+      waitMs: 0,
+      log: this.log,
+      onCompromised: () => {
+        // Logged by the lock. Claims in hand may still be acked; the next claim tries to take the
+        // lock again and fails while another worker holds it.
+      },
+    });
+    if (!this.consumerLock.held) await this.consumerLock.acquire();
+    if (this.consumerReady) return;
+    // A compaction or checkpoint that died before its rename left a temp file: the originals are whole.
+    await rm(this.files.compact, { force: true });
+    await removeMatching(this.dir, /^offset\.json\.\d+\.tmp$/);
+    await this.exclusive(async () => {
+      await this.viewMutex.run(() => this.refreshUnlocked());
+      await this.withWriteLock(() =>
+        this.viewMutex.run(async () => {
+          await this.refreshLocked();
+          await this.finishDeadLetterMoves();
+          await this.quarantineFaults();
+        }),
+      );
+    });
+    this.consumerReady = true;
+    this.log.debug({ dir: this.dir, pending: this.liveCount }, 'consuming the queue');
+    this.maybeCompact();
+  }
+
+  /**
+   * Finishes what crashes interrupted between dlq.jsonl and the inbox: a live copy already in
+   * dlq.jsonl is marked dead; a dead letter already replayed is dropped from dlq.jsonl. Holds the
+   * write lock and viewMutex.
+   */
+  private async finishDeadLetterMoves(): Promise<void> {
+    const faults: UnreadableLine[] = [];
+    const stored = await readDeadLetterFile(this.files.dlq, (f) => faults.push(f));
+    const records: PendingRecord[] = [];
+    for (const d of stored) {
+      if (d.q !== (this.uid ?? '')) continue;
+      const slot = this.findSlot(d.seq, d.id);
+      if (slot >= 0 && this.table.state(slot) !== SLOT_DONE) records.push({ kind: 'done', t: 'dead', seq: d.seq, id: d.id });
+    }
+    if (records.length > 0) {
+      this.log.warn({ count: records.length }, 'finished moving dead letters that a crash interrupted');
+      await this.writeRecordsLocked(records);
+    }
+    if (faults.length > 0 || stored.some((d) => this.replayKeys.has(d.key))) {
+      this.log.warn('finished a dead-letter replay that a crash interrupted');
+      await this.rewriteDeadLetters(stored, faults);
+    }
+    this.unrepairedReplays.clear();
+  }
+
+  /** After copies became done: count towards the next checkpoint, maybe compact. */
+  private afterDone(): void {
+    this.scheduleCheckpoint();
+    this.maybeCompact();
+  }
+
+  private scheduleCheckpoint(): void {
+    if (this.consumerLock?.held !== true || this.state !== 'open') return;
+    if (this.doneSinceCheckpoint >= this.checkpointEveryEvents) {
+      this.clearCheckpointTimer();
+      this.runCheckpoint();
+      return;
+    }
+    if (this.checkpointTimer === null) {
+      this.checkpointTimer = setTimeout(() => {
+        this.checkpointTimer = null;
+        this.runCheckpoint();
+      }, this.checkpointIntervalMs);
+      this.checkpointTimer.unref();
+    }
+  }
+
+  private runCheckpoint(): void {
+    if (this.state !== 'open') return;
+    this.exclusive(() => this.checkpointNow()).catch((err: unknown) => {
+      if (this.state === 'open') this.log.error({ err }, 'could not write offset.json; will try again');
+    });
+  }
+
+  private clearCheckpointTimer(): void {
+    if (this.checkpointTimer !== null) clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = null;
+  }
+
+  /**
+   * Makes every record written so far durable, then records where the consumed prefix ends. Runs in
+   * the pipeline (exclusive), consumer only.
+   */
+  private async checkpointNow(): Promise<void> {
+    if (this.consumerLock?.held !== true || this.handle === null) return;
+    if (this.unrepairedReplays.size > 0 || this.faults.length > 0) {
+      // A replayed copy about to fall behind the offset must not leave its dead letter behind.
+      await this.withWriteLock(() =>
+        this.viewMutex.run(async () => {
+          await this.refreshLocked();
+          await this.finishDeadLetterMoves();
+          await this.quarantineFaults();
+        }),
+      );
+    }
+    await this.syncInbox();
+    const body = await this.viewMutex.run(async () => {
+      this.table.trim();
+      const t = this.table;
+      const offset = t.start < t.end ? t.offset(t.start) : this.viewEnd;
+      return { v: 1, q: this.uid, gen: this.gen, offset, next: this.nextSeq };
+    });
+    this.doneSinceCheckpoint = 0;
+    const key = JSON.stringify(body);
+    if (key === this.lastCheckpoint) return;
+    await replaceFile(this.files.offset, `${JSON.stringify({ ...body, at: new Date().toISOString() })}\n`, () => this.crash('checkpoint:tmp-synced'));
+    this.crash('checkpoint:renamed');
+    this.lastCheckpoint = key;
+    this.counters.checkpoints++;
+    this.maybeCompact();
+  }
+
+  private maybeCompact(): void {
+    if (this.compaction !== null || this.state !== 'open' || !this.consumerReady || this.consumerLock?.held !== true) return;
+    const dead = this.viewEnd - this.headerEnd - this.liveBytes;
+    if (!this.compactSoon && !(dead >= this.compactThresholdBytes && dead >= this.liveBytes)) return;
+    this.compaction = this.compactNow()
+      .catch((err: unknown) => {
+        if (this.state === 'open') this.log.error({ err }, 'compaction failed; inbox.jsonl is unchanged');
+      })
+      .finally(() => {
+        this.compaction = null;
+      });
+  }
+
+  /** See "Compaction" at the top of this file. */
+  private async compactNow(): Promise<void> {
+    // Phase A: copy the copies not done, without holding any lock.
+    const snap = await this.viewMutex.run(async () => {
+      await this.refreshUnlocked();
+      return { end: this.viewEnd, startSlot: this.table.start, endSlot: this.table.end, gen: this.gen, next: this.nextSeq, ino: this.ino, handle: this.handle };
+    });
+    if (snap.handle === null) return;
+    const source = snap.handle;
+    let out: FileHandle | null = await open(this.files.compact, 'w');
+    let renamed = false;
+    try {
+      const writer = new BufferedWriter(out);
+      const header = sealObject({ t: 'h', v: 1, q: this.uid ?? randomBytes(8).toString('hex'), gen: snap.gen + 1, next: snap.next, at: new Date().toISOString() });
+      await writer.write(header);
+      const newOffsets = new Float64Array(snap.endSlot - snap.startSlot).fill(-1);
+      // Copy runs of adjacent live copies with one read each.
+      // (Offsets are kept in the run: a slot may be done and trimmed from the table before the read.)
+      let runFrom = -1;
+      let runTo = -1;
+      let runSlots: Array<[slot: number, offset: number]> = [];
+      const flushRun = async () => {
+        if (runSlots.length === 0) return;
+        const bytes = await readAt(source, runFrom, runTo - runFrom);
+        for (const [slot, offset] of runSlots) newOffsets[slot - snap.startSlot] = writer.position + (offset - runFrom);
+        await writer.write(bytes);
+        runSlots = [];
+      };
+      for (let i = snap.startSlot; i < snap.endSlot; i++) {
+        if (!this.table.has(i) || this.table.state(i) === SLOT_DONE) continue;
+        const offset = this.table.offset(i);
+        const length = this.table.length(i);
+        if (runSlots.length > 0 && offset === runTo && runTo - runFrom + length <= COPY_CHUNK) {
+          runTo += length;
+          runSlots.push([i, offset]);
+          continue;
+        }
+        await flushRun();
+        runFrom = offset;
+        runTo = offset + length;
+        runSlots = [[i, offset]];
+      }
+      await flushRun();
+      await writer.flush();
+      this.crash('compact:copied');
+
+      // Phase B: the tail, the swap.
+      await this.exclusive(async () => {
+        await this.viewMutex.run(() => this.refreshUnlocked());
+        await this.withWriteLock(() =>
+          this.viewMutex.run(async () => {
+            await this.refreshLocked();
+            if (this.ino !== snap.ino || this.handle !== source) throw new Error('inbox.jsonl was replaced while compacting');
+            if (this.unrepairedReplays.size > 0) await this.finishDeadLetterMoves();
+            await this.quarantineFaults();
+            const deltaStart = writer.position;
+            for (let from = snap.end; from < this.viewEnd; from += COPY_CHUNK) {
+              await writer.write(await readAt(source, from, Math.min(COPY_CHUNK, this.viewEnd - from)));
+            }
+            await writer.flush();
+            await (out as FileHandle).sync();
+            this.crash('compact:synced');
+            if (!(await this.writeLock.verify())) throw new ConnectorError('CONN_ERR_QUEUE_LOCKED', 'lost the write lock while compacting; compaction abandoned');
+            await rename(this.files.compact, this.files.inbox);
+            renamed = true;
+            this.crash('compact:renamed');
+            await fsyncDir(this.dir);
+            this.crash('compact:dir-synced');
+            await this.swapIn(source, out as FileHandle, header.length, deltaStart, snap, newOffsets);
+            out = null;
+          }),
+        );
+        await this.checkpointNow();
+      });
+    } catch (err) {
+      if (this.state !== 'crashed') {
+        await out?.close().catch(() => {});
+        if (!renamed) await rm(this.files.compact, { force: true });
+      }
+      throw err;
+    }
+  }
+
+  /** Points the index at the compacted file. Holds the write lock and viewMutex. */
+  private async swapIn(
+    old: FileHandle,
+    compacted: FileHandle,
+    headerLength: number,
+    deltaStart: number,
+    snap: { end: number; startSlot: number; gen: number },
+    newOffsets: Float64Array,
+  ): Promise<void> {
+    const oldEnd = this.viewEnd;
+    const late = (await old.stat()).size - oldEnd;
+    if (late > 0) {
+      // Only a writer whose lock was taken from it can get here: keep its bytes.
+      this.log.error({ bytes: late }, 'bytes were appended to inbox.jsonl without the write lock during compaction; copied over');
+      for (let from = oldEnd; from < oldEnd + late; from += COPY_CHUNK) {
+        const bytes = await readAt(old, from, Math.min(COPY_CHUNK, oldEnd + late - from));
+        await writeAll(compacted, bytes);
+      }
+      await compacted.sync();
+    }
+    await compacted.close();
+    const handle = await open(this.files.inbox, 'a+');
+    const ino = (await handle.stat()).ino;
+    await old.close();
+    const before = oldEnd;
+    this.handle = handle;
+    this.ino = ino;
+    this.gen = snap.gen + 1;
+    this.headerEnd = headerLength;
+    this.viewEnd = deltaStart + (oldEnd - snap.end);
+    this.faults = [];
+    const t = this.table;
+    let consistent = true;
+    for (let i = t.start; i < t.end; i++) {
+      if (t.state(i) === SLOT_DONE) continue;
+      const offset = t.offset(i);
+      if (offset >= snap.end) {
+        t.setOffset(i, offset - snap.end + deltaStart);
+      } else {
+        const moved = i >= snap.startSlot && i - snap.startSlot < newOffsets.length ? (newOffsets[i - snap.startSlot] as number) : -1;
+        if (moved < 0) consistent = false;
+        else t.setOffset(i, moved);
+      }
+    }
+    this.counters.compactions++;
+    this.compactSoon = false;
+    this.changes++;
+    if (!consistent) {
+      this.log.error('the index disagreed with the compacted inbox.jsonl; re-reading it');
+      await this.reload();
+    }
+    this.log.info({ gen: this.gen, bytesBefore: before, bytesAfter: this.viewEnd, live: this.liveCount }, 'compacted inbox.jsonl');
+  }
+
+  // ───────────────────────────── waiting, closing ─────────────────────────────
+
+  private notify(): void {
+    if (this.waiters.size === 0) return;
+    for (const done of [...this.waiters]) done();
+  }
+
+  private startWatching(): void {
+    if (this.pollTimer !== null || this.state !== 'open') return;
+    try {
+      this.watcher = watch(this.dir, { persistent: false }, (_type, name) => {
+        if (name === null || name === 'inbox.jsonl') this.lookForAppends();
+      });
+      this.watcher.on('error', () => {
+        this.watcher?.close();
+        this.watcher = null;
+      });
+    } catch {
+      this.watcher = null; // fs.watch is not available here: polling alone
+    }
+    this.pollTimer = setInterval(() => this.lookForAppends(), this.pollIntervalMs);
+    this.pollTimer.unref();
+  }
+
+  private lookForAppends(): void {
+    if (this.polling || this.waiters.size === 0 || this.state !== 'open') return;
+    this.polling = true;
+    this.viewMutex
+      .run(() => this.refreshUnlocked())
+      .catch((err: unknown) => this.log.warn({ err }, 'could not read new lines of inbox.jsonl'))
+      .finally(() => {
+        this.polling = false;
+      });
+  }
+
+  private async shutdown(): Promise<void> {
+    const crashed = this.state === 'crashed';
+    if (!crashed) this.state = 'closing';
+    for (const done of [...this.waiters]) done();
+    this.clearCheckpointTimer();
+    if (this.pollTimer !== null) clearInterval(this.pollTimer);
+    this.pollTimer = null;
+    this.watcher?.close();
+    this.watcher = null;
+    if (!crashed) {
+      await this.compaction?.catch(() => {});
+      while (this.draining !== null) await this.draining;
+      if (this.consumerLock?.held === true) {
+        await this.exclusive(() => this.checkpointNow()).catch((err: unknown) => this.log.error({ err }, 'could not write offset.json on close'));
+        while (this.draining !== null) await this.draining;
+      }
+    } else {
+      await this.compaction?.catch(() => {});
+      while (this.draining !== null) await this.draining.catch(() => {});
+    }
+    await this.consumerStarting?.catch(() => {}); // a first claim racing close: let it finish, then release
+    await this.consumerLock?.release().catch(() => {});
+    await this.viewMutex.run(async () => {
+      await this.handle?.close().catch(() => {});
+      this.handle = null;
+    });
+    this.claims.clear();
+    if (!crashed) this.state = 'closed';
+  }
+
+  private assertOpen(): void {
+    if (this.state !== 'open') throw closedError(this.state);
+  }
+
+  private crash(point: CrashPoint): void {
+    if (this.crashPoint === undefined) return;
+    try {
+      this.crashPoint(point);
+    } catch (err) {
+      this.state = 'crashed';
+      this.clearCheckpointTimer();
+      throw err;
+    }
+  }
+}
+
+function closedError(state: State): ConnectorError {
+  return new ConnectorError('CONN_ERR_QUEUE_CLOSED', state === 'crashed' ? 'the queue stopped at a crash point' : 'the queue is closed');
+}
+
+/** True when inbox.jsonl does not exist or is empty (not even a header). */
+async function inboxMissing(file: string): Promise<boolean> {
+  try {
+    return (await stat(file)).size === 0;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw err;
+  }
+}
+
+async function removeMatching(dir: string, pattern: RegExp): Promise<void> {
+  for (const name of await readdir(dir)) if (pattern.test(name)) await rm(path.join(dir, name), { force: true });
+}
+
+/** Reads the lines of `slots` (in table order), adjacent ones with one read. */
+async function readSlots(handle: FileHandle, t: SlotTable, slots: readonly number[]): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  let k = 0;
+  while (k < slots.length) {
+    const first = slots[k] as number;
+    const from = t.offset(first);
+    let to = from + t.length(first);
+    let j = k + 1;
+    while (j < slots.length && t.offset(slots[j] as number) === to && to - from < COPY_CHUNK) to += t.length(slots[j++] as number);
+    const bytes = await readAt(handle, from, to - from);
+    for (; k < j; k++) {
+      const slot = slots[k] as number;
+      const at = t.offset(slot) - from;
+      out.push(bytes.subarray(at, at + t.length(slot)));
+    }
+  }
+  return out;
+}
