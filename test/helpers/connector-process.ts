@@ -7,10 +7,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = path.join(ROOT, 'src', 'cli.ts');
+/** tsx's loader by absolute URL: the child's working directory is a temp dir with no node_modules. */
+const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
 export interface ConnectorProcess {
   child: ChildProcess;
@@ -37,7 +40,7 @@ export async function spawnConnector(options: SpawnOptions): Promise<ConnectorPr
   const command = options.command ?? 'start';
   // One process: node with tsx's loader, so that a signal reaches the connector itself (the tsx binary
   // would run it in a child that outlives a SIGKILL of its parent).
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, command, ...(options.args ?? [])], {
+  const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI, command, ...(options.args ?? [])], {
     cwd: options.cwd,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: '0', LOG_LEVEL: 'info', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
