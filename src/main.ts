@@ -12,7 +12,7 @@ import { createDatabase } from './db/create-database.ts';
 import { Lifecycle } from './lifecycle.ts';
 import type { Logger } from './log.ts';
 import type { Queue } from './queue/queue.ts';
-import { createQueue } from './queue/create-queue.ts';
+import { createQueue, type QueueDeps } from './queue/create-queue.ts';
 import { buildApp } from './server/app.ts';
 import { createSources } from './sources/index.ts';
 import type { Source } from './sources/source.ts';
@@ -49,12 +49,14 @@ export interface StartOptions {
   log: Logger;
   /** Replaces the sources made from the settings (tests). */
   sources?: Source[];
+  /** File-queue options for tests and harnesses (crash points, compaction threshold). */
+  queue?: Pick<QueueDeps, 'crashPoint' | 'compactThresholdBytes'>;
 }
 
 export async function startConnector(config: Config, options: StartOptions): Promise<RunningConnector> {
   const { log, roles } = options;
   const lifecycle = new Lifecycle((err, name) => log.error({ err, lifecycleEvent: name }, 'lifecycle listener failed'));
-  const queue = await createQueue(config, { log: log.child({ component: 'queue' }), lifecycle });
+  const queue = await createQueue(config, { ...options.queue, log: log.child({ component: 'queue' }), lifecycle });
   const closers: Array<() => Promise<void>> = [() => queue.close()];
   let app: FastifyInstance | null = null;
   let db: Database | null = null;

@@ -14,6 +14,8 @@ export interface QueueDeps {
   lifecycle: Lifecycle;
   /** Test hook: stop the file queue at a named crash point (see CRASH_POINTS in file-queue.ts). */
   crashPoint?: (point: CrashPoint) => void;
+  /** Compact once the consumed prefix passes this many bytes (tests use small values). Default 64 MiB. */
+  compactThresholdBytes?: number;
 }
 
 /** Opens the configured queue: `${DATA_DIR}/queue` for QUEUE_BACKEND=file. */
@@ -21,7 +23,7 @@ export async function createQueue(config: Pick<Config, 'QUEUE_BACKEND' | 'queueD
   switch (config.QUEUE_BACKEND) {
     case 'file': {
       const { FileQueue } = await import('./file-queue.ts');
-      return FileQueue.open({ dir: config.queueDir, log: deps.log, lifecycle: deps.lifecycle, crashPoint: deps.crashPoint });
+      return FileQueue.open({ dir: config.queueDir, log: deps.log, lifecycle: deps.lifecycle, crashPoint: deps.crashPoint, compactThresholdBytes: deps.compactThresholdBytes });
     }
     case 'redis':
       throw new ConnectorError('CONN_ERR_CONFIG_INVALID', 'Invalid setting QUEUE_BACKEND: the redis queue is not built yet; use QUEUE_BACKEND=file', {
