@@ -9,15 +9,15 @@
  * backfill; a file costs no request against the base's 5-per-second budget and needs no extra table
  * that operators could edit.
  *
- * Writes are atomic: write `<source>.json.tmp`, fsync it, rename it over `<source>.json`, fsync the
- * directory; a crash leaves the old or the new file, never half of one. A checkpoint never moves
+ * Writes are atomic (src/atomic-file.ts): a crash leaves the old or the new file, never half of one. A checkpoint never moves
  * backwards: a write whose `lastEventTime` is older than the stored one (or null while the stored one
  * is not) is ignored. Writes within one process are serialized; two processes writing the same
  * source's checkpoint could race (read, compare, write), which the deployment avoids: one process
  * runs backfills.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../../atomic-file.ts';
 import { ConnectorError } from '../../errors.ts';
 import type { Checkpoint, SourceName } from '../../model.ts';
 
@@ -68,20 +68,8 @@ export class FileCheckpoints {
       updated_at: (checkpoint.updatedAt ?? now).toISOString(),
     };
     const target = this.fileFor(checkpoint.source);
-    const temp = `${target}.tmp`;
     try {
-      mkdirSync(this.dir, { recursive: true });
-      const fd = openSync(temp, 'w');
-      try {
-        const bytes = Buffer.from(`${JSON.stringify(file)}\n`, 'utf8');
-        let written = 0;
-        while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(temp, target);
-      fsyncDirectory(this.dir);
+      writeFileAtomic(target, `${JSON.stringify(file)}\n`);
     } catch (err) {
       throw new ConnectorError('CONN_ERR_DB_UNAVAILABLE', `cannot write checkpoint ${target}: ${(err as Error).message}`, { cause: err });
     }
@@ -114,15 +102,4 @@ function toDate(value: string | null): Date | null {
   if (value === null) return null;
   const ms = Date.parse(value);
   return Number.isNaN(ms) ? null : new Date(ms);
-}
-
-/** Makes a rename durable. Windows cannot open a directory for fsync; there it is skipped. */
-function fsyncDirectory(dir: string): void {
-  if (process.platform === 'win32') return;
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
