@@ -84,9 +84,9 @@ import type { Logger } from '../log.ts';
 import { QueueEvent } from '../model.ts';
 import type { ClaimedEvent, ClaimOptions, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
 import { deadLetterKey, matchesFilter, readDeadLetterFile, sealDeadLetter, toDeadLetter, type StoredDeadLetter, type UnreadableLine } from './dead-letters.ts';
-import { appendDurably, fsyncDir, replaceFile } from './durable.ts';
+import { appendDurably, fsyncDir, replaceFile, writeAll } from '../durable-file.ts';
 import { FileLock } from './file-lock.ts';
-import { BufferedWriter, lastLineEnd, readAt, readLines, writeAll } from './line-reader.ts';
+import { BufferedWriter, lastLineEnd, readAt, readLines } from './line-reader.ts';
 import {
   checkLine,
   hashKey,

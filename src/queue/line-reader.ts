@@ -4,6 +4,7 @@
  * than a chunk) in memory; and complete writes (a write may take less than asked).
  */
 import type { FileHandle } from 'node:fs/promises';
+import { writeAll } from '../durable-file.ts';
 
 /** Bytes read at a time. */
 export const READ_CHUNK = 1 << 20;
@@ -65,15 +66,6 @@ export async function readAt(handle: FileHandle, position: number, length: numbe
     got += bytesRead;
   }
   return got === length ? buf : buf.subarray(0, got);
-}
-
-/** Writes all of `data` (a write may take less than asked). */
-export async function writeAll(handle: FileHandle, data: Buffer, position: number | null = null): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await handle.write(data, done, data.length - done, position === null ? null : position + done);
-    done += bytesWritten;
-  }
 }
 
 /** Collects small writes into 1 MiB ones. */

@@ -5,7 +5,7 @@
  * change and never read back. Checkpoints never move backwards (the backends refuse it).
  */
 import path from 'node:path';
-import { writeFileAtomic } from '../atomic-file.ts';
+import { replaceFile } from '../durable-file.ts';
 import type { Database } from '../db/database.ts';
 import type { Checkpoint, SourceName } from '../model.ts';
 
@@ -24,7 +24,7 @@ export class CheckpointStore {
   async advance(source: SourceName, lastEventTime: Date, lastCursor: string | null): Promise<Checkpoint> {
     await this.db.setCheckpoint({ source, lastEventTime, lastCursor, updatedAt: this.now() });
     const stored = (await this.db.getCheckpoint(source)) ?? { source, lastEventTime, lastCursor, updatedAt: this.now() };
-    writeFileAtomic(
+    await replaceFile(
       path.join(this.mirrorDir, `${source}.json`),
       `${JSON.stringify({ source, last_event_time: stored.lastEventTime?.toISOString() ?? null, last_cursor: stored.lastCursor, updated_at: stored.updatedAt?.toISOString() ?? null }, null, 2)}\n`,
     );

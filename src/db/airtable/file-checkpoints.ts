@@ -9,7 +9,7 @@
  * backfill; a file costs no request against the base's 5-per-second budget and needs no extra table
  * that operators could edit.
  *
- * Writes are atomic (src/atomic-file.ts): a crash leaves the old or the new file, never half of one. A checkpoint never moves
+ * Writes are atomic (src/durable-file.ts): a crash leaves the old or the new file, never half of one. A checkpoint never moves
  * backwards: a write whose `lastEventTime` is older than the stored one (or null while the stored one
  * is not) is ignored. Writes within one process are serialized; two processes writing the same
  * source's checkpoint could race (read, compare, write), which the deployment avoids: one process
@@ -17,7 +17,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../../atomic-file.ts';
+import { replaceFile } from '../../durable-file.ts';
 import { ConnectorError } from '../../errors.ts';
 import type { Checkpoint, SourceName } from '../../model.ts';
 
@@ -57,7 +57,7 @@ export class FileCheckpoints {
     return run;
   }
 
-  private write(checkpoint: Checkpoint, now: Date): void {
+  private async write(checkpoint: Checkpoint, now: Date): Promise<void> {
     const stored = this.read(checkpoint.source);
     const storedTime = toDate(stored?.last_event_time ?? null);
     if (storedTime !== null && (checkpoint.lastEventTime === null || checkpoint.lastEventTime.getTime() < storedTime.getTime())) return;
@@ -69,7 +69,7 @@ export class FileCheckpoints {
     };
     const target = this.fileFor(checkpoint.source);
     try {
-      writeFileAtomic(target, `${JSON.stringify(file)}\n`);
+      await replaceFile(target, `${JSON.stringify(file)}\n`);
     } catch (err) {
       throw new ConnectorError('CONN_ERR_DB_UNAVAILABLE', `cannot write checkpoint ${target}: ${(err as Error).message}`, { cause: err });
     }

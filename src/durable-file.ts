@@ -1,6 +1,6 @@
 /**
- * The few durable-write moves the file queue makes, each in the order that keeps a crash harmless
- * (reference/stack.md §4 rules 2, 4, 5):
+ * The few durable-write moves the connector makes (the file queue, checkpoint files), each in the order
+ * that keeps a crash harmless (reference/stack.md §4 rules 2, 4, 5):
  * - append: write every byte, then fsync (loop: a write may take less than asked);
  * - replace: write a temporary file, fsync it, rename it over the target, fsync the directory
  *   (never rewrite a file in place);
@@ -8,8 +8,16 @@
  * These are async so that an fsync never blocks the event loop (and the webhook answers behind it).
  */
 import path from 'node:path';
-import { open, rename, rm } from 'node:fs/promises';
-import { writeAll } from './line-reader.ts';
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+
+/** Writes all of `data` (a write may take less than asked), at `position` or at the end. */
+export async function writeAll(handle: FileHandle, data: Buffer, position: number | null = null): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position === null ? null : position + done);
+    done += bytesWritten;
+  }
+}
 
 /** Makes a directory's entries (a create, a rename) durable. A no-op where directories cannot be opened. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -39,6 +47,7 @@ export async function appendDurably(file: string, data: Buffer): Promise<void> {
  */
 export async function replaceFile(file: string, data: Buffer | string, beforeRename: () => void = () => {}): Promise<void> {
   const dir = path.dirname(file);
+  await mkdir(dir, { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
   const handle = await open(tmp, 'w');
   try {
@@ -53,4 +62,14 @@ export async function replaceFile(file: string, data: Buffer | string, beforeRen
   beforeRename();
   await rename(tmp, file);
   await fsyncDir(dir);
+}
+
+/** The parsed JSON in `file`, or null when it does not exist. */
+export async function readJsonFile(file: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as unknown;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
 }
