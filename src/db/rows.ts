@@ -119,6 +119,90 @@ export function checkpointRow(checkpoint: Checkpoint, now: Date): Row {
   };
 }
 
+/** How a backend's driver hands back dates, JSON and booleans. */
+export interface CellDecoder {
+  date(value: unknown): Date | null;
+  json<T>(value: unknown, fallback: T): T;
+  bool(value: unknown): boolean;
+}
+
+const str = (value: unknown) => (value === null || value === undefined ? null : String(value));
+const num = (value: unknown) => (value === null || value === undefined ? null : Number(value));
+
+export function rowToTask(row: Record<string, unknown>, cell: CellDecoder): Task {
+  return {
+    id: String(row.id),
+    title: str(row.title),
+    description: str(row.description),
+    status: str(row.status),
+    priority: str(row.priority),
+    progress: num(row.progress),
+    projectId: str(row.project_id),
+    projectName: str(row.project_name),
+    tasklistId: str(row.tasklist_id),
+    tasklistName: str(row.tasklist_name),
+    parentTaskId: str(row.parent_task_id),
+    assignees: cell.json(row.assignees, []),
+    tags: cell.json(row.tags, []),
+    startDate: str(row.start_date),
+    dueDate: str(row.due_date),
+    estimateMinutes: num(row.estimate_minutes),
+    createdAt: cell.date(row.created_at),
+    updatedAt: cell.date(row.updated_at),
+    completedAt: cell.date(row.completed_at),
+    createdBy: cell.json(row.created_by, null),
+    updatedBy: cell.json(row.updated_by, null),
+    url: str(row.url),
+    deleted: cell.bool(row.deleted),
+    deletedAt: cell.date(row.deleted_at),
+    raw: cell.json(row.raw, null),
+  };
+}
+
+export function rowToEmail(row: Record<string, unknown>, attachments: Attachment[], cell: CellDecoder): Email {
+  return {
+    id: String(row.id),
+    conversationId: str(row.conversation_id),
+    subject: str(row.subject),
+    preview: str(row.preview),
+    fromName: str(row.from_name),
+    fromAddress: str(row.from_address),
+    to: cell.json(row.to, []),
+    cc: cell.json(row.cc, []),
+    bcc: cell.json(row.bcc, []),
+    replyTo: cell.json(row.reply_to, []),
+    bodyHtml: str(row.body_html),
+    bodyText: str(row.body_text),
+    deliveredAt: cell.date(row.delivered_at),
+    createdAt: cell.date(row.created_at),
+    updatedAt: cell.date(row.updated_at),
+    messageIdHeader: str(row.message_id_header),
+    inReplyTo: cell.json(row.in_reply_to, []),
+    references: cell.json(row.references, []),
+    labels: cell.json(row.labels, []),
+    assignees: cell.json(row.assignees, []),
+    conversationUrl: str(row.conversation_url),
+    draft: cell.bool(row.draft),
+    deleted: cell.bool(row.deleted),
+    deletedAt: cell.date(row.deleted_at),
+    attachments,
+    raw: cell.json(row.raw, null),
+  };
+}
+
+export function rowToAttachment(row: Record<string, unknown>): Attachment {
+  return {
+    id: String(row.id),
+    emailId: String(row.email_id),
+    filename: str(row.filename),
+    mediaType: str(row.media_type),
+    size: num(row.size),
+    url: str(row.url),
+    storedPath: str(row.stored_path),
+    sha256: str(row.sha256),
+  };
+}
+
 /**
  * The stale-write rule, in one place for every backend: an incoming version older than the stored
  * one is skipped. The stored version is the later of `updated_at` and, once deleted, `deleted_at`.

@@ -29,10 +29,10 @@ import type { Logger } from '../../log.ts';
 import type { Attachment, Changes, Checkpoint, Deletion, Email, SourceName, Task } from '../../model.ts';
 import { noChanges } from '../../model.ts';
 import type { Database, DatabaseCounts, DatabaseHealth, WriteResult } from '../database.ts';
-import { attachmentRow, emailRow, newestById, taskRow } from '../rows.ts';
+import { attachmentRow, emailRow, newestById, rowToAttachment, rowToEmail, rowToTask, taskRow } from '../rows.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
 import { toDbError } from './postgres-errors.ts';
-import { plainRow, rowToAttachment, rowToEmail, rowToTask, storableText, toJsonParam } from './postgres-rows.ts';
+import { POSTGRES_CELLS, plainRow, storableText, toJsonParam } from './postgres-rows.ts';
 import { buildStatements, type Statements } from './statements.ts';
 
 const SECOND = 1000;
@@ -182,7 +182,7 @@ export class PostgresDatabase implements Database {
   async getTask(id: string): Promise<Task | null> {
     this.ready();
     const { rows } = await this.guard('read', () => this.pool.query<Record<string, unknown>>(this.sql.taskGet, [storableText(id)]));
-    return rows[0] === undefined ? null : rowToTask(rows[0]);
+    return rows[0] === undefined ? null : rowToTask(rows[0], POSTGRES_CELLS);
   }
 
   async getEmail(id: string): Promise<Email | null> {
@@ -191,7 +191,7 @@ export class PostgresDatabase implements Database {
     const row = rows[0];
     if (row === undefined) return null;
     const attachments = (row.attachments_json as Record<string, unknown>[]).map(rowToAttachment);
-    return rowToEmail(row, attachments);
+    return rowToEmail(row, attachments, POSTGRES_CELLS);
   }
 
   async getCheckpoint(source: SourceName): Promise<Checkpoint | null> {

@@ -13,8 +13,7 @@
  *   but in JSON it is the escape `\ud800`, which the server rejects. We replace lone surrogates with
  *   U+FFFD ourselves so that both paths store the same thing.
  */
-import type { Attachment, Email, Task } from '../../model.ts';
-import { Json, type Row } from '../rows.ts';
+import { Json, type CellDecoder, type Row } from '../rows.ts';
 
 const NUL = '\u0000';
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
@@ -50,85 +49,10 @@ export function plainRow(row: Row): Record<string, unknown> {
   return out;
 }
 
-// Reading: the driver already gives Dates for timestamptz, parsed values for jsonb, booleans and
-// numbers; bigint (attachments.size) arrives as a string.
-
-const str = (value: unknown) => (value === null || value === undefined ? null : String(value));
-const num = (value: unknown) => (value === null || value === undefined ? null : Number(value));
-const date = (value: unknown) => (value instanceof Date ? value : value === null || value === undefined ? null : new Date(String(value)));
-const list = <T>(value: unknown): T[] => (Array.isArray(value) ? (value as T[]) : []);
-const orNull = <T>(value: unknown): T | null => (value === undefined ? null : (value as T | null));
-
-export function rowToTask(row: Record<string, unknown>): Task {
-  return {
-    id: String(row.id),
-    title: str(row.title),
-    description: str(row.description),
-    status: str(row.status),
-    priority: str(row.priority),
-    progress: num(row.progress),
-    projectId: str(row.project_id),
-    projectName: str(row.project_name),
-    tasklistId: str(row.tasklist_id),
-    tasklistName: str(row.tasklist_name),
-    parentTaskId: str(row.parent_task_id),
-    assignees: list(row.assignees),
-    tags: list(row.tags),
-    startDate: str(row.start_date),
-    dueDate: str(row.due_date),
-    estimateMinutes: num(row.estimate_minutes),
-    createdAt: date(row.created_at),
-    updatedAt: date(row.updated_at),
-    completedAt: date(row.completed_at),
-    createdBy: orNull(row.created_by),
-    updatedBy: orNull(row.updated_by),
-    url: str(row.url),
-    deleted: row.deleted === true,
-    deletedAt: date(row.deleted_at),
-    raw: orNull(row.raw),
-  };
-}
-
-export function rowToEmail(row: Record<string, unknown>, attachments: Attachment[]): Email {
-  return {
-    id: String(row.id),
-    conversationId: str(row.conversation_id),
-    subject: str(row.subject),
-    preview: str(row.preview),
-    fromName: str(row.from_name),
-    fromAddress: str(row.from_address),
-    to: list(row.to),
-    cc: list(row.cc),
-    bcc: list(row.bcc),
-    replyTo: list(row.reply_to),
-    bodyHtml: str(row.body_html),
-    bodyText: str(row.body_text),
-    deliveredAt: date(row.delivered_at),
-    createdAt: date(row.created_at),
-    updatedAt: date(row.updated_at),
-    messageIdHeader: str(row.message_id_header),
-    inReplyTo: list(row.in_reply_to),
-    references: list(row.references),
-    labels: list(row.labels),
-    assignees: list(row.assignees),
-    conversationUrl: str(row.conversation_url),
-    draft: row.draft === true,
-    deleted: row.deleted === true,
-    deletedAt: date(row.deleted_at),
-    attachments,
-    raw: orNull(row.raw),
-  };
-}
-
-export function rowToAttachment(row: Record<string, unknown>): Attachment {
-  return {
-    id: String(row.id),
-    emailId: String(row.email_id),
-    filename: str(row.filename),
-    mediaType: str(row.media_type),
-    size: num(row.size),
-    url: str(row.url),
-    storedPath: str(row.stored_path),
-    sha256: str(row.sha256),
-  };
-}
+// Reading: the driver already gives Dates for timestamptz, parsed values for jsonb, and booleans;
+// bigint (attachments.size) arrives as a string (rows.ts turns it into a number).
+export const POSTGRES_CELLS: CellDecoder = {
+  date: (value) => (value instanceof Date ? value : value === null || value === undefined ? null : new Date(String(value))),
+  json: <T>(value: unknown, fallback: T): T => (value === null || value === undefined ? fallback : (value as T)),
+  bool: (value) => value === true,
+};

@@ -14,7 +14,7 @@ import { ConnectorError } from '../../errors.ts';
 import type { Attachment, Changes, Checkpoint, Deletion, Email, SourceName, Task } from '../../model.ts';
 import { noChanges } from '../../model.ts';
 import type { Database, DatabaseCounts, DatabaseHealth, WriteResult } from '../database.ts';
-import { ATTACHMENT_COLUMNS, EMAIL_COLUMNS, TASK_COLUMNS, Json, attachmentRow, checkpointRow, emailRow, isStale, taskRow, type CellValue, type Row } from '../rows.ts';
+import { ATTACHMENT_COLUMNS, EMAIL_COLUMNS, TASK_COLUMNS, Json, attachmentRow, checkpointRow, emailRow, isStale, rowToAttachment, rowToEmail, rowToTask, taskRow, type CellDecoder, type CellValue, type Row } from '../rows.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 
 type Statement = BetterSqlite3.Statement;
@@ -105,7 +105,7 @@ export class SqliteDatabase implements Database {
 
   async getTask(id: string): Promise<Task | null> {
     const row = this.guard('read', () => this.ready().taskGet.get(id) as Record<string, unknown> | undefined);
-    return row === undefined ? null : rowToTask(row);
+    return row === undefined ? null : rowToTask(row, SQLITE_CELLS);
   }
 
   async getEmail(id: string): Promise<Email | null> {
@@ -114,7 +114,7 @@ export class SqliteDatabase implements Database {
       const row = s.emailGet.get(id) as Record<string, unknown> | undefined;
       if (row === undefined) return null;
       const attachments = (s.attachmentsGet.all(id) as Record<string, unknown>[]).map(rowToAttachment);
-      return rowToEmail(row, attachments);
+      return rowToEmail(row, attachments, SQLITE_CELLS);
     });
   }
 
@@ -252,86 +252,12 @@ function toDate(value: unknown): Date | null {
   return typeof value === 'string' && value !== '' ? new Date(value) : null;
 }
 
-function json<T>(value: unknown, fallback: T): T {
-  return typeof value === 'string' ? (JSON.parse(value) as T) : fallback;
-}
-
-const str = (value: unknown) => (value === null || value === undefined ? null : String(value));
-const num = (value: unknown) => (value === null || value === undefined ? null : Number(value));
-
-function rowToTask(row: Record<string, unknown>): Task {
-  return {
-    id: String(row.id),
-    title: str(row.title),
-    description: str(row.description),
-    status: str(row.status),
-    priority: str(row.priority),
-    progress: num(row.progress),
-    projectId: str(row.project_id),
-    projectName: str(row.project_name),
-    tasklistId: str(row.tasklist_id),
-    tasklistName: str(row.tasklist_name),
-    parentTaskId: str(row.parent_task_id),
-    assignees: json(row.assignees, []),
-    tags: json(row.tags, []),
-    startDate: str(row.start_date),
-    dueDate: str(row.due_date),
-    estimateMinutes: num(row.estimate_minutes),
-    createdAt: toDate(row.created_at),
-    updatedAt: toDate(row.updated_at),
-    completedAt: toDate(row.completed_at),
-    createdBy: json(row.created_by, null),
-    updatedBy: json(row.updated_by, null),
-    url: str(row.url),
-    deleted: row.deleted === 1,
-    deletedAt: toDate(row.deleted_at),
-    raw: json(row.raw, null),
-  };
-}
-
-function rowToEmail(row: Record<string, unknown>, attachments: Attachment[]): Email {
-  return {
-    id: String(row.id),
-    conversationId: str(row.conversation_id),
-    subject: str(row.subject),
-    preview: str(row.preview),
-    fromName: str(row.from_name),
-    fromAddress: str(row.from_address),
-    to: json(row.to, []),
-    cc: json(row.cc, []),
-    bcc: json(row.bcc, []),
-    replyTo: json(row.reply_to, []),
-    bodyHtml: str(row.body_html),
-    bodyText: str(row.body_text),
-    deliveredAt: toDate(row.delivered_at),
-    createdAt: toDate(row.created_at),
-    updatedAt: toDate(row.updated_at),
-    messageIdHeader: str(row.message_id_header),
-    inReplyTo: json(row.in_reply_to, []),
-    references: json(row.references, []),
-    labels: json(row.labels, []),
-    assignees: json(row.assignees, []),
-    conversationUrl: str(row.conversation_url),
-    draft: row.draft === 1,
-    deleted: row.deleted === 1,
-    deletedAt: toDate(row.deleted_at),
-    attachments,
-    raw: json(row.raw, null),
-  };
-}
-
-function rowToAttachment(row: Record<string, unknown>): Attachment {
-  return {
-    id: String(row.id),
-    emailId: String(row.email_id),
-    filename: str(row.filename),
-    mediaType: str(row.media_type),
-    size: num(row.size),
-    url: str(row.url),
-    storedPath: str(row.stored_path),
-    sha256: str(row.sha256),
-  };
-}
+/** SQLite hands back times as ISO text, JSON as text and booleans as 0/1. */
+const SQLITE_CELLS: CellDecoder = {
+  date: toDate,
+  json: <T>(value: unknown, fallback: T): T => (typeof value === 'string' ? (JSON.parse(value) as T) : fallback),
+  bool: (value) => value === 1,
+};
 
 /** Busy, locked, I/O and full-disk errors pass; everything else is the database refusing the write. */
 function toDbError(err: unknown, context: string): ConnectorError {
