@@ -10,11 +10,16 @@
  *
  *   npm run bench:db -- [--single 300] [--batched 5000] [--batch-size 50] [--rounds 3] [--json] [--check]
  *
- * `--check` exits 1 when a backend is below its target ratio (PostgreSQL batched >= 0.5x raw).
+ * A target held to a vendor's request budget (Airtable: 5 requests/s per base) writes fewer rows (its
+ * own `rows`) and is reported as the requests per second it sustained over that budget, beside its
+ * records per second and the number of 429 answers it drew.
+ *
+ * `--check` exits 1 when a backend is below its target ratio (PostgreSQL batched >= 0.5x raw), or a
+ * budgeted one below its share of the budget (Airtable >= 90% of 5 requests/s) or refused with a 429.
  */
 import { parseArgs } from 'node:util';
 import type { Task } from '../../src/model.ts';
-import { BASELINES, TARGETS, type BenchTarget, type BenchWriter } from './backends.ts';
+import { BASELINES, TARGETS, type BenchRows, type BenchTarget, type BenchWriter } from './backends.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -77,9 +82,17 @@ function task(id: string, version: number): Task {
 
 const tasks = (prefix: string, count: number, version: number) => Array.from({ length: count }, (_, i) => task(`${prefix}${i}`, version));
 
-/** Upserts per second for writing `count` tasks twice (insert, then update) in `mode`. */
-async function measure(writer: BenchWriter, mode: Mode, prefix: string, count: number): Promise<number> {
+/** One measurement: upserts per second, and for a store behind an API its requests per second and 429s. */
+interface Sample {
+  upserts: number;
+  requests: number | null;
+  rateLimited: number;
+}
+
+/** Writes `count` tasks twice (insert, then update) in `mode`. */
+async function measure(writer: BenchWriter, mode: Mode, prefix: string, count: number): Promise<Sample> {
   const passes = [tasks(prefix, count, 0), tasks(prefix, count, 1)];
+  const before = writer.requests?.();
   const started = process.hrtime.bigint();
   for (const pass of passes) {
     if (mode === 'single') {
@@ -89,17 +102,25 @@ async function measure(writer: BenchWriter, mode: Mode, prefix: string, count: n
     }
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return (2 * count) / seconds;
+  const after = writer.requests?.();
+  return {
+    upserts: (2 * count) / seconds,
+    requests: before === undefined || after === undefined ? null : (after.total - before.total) / seconds,
+    rateLimited: before === undefined || after === undefined ? 0 : after.rateLimited - before.rateLimited,
+  };
 }
 
-async function round(target: BenchTarget, n: number): Promise<Record<Mode, number>> {
+const DEFAULT_ROWS: BenchRows = { single: SINGLE, batched: BATCHED, warmUp: 20 };
+
+async function round(target: BenchTarget, n: number): Promise<Record<Mode, Sample>> {
+  const rows = target.rows ?? DEFAULT_ROWS;
   const writer = await target.open();
   try {
     // Warm-up: connections, prepared statements, page cache.
-    for (const t of tasks(`w${n}-`, 20, 0)) await writer.upsertOne(t);
-    await writer.upsertBatch(tasks(`wb${n}-`, BATCH_SIZE, 0));
-    const single = await measure(writer, 'single', `s${n}-`, SINGLE);
-    const batched = await measure(writer, 'batched', `b${n}-`, BATCHED);
+    for (const t of tasks(`w${n}-`, rows.warmUp, 0)) await writer.upsertOne(t);
+    await writer.upsertBatch(tasks(`wb${n}-`, target.rows === undefined ? BATCH_SIZE : rows.warmUp, 0));
+    const single = await measure(writer, 'single', `s${n}-`, rows.single);
+    const batched = await measure(writer, 'batched', `b${n}-`, rows.batched);
     return { single, batched };
   } finally {
     await writer.close();
@@ -122,7 +143,7 @@ async function main(): Promise<void> {
   }
 
   // Rounds interleave the targets, so a noisy moment on a shared machine hits all of them alike.
-  const samples = new Map<string, Record<Mode, number[]>>(runnable.map((t) => [t.name, { single: [], batched: [] }]));
+  const samples = new Map<string, Record<Mode, Sample[]>>(runnable.map((t) => [t.name, { single: [], batched: [] }]));
   for (let n = 0; n < ROUNDS; n++) {
     for (const target of runnable) {
       const result = await round(target, n);
@@ -130,7 +151,22 @@ async function main(): Promise<void> {
     }
   }
 
-  const results = runnable.map((t) => ({ target: t.name, single: median(samples.get(t.name)!.single), batched: median(samples.get(t.name)!.batched) }));
+  const upserts = (name: string, mode: Mode) => median(samples.get(name)![mode].map((s) => s.upserts));
+  const results = runnable.map((t) => ({ target: t.name, single: upserts(t.name, 'single'), batched: upserts(t.name, 'batched') }));
+  const budgets = runnable
+    .filter((t) => t.budget !== undefined)
+    .map((t) => {
+      const budget = t.budget!;
+      const of = (mode: Mode) => {
+        const all = samples.get(t.name)![mode];
+        const requestsPerSecond = median(all.map((s) => s.requests ?? 0));
+        return { requestsPerSecond, share: requestsPerSecond / budget.requestsPerSecond, recordsPerSecond: median(all.map((s) => s.upserts)), rateLimited: all.reduce((n, s) => n + s.rateLimited, 0) };
+      };
+      const single = of('single');
+      const batched = of('batched');
+      const met = Math.min(single.share, batched.share) >= budget.targetShare && single.rateLimited + batched.rateLimited === 0;
+      return { target: t.name, rows: t.rows, budgetRequestsPerSecond: budget.requestsPerSecond, targetShare: budget.targetShare, single, batched, met };
+    });
   const byName = new Map(results.map((r) => [r.target, r]));
   const ratios = Object.entries(BASELINES)
     .filter(([name, baseline]) => byName.has(name) && byName.has(baseline))
@@ -142,7 +178,7 @@ async function main(): Promise<void> {
     });
 
   if (args.json) {
-    console.log(JSON.stringify({ rows: { single: SINGLE, batched: BATCHED }, batchSize: BATCH_SIZE, rounds: ROUNDS, results, ratios, skipped }, null, 2));
+    console.log(JSON.stringify({ rows: { single: SINGLE, batched: BATCHED }, batchSize: BATCH_SIZE, rounds: ROUNDS, results, ratios, budgets, skipped }, null, 2));
   } else {
     const fmt = (x: number) => Math.round(x).toLocaleString('en-US').padStart(14);
     console.log(`Database upserts/s (tasks; insert + update of each; median of ${ROUNDS} rounds; ${SINGLE} one at a time, ${BATCHED} batched)`);
@@ -154,8 +190,17 @@ async function main(): Promise<void> {
       const verdict = r.met ? 'met' : 'NOT MET';
       console.log(`${r.target} / ${r.baseline}: one at a time ${r.single.toFixed(2)}x, ${MODE_LABEL.batched} ${r.batched.toFixed(2)}x (target >= ${r.targetRatio}x: ${verdict})`);
     }
+    if (budgets.length > 0) console.log('\nRequest budgets (vendor limit; rows per target: its own, see bench/db/backends.ts):');
+    for (const b of budgets) {
+      const line = (mode: Mode) => {
+        const m = b[mode];
+        return `${MODE_LABEL[mode]} ${m.requestsPerSecond.toFixed(2)} requests/s = ${(100 * m.share).toFixed(1)}% (${Math.round(m.recordsPerSecond)} records/s)`;
+      };
+      const rateLimited = b.single.rateLimited + b.batched.rateLimited;
+      console.log(`${b.target}: ${line('single')}; ${line('batched')}; of ${b.budgetRequestsPerSecond} requests/s; 429s: ${rateLimited} (target >= ${100 * b.targetShare}% and no 429: ${b.met ? 'met' : 'NOT MET'})`);
+    }
   }
-  if (args.check && ratios.some((r) => !r.met)) process.exitCode = 1;
+  if (args.check && (ratios.some((r) => !r.met) || budgets.some((b) => !b.met))) process.exitCode = 1;
 }
 
 await main();

@@ -7,7 +7,7 @@
  * delivers again. A delivery that parses to no events (a validation ping, an event we do not store) is
  * acknowledged with 200 and a note, so that vendors do not disable the hook.
  */
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConnectorError, toErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
@@ -47,13 +47,30 @@ const FASTIFY_ERRORS: Partial<Record<string, { code: string; status: number }>> 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { log, queue, lifecycle } = options;
   const now = options.now ?? (() => new Date());
-  const app = Fastify({ loggerInstance: log.child({ component: 'http' }), disableRequestLogging: true, bodyLimit: options.maxBodyBytes, return503OnClosing: true }) as unknown as FastifyInstance;
+  const app = Fastify({
+    loggerInstance: log.child({ component: 'http' }),
+    // Per-request lines would dominate the log at webhook rates; deliveries log their own outcome.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: options.maxBodyBytes,
+    return503OnClosing: true,
+  }) as unknown as FastifyInstance;
+  const sourceNames = new Set<string>(options.sources.map((s) => s.name));
+
+  /** Logs and counts a refused delivery, whoever refused it (a source, or Fastify before the handler). */
+  const refuse = (request: FastifyRequest, reply: FastifyReply, status: number, code: string, message: string) => {
+    const source = /^\/webhooks\/([^/?]+)/.exec(request.url)?.[1];
+    if (source !== undefined && sourceNames.has(source)) {
+      lifecycle.emit('delivery:rejected', { source: source as SourceName, status, code });
+      request.log.warn({ source, status, code }, `delivery refused: ${message}`);
+    }
+    return sendError(reply, status, code, message);
+  };
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const known = FASTIFY_ERRORS[error.code];
-    if (known !== undefined) return sendError(reply, known.status, known.code, error.message);
+    if (known !== undefined) return refuse(request, reply, known.status, known.code, error.message);
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
-      return sendError(reply, error.statusCode, 'CONN_ERR_WEBHOOK_MALFORMED', error.message);
+      return refuse(request, reply, error.statusCode, 'CONN_ERR_WEBHOOK_MALFORMED', error.message);
     }
     request.log.error({ err: error }, 'request failed');
     return sendError(reply, 500, 'CONN_ERR_INTERNAL', 'internal error');
@@ -87,11 +104,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
             return refusal(err);
           }
         })();
-        if (parsed instanceof Refusal) {
-          lifecycle.emit('delivery:rejected', { source: source.name, status: parsed.status, code: parsed.code });
-          request.log.warn({ source: source.name, status: parsed.status, code: parsed.code }, `delivery refused: ${parsed.message}`);
-          return sendError(reply, parsed.status, parsed.code, parsed.message);
-        }
+        if (parsed instanceof Refusal) return refuse(request, reply, parsed.status, parsed.code, parsed.message);
         try {
           if (parsed.events.length > 0) await queue.enqueue(parsed.events);
         } catch (err) {

@@ -24,13 +24,16 @@ import { mapPool, MISSIVE_RATE_LIMITS, type ConversationFilter, type Conversatio
 import { SNAPSHOT_EVENT_TYPE } from './handler.ts';
 import type { MissiveConversation, MissiveMessage } from './payloads.ts';
 
-/** The mailboxes walked by default. */
-export const DEFAULT_BACKFILL_MAILBOXES: readonly ConversationFilter[] = [{ all: true }, { trashed: true }];
+/**
+ * The mailboxes walked by default. `all` may leave out Trash and Spam (reference 2.2, U7), and the
+ * token's user may have junked a conversation that teammates still work in, so both are walked too.
+ */
+export const DEFAULT_BACKFILL_MAILBOXES: readonly ConversationFilter[] = [{ all: true }, { trashed: true }, { junked: true }];
 
 export interface MissiveBackfillDeps {
   client: MissiveClient;
   clock: Clock;
-  /** Default: all + trashed. */
+  /** Default: all + trashed + junked. */
   mailboxes?: readonly ConversationFilter[];
   /** Event ids; default crypto.randomUUID. */
   newId?: () => string;
