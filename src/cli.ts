@@ -1,12 +1,26 @@
 /**
- * The `connector` command line. Each command is also an npm script. A bad setting stops any command
- * with one line naming the variable and the rule, exit code 2.
+ * The `connector` command line. Each command is also an npm script (`npm run check-queue -- --json`).
+ * The operator commands are thin layers over the library functions in src/admin/ (which the dashboard
+ * reuses): parse the flags, open what the action needs, print its result, exit.
+ *
+ * Exit codes: 0 done; 1 failed (the message says what to do); 2 bad settings or usage (an unknown flag,
+ * a missing filter or URL). A bad setting stops any command but `doctor` with one line naming the
+ * variable and the rule. The commands that read or replay the queue, and `backfill` (which only
+ * enqueues), are safe while `start` runs in another process on the same DATA_DIR.
+ *
+ * Operator commands print their results on stdout and log to `${LOG_DIR}/app.log` only, so that their
+ * output stays readable; `start`, `serve` and `work` log to the console as well.
  */
-import { Command, CommanderError } from 'commander';
-import { loadConfig, type Config } from './config.ts';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import type { WebhookAction } from './admin/register-webhooks.ts';
+import type { ReplayRequest } from './admin/replay-dead-letters.ts';
+import { loadConfig, parseConfig, readEnv, type Config } from './config.ts';
 import { ConnectorError } from './errors.ts';
-import { createLoggerFromConfig, type Logger } from './log.ts';
-import { startConnector, type Roles } from './main.ts';
+import { createLogger, createLoggerFromConfig, type Logger } from './log.ts';
+import type { Roles } from './main.ts';
+import { SOURCE_NAMES, type SourceName } from './model.ts';
+
+// What each command needs is imported when it runs, so that `--help` and usage errors answer at once.
 
 /** Exit codes: 0 done, 1 failed, 2 bad settings or usage. */
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
@@ -27,6 +41,7 @@ function settings(): Config {
 async function run(roles: Roles): Promise<void> {
   const config = settings();
   const log = createLoggerFromConfig(config);
+  const { startConnector } = await import('./main.ts');
   let connector;
   try {
     connector = await startConnector(config, { roles, log });
@@ -59,6 +74,198 @@ function fatal(log: Logger, err: unknown, what: string): never {
   process.exit(EXIT.failed);
 }
 
+// ───────────────────────────── operator commands ─────────────────────────────
+
+interface AdminContext {
+  config: Config;
+  log: Logger;
+}
+
+/** Settings, a file-only logger, the action; prints failures; exits with the action's code. */
+async function admin(command: string, action: (context: AdminContext) => Promise<number>): Promise<never> {
+  const config = settings();
+  const log = createLoggerFromConfig(config, { console: false }).child({ command });
+  const { UsageError } = await import('./admin/usage-error.ts');
+  let code: number;
+  try {
+    code = await action({ config, log });
+  } catch (err) {
+    code = failure(command, err, err instanceof UsageError, log);
+  }
+  return exit(code);
+}
+
+/** The message and exit code for an action that threw; `usage`: the request itself was refused. */
+function failure(command: string, err: unknown, usage: boolean, log?: Logger): number {
+  const message = err instanceof Error ? err.message : String(err);
+  if (usage || (err instanceof ConnectorError && err.code === 'CONN_ERR_CONFIG_INVALID')) {
+    process.stderr.write(`connector ${command}: ${message}\n`);
+    return EXIT.usage;
+  }
+  const code = err instanceof ConnectorError ? `${err.code}: ` : '';
+  log?.error({ err }, `${command} failed: ${message}`);
+  process.stderr.write(`connector ${command}: failed: ${code}${message}\n`);
+  return EXIT.failed;
+}
+
+/** Exits once stdout and stderr have taken everything written (pipes may be asynchronous). */
+async function exit(code: number): Promise<never> {
+  await Promise.all([process.stdout, process.stderr].map((stream) => new Promise<void>((resolve) => stream.write('', () => resolve()))));
+  process.exit(code);
+}
+
+function print(lines: string | readonly string[]): void {
+  process.stdout.write(`${typeof lines === 'string' ? lines : lines.join('\n')}\n`);
+}
+
+function wholeNumber(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('must be a whole number (0 or more)');
+  return n;
+}
+
+function isoTime(value: string): Date {
+  const date = new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value.trim()) || Number.isNaN(date.getTime())) throw new InvalidArgumentError('must be an ISO 8601 time, e.g. 2025-01-31 or 2025-01-31T08:00:00Z');
+  return date;
+}
+
+const sourceOption = (description: string) => new Option('--source <name>', description).choices(SOURCE_NAMES);
+
+async function checkQueueCommand(options: { last: number; json?: boolean }): Promise<never> {
+  return admin('check-queue', async ({ config, log }) => {
+    const { checkQueue } = await import('./admin/check-queue.ts');
+    const { renderQueueReport } = await import('./admin/render.ts');
+    const { openQueue, queueWorker } = await import('./admin/resources.ts');
+    const queue = await openQueue(config, log);
+    try {
+      const report = await checkQueue(queue, { last: options.last, worker: await queueWorker(config) });
+      print(options.json === true ? JSON.stringify({ queueDir: config.queueDir, ...report }, null, 2) : renderQueueReport(report, config.queueDir));
+      return EXIT.ok;
+    } finally {
+      await queue.close();
+    }
+  });
+}
+
+async function backfillCommand(options: { source?: SourceName; since?: Date; full?: boolean }): Promise<never> {
+  return admin('backfill', async ({ config, log }) => {
+    const { backfillSources, chooseBackfillSources } = await import('./admin/backfill.ts');
+    const { BackfillProgressView } = await import('./admin/progress.ts');
+    const { renderBackfillSummary } = await import('./admin/render.ts');
+    const { openDatabase, openQueue, queueWorker } = await import('./admin/resources.ts');
+    const { Lifecycle } = await import('./lifecycle.ts');
+    const { createSources } = await import('./sources/index.ts');
+    const { CheckpointStore } = await import('./sync/checkpoints.ts');
+    const sources = createSources(config, { log });
+    const command = { ...(options.source !== undefined ? { sources: [options.source] } : {}), since: options.since, full: options.full };
+    chooseBackfillSources(sources, command); // refuse a bad request before opening anything
+    const lifecycle = new Lifecycle((err) => log.error({ err }, 'lifecycle listener failed'));
+    const queue = await openQueue(config, log, lifecycle);
+    const controller = new AbortController();
+    const view = new BackfillProgressView(process.stdout);
+    const onSignal = () => {
+      if (controller.signal.aborted) return void exit(EXIT.failed);
+      view.end();
+      process.stderr.write('interrupted: stopping after the request in hand (again to quit at once); checkpoints stay at the last completed page\n');
+      controller.abort(new Error('interrupted'));
+    };
+    process.on('SIGINT', onSignal);
+    try {
+      const db = await openDatabase(config, log);
+      try {
+        const deps = { queue, checkpoints: new CheckpointStore(db, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS };
+        const report = await backfillSources(sources, deps, {
+          ...command,
+          signal: controller.signal,
+          onStart: (source, since) => view.start(source, since),
+          onPage: (progress) => view.page(progress),
+        });
+        view.end();
+        print(renderBackfillSummary(report, await queueWorker(config)));
+        return report.aborted || report.outcomes.some((o) => o.status === 'failed') ? EXIT.failed : EXIT.ok;
+      } finally {
+        await db.close();
+      }
+    } finally {
+      process.off('SIGINT', onSignal);
+      await queue.close();
+    }
+  });
+}
+
+async function replayCommand(options: { source?: SourceName; id?: string[]; all?: boolean; dryRun?: boolean }): Promise<never> {
+  return admin('replay-dlq', async ({ config, log }) => {
+    const { replayDeadLetters, replayFilter } = await import('./admin/replay-dead-letters.ts');
+    const { renderReplay } = await import('./admin/render.ts');
+    const { openQueue } = await import('./admin/resources.ts');
+    const request: ReplayRequest = { source: options.source, ids: options.id, all: options.all, dryRun: options.dryRun };
+    replayFilter(request); // refuse a missing filter before opening anything
+    const queue = await openQueue(config, log);
+    try {
+      const result = await replayDeadLetters(queue, request);
+      print(renderReplay(result));
+      return result.missingIds.length > 0 ? EXIT.failed : EXIT.ok;
+    } finally {
+      await queue.close();
+    }
+  });
+}
+
+async function registerWebhooksCommand(options: { url?: string; source?: SourceName; list?: boolean; remove?: boolean }): Promise<never> {
+  return admin('register-webhooks', async ({ config, log }) => {
+    const { MissiveHooksApi } = await import('./admin/missive-hooks.ts');
+    const { checkPublicUrl, manageWebhooks } = await import('./admin/register-webhooks.ts');
+    const { renderWebhookReports } = await import('./admin/render.ts');
+    const { TeamworkClient } = await import('./sources/teamwork/client.ts');
+    const action: WebhookAction = options.list === true ? 'list' : options.remove === true ? 'remove' : 'register';
+    const publicUrl = checkPublicUrl(options.url ?? config.PUBLIC_URL);
+    const teamwork =
+      config.TEAMWORK_API_KEY !== undefined && config.teamworkBaseUrl !== null
+        ? new TeamworkClient({ baseUrl: config.teamworkBaseUrl, apiKey: config.TEAMWORK_API_KEY, requestsPerMinute: config.TEAMWORK_REQUESTS_PER_MINUTE, log })
+        : null;
+    const missive = config.MISSIVE_API_TOKEN !== undefined ? new MissiveHooksApi({ token: config.MISSIVE_API_TOKEN, baseUrl: config.MISSIVE_BASE_URL, log }) : null;
+    const reports = await manageWebhooks(action, {
+      publicUrl,
+      teamwork: { client: teamwork, ...(config.TEAMWORK_WEBHOOK_TOKEN !== undefined ? { token: config.TEAMWORK_WEBHOOK_TOKEN } : {}) },
+      missive: { api: missive, ...(config.MISSIVE_WEBHOOK_SECRET !== undefined ? { secret: config.MISSIVE_WEBHOOK_SECRET } : {}) },
+      ...(options.source !== undefined ? { sources: [options.source] } : {}),
+    });
+    print(renderWebhookReports(action, reports));
+    return reports.some((r) => r.status === 'failed') ? EXIT.failed : EXIT.ok;
+  });
+}
+
+async function airtableSetupCommand(): Promise<never> {
+  return admin('airtable-setup', async ({ config, log }) => {
+    const { airtableSetup } = await import('./db/airtable/setup.ts');
+    const { renderAirtableSetup } = await import('./admin/render.ts');
+    const report = await airtableSetup(config, { log });
+    print(renderAirtableSetup(report));
+    return report.problems.length > 0 ? EXIT.failed : EXIT.ok;
+  });
+}
+
+/** Not through `admin`: a bad setting is something doctor reports, not a reason to stop. */
+async function doctorCommand(options: { json?: boolean }): Promise<never> {
+  const env = readEnv();
+  let log: Logger;
+  try {
+    log = createLoggerFromConfig(parseConfig(env), { console: false }).child({ command: 'doctor' });
+  } catch {
+    log = createLogger({ level: 'silent', console: false });
+  }
+  const { runDoctor } = await import('./admin/doctor.ts');
+  const { renderDoctor } = await import('./admin/render.ts');
+  try {
+    const report = await runDoctor({ env, log });
+    print(options.json === true ? JSON.stringify(report, null, 2) : renderDoctor(report));
+    return exit(report.ok ? EXIT.ok : EXIT.failed);
+  } catch (err) {
+    return exit(failure('doctor', err, false, log));
+  }
+}
+
 export function buildProgram(): Command {
   const program = new Command('connector')
     .description('Teamwork & Missive Connector: keeps a database in sync with Teamwork tasks and Missive emails.')
@@ -68,6 +275,47 @@ export function buildProgram(): Command {
   program.command('start').description('receive webhooks and process events in one process (the default way to run)').action(() => run({ serve: true, work: true }));
   program.command('serve').description('receive webhooks only (run `work` in another process)').action(() => run({ serve: true, work: false }));
   program.command('work').description('process queued events only (run `serve` in another process)').action(() => run({ serve: false, work: true }));
+
+  program
+    .command('check-queue')
+    .description('show the queue: pending, in flight, delayed, dead letters, the oldest age and the newest events (safe while the connector runs)')
+    .option('--last <n>', 'list this many of the newest waiting events (0: none)', wholeNumber, 10)
+    .option('--json', 'print JSON instead of text')
+    .action(checkQueueCommand);
+
+  program
+    .command('backfill')
+    .description('enqueue everything changed since the checkpoint (minus the overlap); the worker of `start` processes it')
+    .addOption(sourceOption('only this source (default: every source whose API is configured)'))
+    .option('--since <time>', 'start at this ISO 8601 time instead of the checkpoint', isoTime)
+    .addOption(new Option('--full', 'everything the vendors have, ignoring the checkpoint').conflicts('since'))
+    .action(backfillCommand);
+
+  program
+    .command('replay-dlq')
+    .description('move dead letters back to the queue (attempts reset) once their cause is fixed; needs a filter')
+    .addOption(sourceOption('only dead letters of this source'))
+    .option('--id <id...>', 'only these event ids')
+    .option('--all', 'every dead letter (alone: not with --source or --id)')
+    .option('--dry-run', 'list what would be replayed; change nothing')
+    .action(replayCommand);
+
+  program
+    .command('register-webhooks')
+    .description('create the Teamwork and Missive webhooks for PUBLIC_URL (idempotent), or list or remove them')
+    .option('--url <url>', 'the public base URL vendors reach this connector at (default: PUBLIC_URL)')
+    .addOption(sourceOption('only this vendor (default: both)'))
+    .addOption(new Option('--list', 'list our webhooks at each vendor; change nothing').conflicts('remove'))
+    .option('--remove', 'delete our webhooks at each vendor (hooks for other URLs are never touched)')
+    .action(registerWebhooksCommand);
+
+  program.command('airtable-setup').description('create the Airtable tables and fields in AIRTABLE_BASE_ID (idempotent; never deletes)').action(airtableSetupCommand);
+
+  program
+    .command('doctor')
+    .description('check settings, database, queue, vendor credentials, webhook reachability and disk space; exit 1 if any check fails')
+    .option('--json', 'print JSON instead of a table')
+    .action(doctorCommand);
   return program;
 }
 

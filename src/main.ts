@@ -2,10 +2,17 @@
  * The composition root: builds the connector from its settings and runs one or both roles.
  * - `serve`: the HTTP app (webhooks, health); needs only the queue.
  * - `work`: the dispatcher; needs the queue, the sources and the database.
- * `start` runs both in one process. Stopping is graceful and ordered: stop accepting deliveries, let
- * the dispatcher finish the batch in hand, then close the queue and the database.
+ * `start` runs both in one process. Stopping is graceful and ordered: close the tunnel and stop
+ * accepting deliveries, let the dispatcher finish the batch in hand, then close the queue and the
+ * database.
+ *
+ * Where vendors reach us (serve role), printed per source at start-up: the ngrok tunnel's URL when
+ * NGROK_AUTHTOKEN is set and it opened, else PUBLIC_URL, else the local URL (with a note that vendors
+ * cannot reach it). With POLLING_ONLY no tunnel is opened and no webhook is expected: the endpoints
+ * still answer, and the worker reconciles every few minutes instead.
  */
 import type { FastifyInstance } from 'fastify';
+import { SOURCE_API_SETTINGS } from './admin/source-settings.ts';
 import type { Config } from './config.ts';
 import type { Database } from './db/database.ts';
 import { createDatabase } from './db/create-database.ts';
@@ -19,6 +26,7 @@ import type { Source } from './sources/source.ts';
 import { MINUTE } from './retry-policy.ts';
 import { CheckpointStore } from './sync/checkpoints.ts';
 import { Reconciler } from './sync/reconciler.ts';
+import { openTunnel, type Tunnel, type TunnelOptions } from './tunnel.ts';
 import { Dispatcher } from './workers/dispatcher.ts';
 
 /** With POLLING_ONLY, reconciliation runs at least this often. */
@@ -32,6 +40,8 @@ export interface Roles {
 export interface RunningConnector {
   /** Where the HTTP app listens, when serving. */
   url: string | null;
+  /** The base URL vendors reach us at: the tunnel's, else PUBLIC_URL; null when neither (or not serving). */
+  publicUrl: string | null;
   app: FastifyInstance | null;
   queue: Queue;
   db: Database | null;
@@ -51,6 +61,8 @@ export interface StartOptions {
   sources?: Source[];
   /** File-queue options for tests and harnesses (crash points, compaction threshold). */
   queue?: Pick<QueueDeps, 'crashPoint' | 'compactThresholdBytes'>;
+  /** ngrok options for tests (module loader, ingress address, timeout); the token comes from the settings. */
+  tunnel?: Pick<TunnelOptions, 'load' | 'serverAddr' | 'timeoutMs'>;
 }
 
 export async function startConnector(config: Config, options: StartOptions): Promise<RunningConnector> {
@@ -63,11 +75,19 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   let dispatcher: Dispatcher | null = null;
   let reconciler: Reconciler | null = null;
   let url: string | null = null;
+  let publicUrl: string | null = null;
+  let tunnel: Tunnel | null = null;
+  const interval = config.BACKFILL_INTERVAL_MINUTES * MINUTE;
+  const reconcileEveryMs = config.POLLING_ONLY ? Math.min(interval || POLLING_INTERVAL, POLLING_INTERVAL) : interval;
+  const minutes = Math.round(reconcileEveryMs / MINUTE);
+  const reconcileEvery = reconcileEveryMs > 0 ? `every ${minutes} minute${minutes === 1 ? '' : 's'}` : 'on start-up only';
 
   try {
     const sources = options.sources ?? createSources(config, { log });
     for (const source of sources) {
-      if (!source.apiConfigured) log.warn({ source: source.name }, `${source.name}: API credentials are not set; webhooks are received, but enrichment and backfill are off`);
+      if (!source.apiConfigured) {
+        log.warn({ source: source.name }, `${source.name}: API credentials are not set (${SOURCE_API_SETTINGS[source.name]}); webhooks are received and stored as they come, but enrichment and backfill are off`);
+      }
     }
 
     if (roles.work) {
@@ -79,15 +99,15 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       dispatcher.start();
       log.info({ backend: db.backend, concurrency: config.WORKER_CONCURRENCY }, 'worker started');
 
-      const interval = config.BACKFILL_INTERVAL_MINUTES * MINUTE;
       reconciler = new Reconciler({
         sources,
         log,
-        intervalMs: config.POLLING_ONLY ? Math.min(interval || POLLING_INTERVAL, POLLING_INTERVAL) : interval,
+        intervalMs: reconcileEveryMs,
         onStart: config.BACKFILL_ON_START,
         deps: { queue, checkpoints: new CheckpointStore(database, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS },
       });
       reconciler.start();
+      if (config.POLLING_ONLY && !roles.serve) log.info({ pollingOnly: true }, `POLLING_ONLY is on: webhooks are not expected; reconciling ${reconcileEvery}`);
     }
 
     if (roles.serve) {
@@ -105,9 +125,24 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       const port = typeof address === 'object' && address !== null ? address.port : config.PORT;
       url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
       log.info({ url }, `listening on ${url}`);
-      for (const source of sources) log.info({ source: source.name }, `${source.name} webhook URL: ${config.PUBLIC_URL ?? url}/webhooks/${source.name}`);
+      if (config.POLLING_ONLY) {
+        log.info({ pollingOnly: true }, `POLLING_ONLY is on: webhooks are not expected (the endpoints still answer) and no tunnel is opened; the worker reconciles ${reconcileEvery}`);
+      } else {
+        tunnel = await openTunnel({ port, host: config.HOST, authtoken: config.NGROK_AUTHTOKEN, log: log.child({ component: 'tunnel' }), ...options.tunnel });
+        publicUrl = tunnel?.url ?? config.PUBLIC_URL ?? null;
+        for (const source of sources) {
+          const webhookUrl = `${publicUrl ?? url}/webhooks/${source.name}`;
+          log.info({ source: source.name, webhookUrl }, `${source.name} webhook URL: ${webhookUrl}`);
+        }
+        if (tunnel !== null) {
+          log.info({ tunnel: tunnel.url }, `register the tunnel's webhook URLs with \`npm run register-webhooks -- --url ${tunnel.url}\` (on ngrok's free plan the URL changes on every start)`);
+        } else if (publicUrl === null) {
+          log.info(`vendors cannot reach ${url}: set PUBLIC_URL (or NGROK_AUTHTOKEN for a tunnel), or POLLING_ONLY=true to rely on reconciliation`);
+        }
+      }
     }
   } catch (err) {
+    await tunnel?.close();
     await reconciler?.stop();
     await dispatcher?.stop();
     await app?.close();
@@ -118,6 +153,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   let stopping: Promise<void> | null = null;
   return {
     url,
+    publicUrl,
     app,
     queue,
     db,
@@ -126,6 +162,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
     reconcile: () => reconciler?.runAll() ?? Promise.resolve(),
     stop: () => {
       stopping ??= (async () => {
+        await tunnel?.close();
         await app?.close();
         await reconciler?.stop();
         await dispatcher?.stop();

@@ -1,0 +1,63 @@
+/**
+ * `check-queue`: what is waiting, and for how long. Reads only, so it is safe while the connector runs
+ * in another process on the same queue.
+ *
+ * The events listed are described, not shown: their payloads may hold email bodies, which never leave
+ * the queue through an admin command.
+ */
+import type { EventOrigin, SourceName } from '../model.ts';
+import type { Queue, QueueStats } from '../queue/queue.ts';
+import type { WorkerStatus } from './worker-status.ts';
+
+/** One waiting event, without its payload. */
+export interface QueuedEventSummary {
+  id: string;
+  source: SourceName;
+  type: string;
+  entityKey: string | null;
+  origin: EventOrigin;
+  /** ISO 8601. */
+  receivedAt: string;
+}
+
+export interface QueueReport {
+  backend: Queue['backend'];
+  stats: QueueStats;
+  /** Whether a worker consumes this queue (and so whether what waits will be processed). */
+  worker: WorkerStatus;
+  /**
+   * True when in-flight events cannot be told from pending ones here: a file queue read by a process
+   * that is not its worker counts the worker's claims as pending.
+   */
+  inFlightCountedAsPending: boolean;
+  /** The newest events not yet done, newest first. */
+  recent: QueuedEventSummary[];
+}
+
+export interface CheckQueueOptions {
+  /** How many of the newest waiting events to describe. Default 10; 0 for none. */
+  last?: number;
+  worker: WorkerStatus;
+  /** This process is not the queue's worker (a CLI command, not the dashboard of `start`). Default true. */
+  outsideWorker?: boolean;
+}
+
+export async function checkQueue(queue: Queue, options: CheckQueueOptions): Promise<QueueReport> {
+  const last = Math.max(0, Math.floor(options.last ?? 10));
+  const stats = await queue.stats();
+  const recent = last === 0 ? [] : await queue.peek(last);
+  return {
+    backend: queue.backend,
+    stats,
+    worker: options.worker,
+    inFlightCountedAsPending: queue.backend === 'file' && options.outsideWorker !== false && options.worker.state === 'running',
+    recent: recent.map((event) => ({
+      id: event.id,
+      source: event.source,
+      type: event.type,
+      entityKey: event.entityKey,
+      origin: event.origin,
+      receivedAt: event.receivedAt.toISOString(),
+    })),
+  };
+}

@@ -1,0 +1,298 @@
+/**
+ * `doctor`: checks that this installation can work, one line each, with the fix for what fails:
+ *
+ *   config       the settings parse (everything else is skipped when they do not)
+ *   database     it opens, migrates and reports healthy
+ *   queue        it opens; what waits in it; whether a worker consumes it
+ *   teamwork-api / missive-api
+ *                one cheap authenticated call each (a one-task page; a one-conversation page)
+ *   teamwork-webhook / missive-webhook
+ *                an empty, unsigned POST to PUBLIC_URL's /webhooks/<source>: with a secret set this
+ *                connector answers 401 CONN_ERR_WEBHOOK_SIGNATURE, without one 200 or 4xx with our
+ *                JSON; anything else answered, it is not us
+ *   tunnel       with NGROK_AUTHTOKEN: the optional ngrok module loads
+ *   disk         free space where DATA_DIR lives (statfs)
+ *
+ * Every check runs on its own, under a time limit, and closes what it opened; nothing is changed
+ * except that the database is migrated (as `start` would) and the data directory created. Safe while
+ * the connector runs.
+ */
+import { mkdir, statfs } from 'node:fs/promises';
+import path from 'node:path';
+import { parseConfig, type Config, type Env } from '../config.ts';
+import { createLogger, type Logger } from '../log.ts';
+import { MissiveClient } from '../sources/missive/client.ts';
+import { TeamworkClient } from '../sources/teamwork/client.ts';
+import type { SourceName } from '../model.ts';
+import { SECOND } from '../retry-policy.ts';
+import { loadNgrok, type NgrokLoader } from '../tunnel.ts';
+import { openDatabase, openQueue, queueWorker } from './resources.ts';
+import { SOURCE_API_SETTINGS, SOURCE_SECRET_SETTINGS } from './source-settings.ts';
+
+export const CHECK_STATUSES = ['OK', 'FAIL', 'SKIP'] as const;
+export type CheckStatus = (typeof CHECK_STATUSES)[number];
+
+export interface DoctorCheck {
+  name: string;
+  status: CheckStatus;
+  /** What was found. */
+  detail: string;
+  /** What to do, for a FAIL. */
+  fix?: string;
+}
+
+export interface DoctorReport {
+  checks: DoctorCheck[];
+  /** No check failed. */
+  ok: boolean;
+}
+
+export interface DoctorOptions {
+  /** The environment to check (`.env` merged in; see readEnv). */
+  env: Env;
+  /** Where the checks log (the opened database and queue log through it). Default silent. */
+  log?: Logger;
+  fetch?: typeof fetch;
+  /** Time limit of each check, ms. Default 15 s. */
+  timeoutMs?: number;
+  /** The disk check fails below this many free bytes. Default 1 GiB. */
+  minFreeBytes?: number;
+  /** ...or below this share of the file system free. Default 0.05 (5%). */
+  minFreeRatio?: number;
+  /** Default: import('@ngrok/ngrok'). */
+  loadNgrok?: NgrokLoader;
+}
+
+const GIB = 1024 ** 3;
+const DEFAULT_TIMEOUT_MS = 15 * SECOND;
+
+export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
+  const log = options.log ?? createLogger({ level: 'silent', console: false });
+  const checks: DoctorCheck[] = [];
+  let config: Config;
+  try {
+    config = parseConfig(options.env);
+    checks.push({ name: 'config', status: 'OK', detail: describeConfig(config) });
+  } catch (err) {
+    checks.push({ name: 'config', status: 'FAIL', detail: err instanceof Error ? err.message : String(err), fix: 'fix that variable in .env or the environment (every setting: docs/configuration.md)' });
+    for (const name of ['database', 'queue', 'teamwork-api', 'missive-api', 'teamwork-webhook', 'missive-webhook', 'disk']) checks.push({ name, status: 'SKIP', detail: 'the settings do not parse' });
+    return { checks, ok: false };
+  }
+
+  const limit = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const run = async (name: string, check: (signal: AbortSignal) => Promise<Omit<DoctorCheck, 'name'>>, fix: string): Promise<void> => {
+    const controller = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const result = await Promise.race([
+        check(controller.signal),
+        new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(() => {
+            controller.abort();
+            reject(new Error(`no answer within ${Math.round(limit / SECOND)} s`));
+          }, limit);
+        }),
+      ]);
+      checks.push({ name, ...result });
+    } catch (err) {
+      checks.push({ name, status: 'FAIL', detail: errorText(err), fix });
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  await run('database', () => checkDatabase(config, log), databaseFix(config));
+  await run('queue', () => checkQueueOpens(config, log), `check that ${config.queueDir} is writable by this user and on a local disk`);
+  await run('teamwork-api', (signal) => checkTeamworkApi(config, options, signal, limit), teamworkApiFix);
+  await run('missive-api', (signal) => checkMissiveApi(config, options, signal, limit), missiveApiFix);
+  for (const source of ['teamwork', 'missive'] as const) {
+    await run(`${source}-webhook`, (signal) => checkWebhook(config, source, options, signal), reachFix(config, source));
+  }
+  if (config.NGROK_AUTHTOKEN !== undefined) await run('tunnel', () => checkTunnelModule(config, options), 'install the optional package (`npm install @ngrok/ngrok`), or unset NGROK_AUTHTOKEN');
+  await run('disk', () => checkDisk(config, options), `free space on the disk of ${config.DATA_DIR}, or move DATA_DIR to a larger one`);
+  return { checks, ok: checks.every((c) => c.status !== 'FAIL') };
+}
+
+function describeConfig(config: Config): string {
+  const sources = (['teamwork', 'missive'] as const).map((s) => `${s} API ${apiConfigured(config, s) ? 'on' : 'off'}`).join(', ');
+  return `DB_BACKEND=${config.DB_BACKEND}, QUEUE_BACKEND=${config.QUEUE_BACKEND}, DATA_DIR=${config.DATA_DIR}; ${sources}${config.POLLING_ONLY ? '; POLLING_ONLY' : ''}`;
+}
+
+function apiConfigured(config: Config, source: SourceName): boolean {
+  return source === 'teamwork' ? config.TEAMWORK_API_KEY !== undefined && config.teamworkBaseUrl !== null : config.MISSIVE_API_TOKEN !== undefined;
+}
+
+// ───────────────────────────── database and queue ─────────────────────────────
+
+function databaseFix(config: Config): string {
+  switch (config.DB_BACKEND) {
+    case 'sqlite':
+      return `check that ${config.DATA_DIR} is writable by this user and the disk is not full`;
+    case 'postgres':
+      return 'check DATABASE_URL (host, port, user, password, database), that the server runs, and that the user may create tables (docs/postgres.md)';
+    case 'airtable':
+      return 'check AIRTABLE_TOKEN (scopes data.records:read/write, schema.bases:read, access to the base) and AIRTABLE_BASE_ID; run `npm run airtable-setup` (docs/airtable.md)';
+    default: {
+      const never: never = config.DB_BACKEND;
+      return String(never);
+    }
+  }
+}
+
+async function checkDatabase(config: Config, log: Logger): Promise<Omit<DoctorCheck, 'name'>> {
+  const db = await openDatabase(config, log);
+  try {
+    const health = await db.health();
+    if (!health.ok) return { status: 'FAIL', detail: `${db.backend}: ${health.detail ?? 'not healthy'}`, fix: databaseFix(config) };
+    const counts = await db.counts();
+    const where = config.DB_BACKEND === 'sqlite' ? ` at ${config.sqlitePath}` : '';
+    return { status: 'OK', detail: `${db.backend}${where}: migrated and healthy; ${counts.tasks} tasks, ${counts.emails} emails, ${counts.attachments} attachments` };
+  } finally {
+    await db.close().catch(() => {});
+  }
+}
+
+async function checkQueueOpens(config: Config, log: Logger): Promise<Omit<DoctorCheck, 'name'>> {
+  const queue = await openQueue(config, log);
+  try {
+    const stats = await queue.stats();
+    const worker = await queueWorker(config);
+    const workerText = worker.state === 'running' ? `a worker is running (pid ${worker.pid})` : worker.state === 'stopped' ? 'no worker is running' : `worker: ${worker.reason}`;
+    const dead = stats.deadLettered > 0 ? `; ${stats.deadLettered} dead letters (npm run replay-dlq -- --all --dry-run)` : '';
+    return { status: 'OK', detail: `${queue.backend} queue: ${stats.pending + stats.inFlight} pending, ${stats.delayed} delayed${dead}; ${workerText}` };
+  } finally {
+    await queue.close().catch(() => {});
+  }
+}
+
+// ───────────────────────────── vendor APIs ─────────────────────────────
+
+const teamworkApiFix = 'check TEAMWORK_API_KEY (Teamwork: Profile > Edit my details > API & Mobile) and TEAMWORK_SITE or TEAMWORK_BASE_URL (EU sites: <site>.eu)';
+const missiveApiFix = 'check MISSIVE_API_TOKEN (Missive: Preferences > API > Create a new token) and MISSIVE_BASE_URL';
+
+async function checkTeamworkApi(config: Config, options: DoctorOptions, signal: AbortSignal, timeoutMs: number): Promise<Omit<DoctorCheck, 'name'>> {
+  if (!apiConfigured(config, 'teamwork')) return { status: 'SKIP', detail: `${SOURCE_API_SETTINGS.teamwork} not set: webhooks are stored as received; enrichment and backfill are off` };
+  const client = new TeamworkClient({
+    baseUrl: config.teamworkBaseUrl as string,
+    apiKey: config.TEAMWORK_API_KEY as string,
+    pageSize: 1,
+    maxAttempts: 1,
+    timeoutMs,
+    ...(options.fetch !== undefined ? { fetch: options.fetch } : {}),
+  });
+  const started = Date.now();
+  const pages = client.listTasksUpdatedSince(new Date(), { signal });
+  try {
+    await pages.next();
+  } finally {
+    await pages.return(undefined);
+  }
+  return { status: 'OK', detail: `${config.teamworkBaseUrl}: the API key reads tasks (${Date.now() - started} ms)` };
+}
+
+async function checkMissiveApi(config: Config, options: DoctorOptions, signal: AbortSignal, timeoutMs: number): Promise<Omit<DoctorCheck, 'name'>> {
+  if (!apiConfigured(config, 'missive')) return { status: 'SKIP', detail: `${SOURCE_API_SETTINGS.missive} not set: webhooks are stored as received (no bodies); backfill is off` };
+  const client = new MissiveClient({
+    token: config.MISSIVE_API_TOKEN as string,
+    baseUrl: config.MISSIVE_BASE_URL,
+    maxAttempts: 1,
+    timeoutMs,
+    ...(options.fetch !== undefined ? { fetch: options.fetch } : {}),
+  });
+  const started = Date.now();
+  await client.listConversations({ inbox: true }, { limit: 1, signal });
+  return { status: 'OK', detail: `${config.MISSIVE_BASE_URL}: the token reads conversations (${Date.now() - started} ms)` };
+}
+
+// ───────────────────────────── webhook reachability ─────────────────────────────
+
+function reachFix(config: Config, source: SourceName): string {
+  return `make ${config.PUBLIC_URL ?? 'PUBLIC_URL'}/webhooks/${source} reach this connector (is \`npm start\` running? DNS, firewall, reverse proxy or tunnel forwarding /webhooks/ to it?)`;
+}
+
+async function checkWebhook(config: Config, source: SourceName, options: DoctorOptions, signal: AbortSignal): Promise<Omit<DoctorCheck, 'name'>> {
+  if (config.POLLING_ONLY) return { status: 'SKIP', detail: 'POLLING_ONLY: webhooks are not expected' };
+  if (config.PUBLIC_URL === undefined) return { status: 'SKIP', detail: 'no PUBLIC_URL: vendors cannot reach this connector (set PUBLIC_URL, NGROK_AUTHTOKEN, or POLLING_ONLY=true)' };
+  const url = `${config.PUBLIC_URL}/webhooks/${source}`;
+  const response = await (options.fetch ?? fetch)(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '', redirect: 'manual', signal });
+  const text = await response.text().catch(() => '');
+  let code: string | null = null;
+  let ours = false;
+  try {
+    const body = JSON.parse(text) as { error?: unknown; ok?: unknown };
+    code = typeof body.error === 'string' ? body.error : null;
+    ours = (code !== null && code.startsWith('CONN_ERR_')) || body.ok === true;
+  } catch {
+    // not JSON: not us
+  }
+  const secretName = SOURCE_SECRET_SETTINGS[source];
+  const secretSet = config[secretName] !== undefined;
+  const answered = `${url} answered ${response.status}${code !== null ? ` ${code}` : ''}`;
+  if (!ours) {
+    return { status: 'FAIL', detail: `${url} answered ${response.status} ${excerpt(text)}: that is not this connector`, fix: reachFix(config, source) };
+  }
+  if (secretSet && response.status === 401) return { status: 'OK', detail: `${answered} to an unsigned delivery: this connector answers there and checks signatures` };
+  if (secretSet) {
+    return { status: 'FAIL', detail: `${answered} to an unsigned delivery: the connector serving PUBLIC_URL does not check signatures`, fix: `set ${secretName} for the process serving ${config.PUBLIC_URL} too (same value), and restart it` };
+  }
+  if (response.status === 401) {
+    return { status: 'FAIL', detail: `${answered}: the connector serving PUBLIC_URL checks signatures, but ${secretName} is not set here`, fix: `set ${secretName} here to the same value as the serving process` };
+  }
+  return { status: 'OK', detail: `${answered}: this connector answers there (deliveries are not verified: set ${secretName})` };
+}
+
+function excerpt(text: string): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  if (flat === '') return '(empty body)';
+  return JSON.stringify(flat.length > 80 ? `${flat.slice(0, 80)}…` : flat);
+}
+
+// ───────────────────────────── tunnel and disk ─────────────────────────────
+
+async function checkTunnelModule(config: Config, options: DoctorOptions): Promise<Omit<DoctorCheck, 'name'>> {
+  if (config.POLLING_ONLY) return { status: 'SKIP', detail: 'POLLING_ONLY: no tunnel is opened' };
+  const module = await (options.loadNgrok ?? loadNgrok)();
+  if (typeof module.forward !== 'function') return { status: 'FAIL', detail: '@ngrok/ngrok loaded but has no forward()', fix: 'install @ngrok/ngrok 1.7 (`npm install @ngrok/ngrok@1.7.0`)' };
+  return { status: 'OK', detail: 'NGROK_AUTHTOKEN is set and @ngrok/ngrok loads: `npm start` opens a tunnel (not tried here)' };
+}
+
+async function checkDisk(config: Config, options: DoctorOptions): Promise<Omit<DoctorCheck, 'name'>> {
+  await mkdir(config.DATA_DIR, { recursive: true });
+  const stats = await statfs(path.resolve(config.DATA_DIR));
+  const free = stats.bavail * stats.bsize;
+  const total = stats.blocks * stats.bsize;
+  const ratio = total > 0 ? free / total : 0;
+  const minBytes = options.minFreeBytes ?? GIB;
+  const minRatio = options.minFreeRatio ?? 0.05;
+  const detail = `${formatBytes(free)} free of ${formatBytes(total)} (${(ratio * 100).toFixed(1)}%) at ${config.DATA_DIR}`;
+  if (free < minBytes || ratio < minRatio) {
+    return { status: 'FAIL', detail: `${detail}; below ${formatBytes(minBytes)} or ${(minRatio * 100).toFixed(0)}%`, fix: `free space on the disk of ${config.DATA_DIR}, or move DATA_DIR to a larger one: the queue refuses deliveries (503) when the disk is full` };
+  }
+  return { status: 'OK', detail };
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value >= 100 || unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('CONN_ERR_')) return `${code}: ${err.message}`;
+    // fetch says only "fetch failed"; the reason (ECONNREFUSED, ENOTFOUND, a certificate) is its cause.
+    const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
+    if (cause !== undefined && cause !== null) {
+      const why = [cause.code, cause.message].filter((v): v is string => typeof v === 'string' && v !== '');
+      if (why.length > 0) return `${err.message}: ${[...new Set(why)].join(' ')}`;
+    }
+    return err.message;
+  }
+  return String(err);
+}
