@@ -214,7 +214,7 @@ async function replayCommand(options: { source?: SourceName; id?: string[]; all?
 
 async function registerWebhooksCommand(options: { url?: string; source?: SourceName; list?: boolean; remove?: boolean }): Promise<never> {
   return admin('register-webhooks', async ({ config, log }) => {
-    const { MissiveHooksApi } = await import('./admin/missive-hooks.ts');
+    const { MissiveHooksApi } = await import('./sources/missive/webhooks-admin.ts');
     const { checkPublicUrl, manageWebhooks } = await import('./admin/register-webhooks.ts');
     const { renderWebhookReports } = await import('./admin/render.ts');
     const { TeamworkClient } = await import('./sources/teamwork/client.ts');

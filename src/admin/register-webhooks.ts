@@ -6,7 +6,7 @@
  * - Teamwork: one hook per task event through its API (sources/teamwork/webhooks-admin.ts), signed
  *   with TEAMWORK_WEBHOOK_TOKEN.
  * - Missive: hooks through the undocumented `/v1/hooks` API with MISSIVE_WEBHOOK_SECRET
- *   (missive-hooks.ts); when Missive refuses (or has no such API), the report carries the exact steps
+ *   (sources/missive/webhooks-admin.ts); when Missive refuses (or has no such API), the report carries the exact steps
  *   to create the rule by hand, which is the documented way.
  * A vendor whose API credentials are not set gets the manual steps (register) or is skipped (list,
  * remove). Each vendor's outcome is reported on its own; one failing does not stop the other.
@@ -16,7 +16,7 @@ import type { SourceName } from '../model.ts';
 import type { TeamworkClient } from '../sources/teamwork/client.ts';
 import { listOurWebhooks, registerWebhooks, removeOurWebhooks, teamworkWebhookUrl } from '../sources/teamwork/webhooks-admin.ts';
 import { TASK_WEBHOOK_EVENTS } from '../sources/teamwork/webhook.ts';
-import { listOurMissiveHooks, missiveManualSteps, missiveWebhookUrl, registerMissiveHooks, removeOurMissiveHooks, type MissiveHook, type MissiveHooksApi } from './missive-hooks.ts';
+import { listOurMissiveHooks, missiveManualSteps, missiveWebhookUrl, registerMissiveHooks, removeOurMissiveHooks, type MissiveHook, type MissiveHooksApi } from '../sources/missive/webhooks-admin.ts';
 import { SOURCE_API_SETTINGS } from './source-settings.ts';
 import { UsageError } from './usage-error.ts';
 

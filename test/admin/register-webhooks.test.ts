@@ -6,7 +6,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startMissiveSimulator, startTeamworkSimulator, type MissiveSimulator, type TeamworkSimulator } from '../../simulators/index.ts';
-import { MissiveHooksApi } from '../../src/admin/missive-hooks.ts';
+import { MissiveHooksApi } from '../../src/sources/missive/webhooks-admin.ts';
 import { checkPublicUrl, manageWebhooks, type WebhookAdminDeps } from '../../src/admin/register-webhooks.ts';
 import { renderWebhookReports } from '../../src/admin/render.ts';
 import { UsageError } from '../../src/admin/usage-error.ts';

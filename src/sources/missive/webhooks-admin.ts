@@ -11,14 +11,13 @@
  * way, a rule with a Webhook action made in Missive's settings (§1.1), always works: `manualSteps`.
  *
  * The calls go through the shared HTTP core and the process-wide Missive budget, like every Missive
- * request. TODO for the Missive source's owner: these three calls belong in sources/missive/client.ts
- * as `listHooks` / `createHook` / `deleteHook`; they live here until then.
+ * request. (Teamwork's counterpart is sources/teamwork/webhooks-admin.ts.)
  */
 import { z } from 'zod';
-import { HttpClient } from '../http/http-client.ts';
-import type { Logger } from '../log.ts';
-import { SECOND } from '../retry-policy.ts';
-import { DEFAULT_MISSIVE_BASE_URL, sharedMissiveLimiter } from '../sources/missive/client.ts';
+import { HttpClient } from '../../http/http-client.ts';
+import type { Logger } from '../../log.ts';
+import { SECOND } from '../../retry-policy.ts';
+import { DEFAULT_MISSIVE_BASE_URL, sharedMissiveLimiter } from './client.ts';
 
 /** The path our server receives Missive deliveries on. */
 export const MISSIVE_WEBHOOK_PATH = '/webhooks/missive';
