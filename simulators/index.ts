@@ -48,4 +48,4 @@ export {
   type MvRule,
 } from './missive/index.ts';
 
-// --- Airtable simulator export (added by the lead; owned by simulators/airtable/) ---
+export { startAirtableSimulator, type AirtableSimulator, type AirtableSimulatorOptions } from './airtable/index.ts';
