@@ -11,11 +11,16 @@
  *   npm run bench:db -- [--single 300] [--batched 5000] [--batch-size 50] [--rounds 3] [--json] [--check]
  *
  * A target held to a vendor's request budget (Airtable: 5 requests/s per base) writes fewer rows (its
- * own `rows`) and is reported as the requests per second it sustained over that budget, beside its
- * records per second and the number of 429 answers it drew.
+ * own `rows`), may update them more than once (`updatePasses`), and is reported pass by pass: the
+ * insert pass (records it has never seen: for Airtable, a read of their stored versions before the
+ * upserts) and the update passes (the same records again, newer: a sustained working set, whose
+ * versions the backend already knows). Each pass shows the requests per second it sustained over the
+ * budget, its records per second and the 429 answers it drew.
  *
  * `--check` exits 1 when a backend is below its target ratio (PostgreSQL batched >= 0.5x raw), or a
- * budgeted one below its share of the budget (Airtable >= 90% of 5 requests/s) or refused with a 429.
+ * budgeted one below its share of the budget over all passes of a mode (Airtable >= 90% of 5
+ * requests/s), below its sustained records/s in the batched update passes (Airtable >= 90% of 5 x 10
+ * = 45 records/s), or refused with a 429.
  */
 import { parseArgs } from 'node:util';
 import type { Task } from '../../src/model.ts';
@@ -82,32 +87,56 @@ function task(id: string, version: number): Task {
 
 const tasks = (prefix: string, count: number, version: number) => Array.from({ length: count }, (_, i) => task(`${prefix}${i}`, version));
 
-/** One measurement: upserts per second, and for a store behind an API its requests per second and 429s. */
-interface Sample {
-  upserts: number;
+/** What one or more passes took: records written, seconds, and for a store behind an API its requests. */
+interface Passes {
+  records: number;
+  seconds: number;
+  /** Requests answered, or null for a store not behind an API. */
   requests: number | null;
   rateLimited: number;
 }
 
-/** Writes `count` tasks twice (insert, then update) in `mode`. */
-async function measure(writer: BenchWriter, mode: Mode, prefix: string, count: number): Promise<Sample> {
-  const passes = [tasks(prefix, count, 0), tasks(prefix, count, 1)];
-  const before = writer.requests?.();
-  const started = process.hrtime.bigint();
-  for (const pass of passes) {
+/** One measurement: the insert pass, then every update pass together. */
+interface Sample {
+  insert: Passes;
+  update: Passes;
+}
+
+const PASSES = ['insert', 'update'] as const;
+type Pass = (typeof PASSES)[number];
+/** A pass, or every pass of a mode together. */
+type Span = Pass | 'all';
+const spanOf = (s: Sample, span: Span): Passes => (span === 'all' ? add(s.insert, s.update) : s[span]);
+
+const add = (a: Passes, b: Passes): Passes => ({
+  records: a.records + b.records,
+  seconds: a.seconds + b.seconds,
+  requests: a.requests === null || b.requests === null ? null : a.requests + b.requests,
+  rateLimited: a.rateLimited + b.rateLimited,
+});
+const recordsPerSecond = (p: Passes) => p.records / p.seconds;
+const requestsPerSecond = (p: Passes) => (p.requests ?? 0) / p.seconds;
+
+/** Writes `count` tasks once (insert), then `updatePasses` more times with newer versions, in `mode`. */
+async function measure(writer: BenchWriter, mode: Mode, prefix: string, count: number, updatePasses: number): Promise<Sample> {
+  const pass = async (version: number): Promise<Passes> => {
+    const rows = tasks(prefix, count, version);
+    const before = writer.requests?.();
+    const started = process.hrtime.bigint();
     if (mode === 'single') {
-      for (const t of pass) await writer.upsertOne(t);
+      for (const t of rows) await writer.upsertOne(t);
     } else {
-      for (let i = 0; i < pass.length; i += BATCH_SIZE) await writer.upsertBatch(pass.slice(i, i + BATCH_SIZE));
+      for (let i = 0; i < rows.length; i += BATCH_SIZE) await writer.upsertBatch(rows.slice(i, i + BATCH_SIZE));
     }
-  }
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const after = writer.requests?.();
-  return {
-    upserts: (2 * count) / seconds,
-    requests: before === undefined || after === undefined ? null : (after.total - before.total) / seconds,
-    rateLimited: before === undefined || after === undefined ? 0 : after.rateLimited - before.rateLimited,
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const after = writer.requests?.();
+    const api = before !== undefined && after !== undefined;
+    return { records: count, seconds, requests: api ? after.total - before.total : null, rateLimited: api ? after.rateLimited - before.rateLimited : 0 };
   };
+  const insert = await pass(0);
+  let update = await pass(1);
+  for (let version = 2; version <= updatePasses; version++) update = add(update, await pass(version));
+  return { insert, update };
 }
 
 const DEFAULT_ROWS: BenchRows = { single: SINGLE, batched: BATCHED, warmUp: 20 };
@@ -119,8 +148,9 @@ async function round(target: BenchTarget, n: number): Promise<Record<Mode, Sampl
     // Warm-up: connections, prepared statements, page cache.
     for (const t of tasks(`w${n}-`, rows.warmUp, 0)) await writer.upsertOne(t);
     await writer.upsertBatch(tasks(`wb${n}-`, target.rows === undefined ? BATCH_SIZE : rows.warmUp, 0));
-    const single = await measure(writer, 'single', `s${n}-`, rows.single);
-    const batched = await measure(writer, 'batched', `b${n}-`, rows.batched);
+    const passes = target.updatePasses ?? 1;
+    const single = await measure(writer, 'single', `s${n}-`, rows.single, passes);
+    const batched = await measure(writer, 'batched', `b${n}-`, rows.batched, passes);
     return { single, batched };
   } finally {
     await writer.close();
@@ -151,21 +181,43 @@ async function main(): Promise<void> {
     }
   }
 
-  const upserts = (name: string, mode: Mode) => median(samples.get(name)![mode].map((s) => s.upserts));
+  // Upserts/s of a round: every pass together (insert and update passes).
+  const upserts = (name: string, mode: Mode) => median(samples.get(name)![mode].map((s) => recordsPerSecond(add(s.insert, s.update))));
   const results = runnable.map((t) => ({ target: t.name, single: upserts(t.name, 'single'), batched: upserts(t.name, 'batched') }));
   const budgets = runnable
     .filter((t) => t.budget !== undefined)
     .map((t) => {
       const budget = t.budget!;
-      const of = (mode: Mode) => {
-        const all = samples.get(t.name)![mode];
-        const requestsPerSecond = median(all.map((s) => s.requests ?? 0));
-        return { requestsPerSecond, share: requestsPerSecond / budget.requestsPerSecond, recordsPerSecond: median(all.map((s) => s.upserts)), rateLimited: all.reduce((n, s) => n + s.rateLimited, 0) };
+      const sustainedTarget = budget.targetShare * budget.requestsPerSecond * budget.recordsPerRequest;
+      const of = (mode: Mode, span: Span) => {
+        const all = samples.get(t.name)![mode].map((s) => spanOf(s, span));
+        const perSecond = median(all.map(requestsPerSecond));
+        return {
+          requestsPerSecond: perSecond,
+          share: perSecond / budget.requestsPerSecond,
+          recordsPerSecond: median(all.map(recordsPerSecond)),
+          requestsPerRecord: median(all.map((p) => (p.requests ?? 0) / p.records)),
+          rateLimited: all.reduce((n, p) => n + p.rateLimited, 0),
+        };
       };
-      const single = of('single');
-      const batched = of('batched');
-      const met = Math.min(single.share, batched.share) >= budget.targetShare && single.rateLimited + batched.rateLimited === 0;
-      return { target: t.name, rows: t.rows, budgetRequestsPerSecond: budget.requestsPerSecond, targetShare: budget.targetShare, single, batched, met };
+      const spans = (mode: Mode) => ({ insert: of(mode, 'insert'), update: of(mode, 'update'), all: of(mode, 'all') });
+      const passes = { single: spans('single'), batched: spans('batched') };
+      const rateLimited = passes.single.all.rateLimited + passes.batched.all.rateLimited;
+      // The budget share is judged over each mode's whole run; a single pass is too short to judge
+      // alone (requests leave in bursts of 5, so a pass's own figure moves by about 1% with timing).
+      const met =
+        Math.min(passes.single.all.share, passes.batched.all.share) >= budget.targetShare && rateLimited === 0 && passes.batched.update.recordsPerSecond >= sustainedTarget;
+      return {
+        target: t.name,
+        rows: t.rows,
+        updatePasses: t.updatePasses ?? 1,
+        budgetRequestsPerSecond: budget.requestsPerSecond,
+        targetShare: budget.targetShare,
+        sustainedRecordsPerSecondTarget: sustainedTarget,
+        ...passes,
+        rateLimited,
+        met,
+      };
     });
   const byName = new Map(results.map((r) => [r.target, r]));
   const ratios = Object.entries(BASELINES)
@@ -181,7 +233,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ rows: { single: SINGLE, batched: BATCHED }, batchSize: BATCH_SIZE, rounds: ROUNDS, results, ratios, budgets, skipped }, null, 2));
   } else {
     const fmt = (x: number) => Math.round(x).toLocaleString('en-US').padStart(14);
-    console.log(`Database upserts/s (tasks; insert + update of each; median of ${ROUNDS} rounds; ${SINGLE} one at a time, ${BATCHED} batched)`);
+    console.log(`Database upserts/s (tasks; insert + update of each, budgeted targets see below; median of ${ROUNDS} rounds; ${SINGLE} one at a time, ${BATCHED} batched)`);
     console.log(`${'target'.padEnd(18)}${MODE_LABEL.single.padStart(14)}${MODE_LABEL.batched.padStart(14)}`);
     for (const r of results) console.log(`${r.target.padEnd(18)}${fmt(r.single)}${fmt(r.batched)}`);
     for (const s of skipped) console.log(`${s.name.padEnd(18)}skipped: ${s.reason}`);
@@ -192,12 +244,25 @@ async function main(): Promise<void> {
     }
     if (budgets.length > 0) console.log('\nRequest budgets (vendor limit; rows per target: its own, see bench/db/backends.ts):');
     for (const b of budgets) {
-      const line = (mode: Mode) => {
-        const m = b[mode];
-        return `${MODE_LABEL[mode]} ${m.requestsPerSecond.toFixed(2)} requests/s = ${(100 * m.share).toFixed(1)}% (${Math.round(m.recordsPerSecond)} records/s)`;
-      };
-      const rateLimited = b.single.rateLimited + b.batched.rateLimited;
-      console.log(`${b.target}: ${line('single')}; ${line('batched')}; of ${b.budgetRequestsPerSecond} requests/s; 429s: ${rateLimited} (target >= ${100 * b.targetShare}% and no 429: ${b.met ? 'met' : 'NOT MET'})`);
+      const rows = b.rows ?? DEFAULT_ROWS;
+      console.log(
+        `${b.target}: ${rows.single} records one at a time and ${rows.batched} in batches of ${BATCH_SIZE}; an insert pass (records never seen), then ` +
+          `${b.updatePasses} update pass${b.updatePasses === 1 ? '' : 'es'} of the same records (newer versions: the sustained working set)`,
+      );
+      const passLabel: Record<Span, string> = { insert: 'insert pass', update: `update pass${b.updatePasses === 1 ? '' : `es x${b.updatePasses}`}`, all: 'all passes' };
+      for (const mode of MODES) {
+        for (const pass of [...PASSES, 'all'] as const) {
+          const m = b[mode][pass];
+          console.log(
+            `  ${MODE_LABEL[mode].padEnd(16)}${passLabel[pass].padEnd(19)}${m.requestsPerSecond.toFixed(2).padStart(6)} requests/s = ${(100 * m.share).toFixed(1).padStart(5)}% of ${b.budgetRequestsPerSecond}` +
+              `${m.recordsPerSecond.toFixed(1).padStart(8)} records/s  (${m.requestsPerRecord.toFixed(2)} requests per record, ${m.rateLimited} x 429)`,
+          );
+        }
+      }
+      console.log(
+        `  target: >= ${100 * b.targetShare}% of ${b.budgetRequestsPerSecond} requests/s over all passes of each mode, >= ${b.sustainedRecordsPerSecondTarget} records/s in the batched update passes, no 429: ` +
+          `${b.met ? 'met' : 'NOT MET'} (429s: ${b.rateLimited})`,
+      );
     }
   }
   if (args.check && (ratios.some((r) => !r.met) || budgets.some((b) => !b.met))) process.exitCode = 1;

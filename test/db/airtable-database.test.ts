@@ -1,7 +1,8 @@
 /**
  * AirtableDatabase: the shared conformance suite on the Airtable simulator, then what is particular to
- * Airtable (chunks of 10, the shared per-base rate limit, 429 pauses, 5xx retries, errors that say
- * what to fix, text cut at 100,000 characters, attachments by URL, checkpoint files).
+ * Airtable (version reads per batch and the version cache, chunks of 10, the shared per-base rate
+ * limit, 429 pauses, 5xx retries, errors that say what to fix, text cut at 100,000 characters,
+ * attachments by URL, checkpoint files).
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,7 @@ import { AirtableDatabase, type AirtableDatabaseOptions } from '../../src/db/air
 import { TASKS_TABLE } from '../../src/db/airtable/schema.ts';
 import { RateLimiter } from '../../src/http/rate-limiter.ts';
 import { startAirtableSimulator, type AirtableSimulator, type AirtableSimulatorOptions } from '../../simulators/airtable/index.ts';
+import { noChanges } from '../../src/model.ts';
 import { later, makeEmail, makeTask } from '../fixtures/records.ts';
 import { databaseConformance } from './conformance.ts';
 
@@ -61,7 +63,7 @@ describe('AirtableDatabase', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('writes in chunks of at most 10 ids, one guard read and one upsert per chunk, with typecast', async () => {
+  it('reads the versions of up to 100 ids per request and upserts 10 records per request, with typecast', async () => {
     await start();
     const db = database();
     await db.migrate();
@@ -69,12 +71,131 @@ describe('AirtableDatabase', () => {
     const tasks = Array.from({ length: 120 }, (_, i) => makeTask({ id: String(5000 + i), status: i === 7 ? 'on hold' : 'new' }));
     expect(await db.upsertTasks(tasks)).toEqual({ written: 120, stale: 0 });
     expect(patches()).toHaveLength(12);
-    expect(lists()).toHaveLength(12);
+    expect(lists()).toHaveLength(2);
     expect(sim.tables.records('Tasks')).toHaveLength(120);
     // typecast created the new status option.
     const status = sim.tables.schema()[0]?.fields.find((f) => f.name === 'Status');
     expect((status?.options?.choices as Array<{ name: string }>).map((c) => c.name)).toContain('on hold');
     expect(await db.counts()).toEqual({ tasks: 120, emails: 0, attachments: 0 });
+  });
+
+  const fifty = (version: number, title = `v${version}`) =>
+    Array.from({ length: 50 }, (_, i) => makeTask({ id: String(7000 + i), title, updatedAt: new Date(Date.parse('2026-11-10T00:00:00.000Z') + version * 60_000) }));
+  const titles = () => new Set(sim.tables.records('Tasks').map((r) => r.fields.Title));
+
+  it('a batch of 50 records never seen costs 1 read and 5 writes; the same ids again cost no read', async () => {
+    await start();
+    const db = database();
+    await db.migrate();
+    sim.requests.clear();
+    expect(await db.apply({ ...noChanges(), tasks: fifty(1) })).toEqual({ written: 50, stale: 0 });
+    expect([lists().length, patches().length]).toEqual([1, 5]);
+
+    sim.requests.clear();
+    expect(await db.apply({ ...noChanges(), tasks: fifty(2) })).toEqual({ written: 50, stale: 0 });
+    expect([lists().length, patches().length]).toEqual([0, 5]);
+    expect(titles()).toEqual(new Set(['v2']));
+
+    // Known versions also decide staleness without a read: an older replay writes nothing at all.
+    sim.requests.clear();
+    expect(await db.apply({ ...noChanges(), tasks: fifty(1, 'replayed') })).toEqual({ written: 0, stale: 50 });
+    expect(sim.requests.entries).toEqual([]);
+    expect(titles()).toEqual(new Set(['v2']));
+  });
+
+  it('reads the ids of one apply’s upserts and deletions together, one read per table', async () => {
+    await start();
+    const db = database();
+    await db.migrate();
+    await db.apply({ ...noChanges(), tasks: [makeTask({ id: '1' })], emails: [makeEmail({ id: 'm-1' })] });
+    const other = database();
+    sim.requests.clear();
+    const at = new Date('2026-11-20T00:00:00.000Z');
+    const result = await other.apply({
+      ...noChanges(),
+      tasks: [makeTask({ id: '2' })],
+      deletedTasks: [{ id: '1', at }, { id: '3', at }],
+      emails: [makeEmail({ id: 'm-2' })],
+      deletedEmails: [{ id: 'm-1', at }],
+    });
+    expect(result).toEqual({ written: 5, stale: 0 });
+    expect(lists()).toHaveLength(2);
+    expect(await other.getTask('1')).toMatchObject({ deleted: true, deletedAt: at });
+    expect(await other.getTask('3')).toMatchObject({ deleted: true, title: null });
+    expect(await other.getEmail('m-1')).toMatchObject({ deleted: true, deletedAt: at });
+  });
+
+  it('a new AirtableDatabase (a restart) knows nothing: it reads again and still skips stale writes', async () => {
+    await start();
+    const first = database();
+    await first.migrate();
+    await first.apply({ ...noChanges(), tasks: fifty(5) });
+
+    const restarted = database();
+    await restarted.migrate();
+    sim.requests.clear();
+    expect(await restarted.apply({ ...noChanges(), tasks: fifty(4, 'older') })).toEqual({ written: 0, stale: 50 });
+    expect([lists().length, patches().length]).toEqual([1, 0]);
+    expect(titles()).toEqual(new Set(['v5']));
+
+    sim.requests.clear();
+    expect(await restarted.apply({ ...noChanges(), tasks: fifty(6) })).toEqual({ written: 50, stale: 0 });
+    expect([lists().length, patches().length]).toEqual([0, 5]);
+    expect(titles()).toEqual(new Set(['v6']));
+  });
+
+  it('forgets the versions of a write whose answer was lost, so a write that did land is not overwritten by an older one', async () => {
+    await start();
+    let loseNextPatchAnswer = false;
+    const lossy: typeof fetch = async (input, init) => {
+      const response = await globalThis.fetch(input, init);
+      if (init?.method === 'PATCH' && loseNextPatchAnswer) {
+        loseNextPatchAnswer = false;
+        await response.arrayBuffer();
+        throw new TypeError('fetch failed (the connection dropped after Airtable applied the write)');
+      }
+      return response;
+    };
+    const db = database({ fetch: lossy, maxAttempts: 1 });
+    await db.migrate();
+    const v1 = makeTask({ title: 'v1' });
+    await db.upsertTask(v1);
+
+    loseNextPatchAnswer = true;
+    await expect(db.upsertTask(makeTask({ title: 'v3', updatedAt: later(v1.updatedAt, 30) }))).rejects.toMatchObject({ code: 'CONN_ERR_DB_UNAVAILABLE' });
+    expect(titles()).toEqual(new Set(['v3']));
+
+    // v2 is newer than what was cached before the failed write, older than what Airtable holds.
+    sim.requests.clear();
+    expect(await db.upsertTask(makeTask({ title: 'v2', updatedAt: later(v1.updatedAt, 20) }))).toEqual({ written: 0, stale: 1 });
+    expect([lists().length, patches().length]).toEqual([1, 0]);
+    expect(titles()).toEqual(new Set(['v3']));
+  });
+
+  it('remembers at most versionCacheSize versions, the least recently used going first', async () => {
+    await start();
+    const readIds: string[][] = [];
+    const recording: typeof fetch = async (input, init) => {
+      if (String(input).endsWith('/listRecords')) {
+        const formula = (JSON.parse(String(init?.body)) as { filterByFormula: string }).filterByFormula;
+        readIds.push([...formula.matchAll(/='([^']*)'/g)].map((m) => m[1] as string));
+      }
+      return globalThis.fetch(input, init);
+    };
+    const db = database({ fetch: recording, versionCacheSize: 30 });
+    await db.migrate();
+    await db.apply({ ...noChanges(), tasks: fifty(1) });
+    readIds.length = 0;
+    sim.requests.clear();
+    expect(await db.apply({ ...noChanges(), tasks: fifty(2) })).toEqual({ written: 50, stale: 0 });
+    expect(readIds).toEqual([Array.from({ length: 20 }, (_, i) => String(7000 + i))]);
+    expect(patches()).toHaveLength(5);
+
+    const uncached = database({ versionCacheSize: 0 });
+    sim.requests.clear();
+    await uncached.apply({ ...noChanges(), tasks: fifty(3) });
+    await uncached.apply({ ...noChanges(), tasks: fifty(4) });
+    expect([lists().length, patches().length]).toEqual([2, 10]);
   });
 
   it('stays within 5 requests per second per base, shared by two databases in the process, at Airtable’s real limit', async () => {

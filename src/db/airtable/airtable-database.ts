@@ -2,26 +2,48 @@
  * AirtableDatabase: canonical records in an Airtable base ("Tasks" and "Emails", see schema.ts),
  * written through our client (airtable-client.ts) with upserts keyed on "Task ID" / "Email ID".
  *
- * A batch of records is written in chunks of at most 10 distinct ids (Airtable's limit per request).
- * Each chunk costs two requests:
- *   1. read: one list request, filterByFormula OR({Task ID}='a', {Task ID}='b', …), returning only the
- *      stored version fields ("Updated At", "Deleted", "Deleted At"; for emails also "Attachment
- *      Details");
- *   2. write: one upsert (PATCH with performUpsert on the key, typecast on) of the records that are not
- *      stale. The same id twice in a batch is decided in order, as the SQL backends do, and only the
- *      last record that won is sent.
  * The stale-write rule is the one of every backend (rows.ts `isStale`): a record older than the stored
  * `updatedAt` (or `deletedAt`, once deleted) is skipped and counted in `stale`; equal times write.
+ * Airtable cannot compare-and-set, so the guard needs each record's stored version before writing it.
  *
- * The race this leaves: Airtable cannot compare-and-set, so between our read (1) and our write (2)
- * another writer could store a newer version, which our write would then overwrite with an older one.
- * That needs two writers of the same record within one round trip (a few hundred milliseconds). The
- * connector has one writer per record: the worker never runs two events for the same entity at once
- * (the dispatcher's `entityKey` rule), whatever its concurrency. So the guard is exact for the
- * deployment we support with Airtable, one worker process per base; several worker processes against
- * one base would weaken it to "newest wins, except within a round trip" (and would share Airtable's
- * 5 requests/s anyway, so they buy nothing). People editing the tables by hand are another writer:
- * their edits are overwritten by the next sync.
+ * Requests of one `apply` (or `upsertTasks`, ...) per table:
+ *   1. versions: the ids whose stored version this process does not know (see "Version cache") are
+ *      read with as few list requests as possible: up to 100 ids per request (Airtable's page size),
+ *      filterByFormula OR({Task ID}='a', {Task ID}='b', …) of at most MAX_FORMULA_LENGTH characters,
+ *      returning only the version fields. Ids of upserts and of deletions are read together. An id
+ *      already known costs nothing;
+ *   2. writes: one upsert (PATCH with performUpsert on the key, typecast on) per 10 records that are not
+ *      stale. The same id twice in a batch is decided in order, as the SQL backends do, and only the
+ *      last record that won is sent.
+ * A batch of 50 records never seen costs 1 read and 5 writes; the same 50 again costs 5 writes. At
+ * our budget of 5 requests per 1.1 s per base that is about 38 and 45 records/s.
+ *
+ * Version cache (version-cache.ts): a bounded LRU of stored versions per table and key, default
+ * 100,000 entries (at most about 20-30 MB). Reads (1.) fill it; after each successful upsert, the
+ * entries of its records are replaced by what Airtable answered, which holds every field of each
+ * record as stored, so an entry is exactly what a read right after our write would return.
+ * Why it is right: this backend is the only writer of its tables (one worker process per base, and
+ * within it the dispatcher never runs two events of one entity at once; see docs/airtable.md). Then a
+ * record's stored version changes only through our own upserts, each of which refreshes the entry, so
+ * an entry equals what a read would return. Where that premise fails, and what follows:
+ * - Restart (or a new AirtableDatabase): the cache starts empty, so every id is read again before its
+ *   first write; nothing is trusted that this process has not seen. `migrate()` clears it too.
+ * - A write whose outcome is unknown (timeout, network error, 5xx after the retries, any refusal): its
+ *   ids are dropped from the cache before the error is thrown, so they are read again next time.
+ *   Otherwise a write that reached Airtable but whose answer was lost would leave the older version
+ *   cached, and a version between the two could later overwrite the newer one.
+ * - Someone edits a record by hand: the cache does not see it. Our next write of that record is
+ *   decided against the version we last stored or read, so it overwrites the hand edit only when our
+ *   record is not older by its vendor time, which is the contract anyway (hand edits are overwritten
+ *   by the next sync, as the table descriptions say). A hand edit of "Updated At" itself goes unseen
+ *   until a restart or the entry's eviction; a record deleted by hand is created again by its next
+ *   newer version, not by a replay of an older one.
+ * - A second process writing the same base (not a supported deployment): either process's cache may
+ *   hold a version older than the other's write for as long as the entry lives, not just for one
+ *   round trip, so an older record could overwrite a newer one. Run one worker process per base (two
+ *   would share the 5 requests/s anyway).
+ * Two lanes of this process writing the same id at once is excluded by the dispatcher; if it happened,
+ * the race is the one without a cache (read, then write, with no compare-and-set).
  *
  * Other differences from the SQL backends, all because Airtable has no transactions:
  * - `apply` is not atomic: each chunk is atomic in Airtable, but a failure after the first chunk leaves
@@ -43,7 +65,7 @@ import { SECOND } from '../../retry-policy.ts';
 import type { Changes, Checkpoint, Deletion, Email, SourceName, Task } from '../../model.ts';
 import type { Database, DatabaseCounts, DatabaseHealth, WriteResult } from '../database.ts';
 import { isStale } from '../rows.ts';
-import { AirtableClient, MAX_RECORDS_PER_REQUEST, formulaString, type AirtableRecord } from './airtable-client.ts';
+import { AirtableClient, MAX_PAGE_SIZE, MAX_RECORDS_PER_REQUEST, formulaString, type AirtableRecord, type UpsertAnswer } from './airtable-client.ts';
 import { toDatabaseError, type AirtableAction } from './airtable-errors.ts';
 import { FileCheckpoints } from './file-checkpoints.ts';
 import {
@@ -61,6 +83,16 @@ import {
   type TableDef,
 } from './schema.ts';
 import { ensureAirtableSchema, verifyThroughRecords } from './setup.ts';
+import { DEFAULT_VERSION_CACHE_SIZE, VersionCache } from './version-cache.ts';
+
+/** Most ids one version read asks for: Airtable's largest page, so one read is one request. */
+export const MAX_IDS_PER_READ = 100;
+/**
+ * Longest filterByFormula of one version read, in characters. Reads send it in a POST body, which has
+ * no URL limit; the bound keeps each formula (evaluated by Airtable against every record of the table)
+ * modest, and well under the 16,000-character URL limit should it ever travel in a URL.
+ */
+export const MAX_FORMULA_LENGTH = 10_000;
 
 export interface AirtableDatabaseOptions {
   /** Personal access token (AIRTABLE_TOKEN). */
@@ -75,6 +107,12 @@ export interface AirtableDatabaseOptions {
   log?: Logger;
   /** Our write time ("Synced At"). Default `new Date()`. */
   now?: () => Date;
+  /**
+   * Most stored versions remembered for the stale-write guard, both tables together (see the header,
+   * "Version cache"); about 200-300 bytes each. Default 100,000. 0 remembers none: every version is
+   * read before every write.
+   */
+  versionCacheSize?: number;
   /** How long `health()` may take, ms. Default 10 s. */
   healthTimeoutMs?: number;
   /** Per-request timeout, ms. Default 30 s. */
@@ -92,22 +130,31 @@ export interface AirtableDatabaseOptions {
 /** What differs between the two tables for the write path. */
 interface Kind<T extends { id: string; updatedAt: Date | null; deleted: boolean; deletedAt: Date | null }> {
   def: TableDef;
-  /** Fields the stale-write guard reads. */
-  versionFields: readonly string[];
-  fields(record: T, stored: StoredVersion | undefined, syncedAt: Date): Record<string, unknown>;
+  fields(record: T, stored: StoredVersion | null, syncedAt: Date): Record<string, unknown>;
 }
 
 const TASKS: Kind<Task> = {
   def: TASKS_TABLE,
-  versionFields: [F.taskId, F.updatedAt, F.deleted, F.deletedAt],
   fields: (task, _stored, syncedAt) => taskFields(task, syncedAt),
 };
 
 const EMAILS: Kind<Email> = {
   def: EMAILS_TABLE,
-  versionFields: [F.emailId, F.updatedAt, F.deleted, F.deletedAt, F.attachmentDetails],
-  fields: (email, stored, syncedAt) => emailFields(email, syncedAt, { sameFiles: stored !== undefined && stored.files === filesFingerprint(email.attachments) }),
+  fields: (email, stored, syncedAt) => emailFields(email, syncedAt, { sameFiles: stored !== null && stored.files === filesFingerprint(email.attachments) }),
 };
+
+/** Fields a version read returns: the key and what `versionFromRecord` looks at. */
+const VERSION_FIELDS: Record<string, readonly string[]> = {
+  [TASKS_TABLE.name]: [F.taskId, F.updatedAt, F.deleted, F.deletedAt],
+  [EMAILS_TABLE.name]: [F.emailId, F.updatedAt, F.deleted, F.deletedAt, F.attachmentDetails],
+};
+
+/**
+ * The stored versions one call works with, by id: a version, null for "no such record in Airtable",
+ * or no entry for "not known yet" (to be read). Private to one call, so the cache's evictions cannot
+ * take a version away in the middle of a batch.
+ */
+type Versions = Map<string, StoredVersion | null>;
 
 /** The in-batch state of one id: what the stored version is after the writes decided so far. */
 interface State {
@@ -115,6 +162,12 @@ interface State {
   deleted: boolean;
   deletedAt: Date | null;
 }
+
+const toState = (v: StoredVersion): State => ({
+  updatedAt: v.updatedAt === null ? null : new Date(v.updatedAt),
+  deleted: v.deleted,
+  deletedAt: v.deletedAt === null ? null : new Date(v.deletedAt),
+});
 
 export class AirtableDatabase implements Database {
   readonly backend = 'airtable' as const;
@@ -125,6 +178,8 @@ export class AirtableDatabase implements Database {
   private readonly log: Logger;
   private readonly now: () => Date;
   private readonly healthTimeoutMs: number;
+  /** Stored versions this process knows (see the header, "Version cache"). */
+  private readonly versions: VersionCache;
   /** How to address each table: its id after migrate(), its name before. */
   private tableIds: Record<string, string> = { [TASKS_TABLE.name]: TASKS_TABLE.name, [EMAILS_TABLE.name]: EMAILS_TABLE.name };
 
@@ -132,6 +187,7 @@ export class AirtableDatabase implements Database {
     this.log = (options.log ?? pino({ level: 'silent' })).child({ component: 'db', backend: 'airtable' });
     this.now = options.now ?? (() => new Date());
     this.healthTimeoutMs = options.healthTimeoutMs ?? 10 * SECOND;
+    this.versions = new VersionCache(options.versionCacheSize ?? DEFAULT_VERSION_CACHE_SIZE);
     const shared = {
       token: options.token,
       baseId: options.baseId,
@@ -158,6 +214,8 @@ export class AirtableDatabase implements Database {
    * the tables through the records API instead and leaves creating them to `npm run airtable-setup`.
    */
   async migrate(): Promise<void> {
+    // The tables may be other tables now (recreated, or another base's): forget what we knew.
+    this.versions.clear();
     try {
       const report = await ensureAirtableSchema(this.client, { log: this.log });
       this.tableIds = report.tableIds;
@@ -193,16 +251,21 @@ export class AirtableDatabase implements Database {
     return this.markDeleted(EMAILS_TABLE, [{ id, at }]);
   }
 
+  /** Upserts, then deletions; the versions of each table's ids, upserted or deleted, read together. */
   async apply(changes: Changes): Promise<WriteResult> {
     const total: WriteResult = { written: 0, stale: 0 };
     const add = (r: WriteResult) => {
       total.written += r.written;
       total.stale += r.stale;
     };
-    if (changes.tasks.length > 0) add(await this.write(TASKS, changes.tasks));
-    if (changes.emails.length > 0) add(await this.write(EMAILS, changes.emails));
-    if (changes.deletedTasks.length > 0) add(await this.markDeleted(TASKS_TABLE, changes.deletedTasks));
-    if (changes.deletedEmails.length > 0) add(await this.markDeleted(EMAILS_TABLE, changes.deletedEmails));
+    const tasks: Versions = new Map();
+    const emails: Versions = new Map();
+    await this.know(TASKS_TABLE, [...changes.tasks, ...changes.deletedTasks].map((r) => r.id), tasks);
+    await this.know(EMAILS_TABLE, [...changes.emails, ...changes.deletedEmails].map((r) => r.id), emails);
+    if (changes.tasks.length > 0) add(await this.write(TASKS, changes.tasks, tasks));
+    if (changes.emails.length > 0) add(await this.write(EMAILS, changes.emails, emails));
+    if (changes.deletedTasks.length > 0) add(await this.markDeleted(TASKS_TABLE, changes.deletedTasks, tasks));
+    if (changes.deletedEmails.length > 0) add(await this.markDeleted(EMAILS_TABLE, changes.deletedEmails, emails));
     return total;
   }
 
@@ -263,19 +326,23 @@ export class AirtableDatabase implements Database {
   }
 
   /** Upserts records in chunks of distinct ids, skipping stale ones (see the header). */
-  private async write<T extends { id: string; updatedAt: Date | null; deleted: boolean; deletedAt: Date | null }>(kind: Kind<T>, records: readonly T[]): Promise<WriteResult> {
+  private async write<T extends { id: string; updatedAt: Date | null; deleted: boolean; deletedAt: Date | null }>(
+    kind: Kind<T>,
+    records: readonly T[],
+    versions: Versions = new Map(),
+  ): Promise<WriteResult> {
     const result: WriteResult = { written: 0, stale: 0 };
     const byId = groupById(records);
+    await this.know(kind.def, [...byId.keys()], versions);
     const syncedAt = this.now();
     for (const ids of chunks([...byId.keys()], MAX_RECORDS_PER_REQUEST)) {
-      const stored = await this.readVersions(kind.def, kind.versionFields, ids);
-      const writes: Array<{ fields: Record<string, unknown> }> = [];
+      const writes: Array<{ id: string; fields: Record<string, unknown> }> = [];
       for (const id of ids) {
-        const before = stored.get(id);
-        let state: State | undefined = before;
+        const before = versions.get(id) ?? null;
+        let state: State | null = before === null ? null : toState(before);
         let winner: T | undefined;
         for (const record of byId.get(id) as T[]) {
-          if (state !== undefined && isStale(record.updatedAt, state.updatedAt, state.deletedAt)) {
+          if (state !== null && isStale(record.updatedAt, state.updatedAt, state.deletedAt)) {
             result.stale += 1;
             continue;
           }
@@ -283,9 +350,9 @@ export class AirtableDatabase implements Database {
           winner = record;
           state = { updatedAt: record.updatedAt, deleted: record.deleted, deletedAt: record.deletedAt };
         }
-        if (winner !== undefined) writes.push({ fields: kind.fields(winner, before, syncedAt) });
+        if (winner !== undefined) writes.push({ id, fields: kind.fields(winner, before, syncedAt) });
       }
-      await this.upsert(kind.def, writes);
+      await this.upsert(kind.def, writes, versions);
     }
     return result;
   }
@@ -294,19 +361,20 @@ export class AirtableDatabase implements Database {
    * Marks records deleted, or stores a tombstone for an id never seen. A record already deleted is left
    * as it is (not counted); a deletion older than the stored update is stale.
    */
-  private async markDeleted(def: TableDef, deletions: readonly Deletion[]): Promise<WriteResult> {
+  private async markDeleted(def: TableDef, deletions: readonly Deletion[], versions: Versions = new Map()): Promise<WriteResult> {
     const result: WriteResult = { written: 0, stale: 0 };
     const byId = groupById(deletions);
+    await this.know(def, [...byId.keys()], versions);
     const syncedAt = this.now();
     for (const ids of chunks([...byId.keys()], MAX_RECORDS_PER_REQUEST)) {
-      const stored = await this.readVersions(def, [def.key, F.updatedAt, F.deleted, F.deletedAt], ids);
-      const writes: Array<{ fields: Record<string, unknown> }> = [];
+      const writes: Array<{ id: string; fields: Record<string, unknown> }> = [];
       for (const id of ids) {
-        let state: State | undefined = stored.get(id);
+        const before = versions.get(id) ?? null;
+        let state: State | null = before === null ? null : toState(before);
         let winner: Deletion | undefined;
         for (const deletion of byId.get(id) as Deletion[]) {
-          if (state !== undefined && state.deleted && state.deletedAt !== null) continue;
-          if (state !== undefined && isStale(deletion.at, state.updatedAt, null)) {
+          if (state !== null && state.deleted && state.deletedAt !== null) continue;
+          if (state !== null && isStale(deletion.at, state.updatedAt, null)) {
             result.stale += 1;
             continue;
           }
@@ -314,37 +382,91 @@ export class AirtableDatabase implements Database {
           winner = deletion;
           state = { updatedAt: state?.updatedAt ?? null, deleted: true, deletedAt: deletion.at };
         }
-        if (winner !== undefined) writes.push({ fields: deletionFields(def.key, id, winner.at, syncedAt) });
+        if (winner !== undefined) writes.push({ id, fields: deletionFields(def.key, id, winner.at, syncedAt) });
       }
-      await this.upsert(def, writes);
+      await this.upsert(def, writes, versions);
     }
     return result;
   }
 
-  /** The stored versions of `ids` (at most 10), by id, in one list request. */
-  private async readVersions(def: TableDef, fields: readonly string[], ids: readonly string[]): Promise<Map<string, StoredVersion>> {
-    const versions = new Map<string, StoredVersion>();
+  /**
+   * Makes `versions` hold the stored version of every id in `ids`: from `versions` itself, else from
+   * the cache, else read from Airtable, MAX_IDS_PER_READ ids per list request. Reads fill the cache.
+   */
+  private async know(def: TableDef, ids: readonly string[], versions: Versions): Promise<void> {
+    const missing: string[] = [];
+    for (const id of new Set(ids)) {
+      if (versions.has(id)) continue;
+      const cached = this.versions.get(def.name, id);
+      if (cached === undefined) missing.push(id);
+      else versions.set(id, cached);
+    }
+    for (const group of keyGroups(def.key, missing)) {
+      const found = await this.readVersions(def, group);
+      for (const id of group) {
+        const version = found.get(id);
+        if (version === undefined) {
+          versions.set(id, null);
+        } else {
+          versions.set(id, version);
+          this.versions.set(def.name, id, version);
+        }
+      }
+    }
+  }
+
+  /** The stored versions of `ids`, by id (absent: no such record), in one list request. */
+  private async readVersions(def: TableDef, ids: readonly string[]): Promise<Map<string, StoredVersion>> {
+    const found = new Map<string, StoredVersion>();
+    const fields = VERSION_FIELDS[def.name] ?? [def.key, F.updatedAt, F.deleted, F.deletedAt];
     await this.call(def, 'read', async () => {
-      for await (const page of this.client.listAll(this.table(def), { filterByFormula: keyFormula(def.key, ids), fields })) {
+      for await (const page of this.client.listAll(this.table(def), { filterByFormula: keyFormula(def.key, ids), fields, pageSize: MAX_PAGE_SIZE })) {
         for (const record of page) {
           const id = String(record.fields[def.key] ?? '');
-          if (versions.has(id)) {
+          if (found.has(id)) {
             throw new ConnectorError(
               'CONN_ERR_DB_REJECTED',
               `Airtable table ${def.name} has more than one record with ${def.key} '${id}'; upserts need the key to be unique. Delete the duplicates in Airtable`,
               { details: { baseId: this.baseId, table: def.name, id } },
             );
           }
-          versions.set(id, versionFromRecord(record.id, record.fields));
+          found.set(id, versionFromRecord(record.fields));
         }
       }
     });
-    return versions;
+    return found;
   }
 
-  private async upsert(def: TableDef, writes: ReadonlyArray<{ fields: Record<string, unknown> }>): Promise<void> {
+  /**
+   * One upsert of at most 10 records, then their versions from Airtable's answer, in `versions` and
+   * the cache. If the upsert fails, it may still have been applied: its ids are forgotten, so that
+   * they are read again before their next write.
+   */
+  private async upsert(def: TableDef, writes: ReadonlyArray<{ id: string; fields: Record<string, unknown> }>, versions: Versions): Promise<void> {
     if (writes.length === 0) return;
-    const answer = await this.call(def, 'write', () => this.client.upsertRecords(this.table(def), writes, [def.key]));
+    let answer: UpsertAnswer;
+    try {
+      answer = await this.call(def, 'write', () => this.client.upsertRecords(this.table(def), writes, [def.key]));
+    } catch (err) {
+      for (const { id } of writes) {
+        versions.delete(id);
+        this.versions.delete(def.name, id);
+      }
+      throw err;
+    }
+    const stored = new Map<string, StoredVersion>();
+    for (const record of answer.records) stored.set(String(record.fields[def.key] ?? ''), versionFromRecord(record.fields));
+    for (const { id } of writes) {
+      const version = stored.get(id);
+      if (version === undefined) {
+        // Not in the answer (never seen from Airtable or the simulator): read it again when needed.
+        versions.delete(id);
+        this.versions.delete(def.name, id);
+      } else {
+        versions.set(id, version);
+        this.versions.set(def.name, id, version);
+      }
+    }
     this.log.debug({ table: def.name, created: answer.createdRecords.length, updated: answer.updatedRecords.length }, 'airtable upsert');
   }
 
@@ -395,6 +517,28 @@ function groupById<T extends { id: string }>(items: readonly T[]): Map<string, T
     else list.push(item);
   }
   return byId;
+}
+
+/**
+ * `ids` in groups for version reads: at most MAX_IDS_PER_READ ids each, and at most MAX_FORMULA_LENGTH
+ * characters of `keyFormula` (an id too long for that alone still gets a group of its own).
+ */
+export function keyGroups(key: string, ids: readonly string[]): string[][] {
+  const groups: string[][] = [];
+  let group: string[] = [];
+  let length = 'OR()'.length;
+  for (const id of ids) {
+    const term = `{${key}}=${formulaString(id)}`.length + 1;
+    if (group.length > 0 && (group.length >= MAX_IDS_PER_READ || length + term > MAX_FORMULA_LENGTH)) {
+      groups.push(group);
+      group = [];
+      length = 'OR()'.length;
+    }
+    group.push(id);
+    length += term;
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
 }
 
 function chunks<T>(items: readonly T[], size: number): T[][] {

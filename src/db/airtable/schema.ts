@@ -18,6 +18,7 @@
  * mistakes it for the whole text. A cut JSON field no longer parses; it then reads back as its text
  * (Raw) or as empty (lists).
  */
+import { createHash } from 'node:crypto';
 import type { Attachment, Email, Person, Task, Address } from '../../model.ts';
 import type { FieldSpec } from './airtable-client.ts';
 
@@ -230,9 +231,14 @@ function attachmentFiles(attachments: readonly Attachment[]): Array<{ url: strin
   return files.length === 0 ? null : files;
 }
 
-/** A fingerprint of the files an email's Attachments field gets: ids and URLs, in order. */
+/**
+ * A fingerprint of the files an email's Attachments field gets (their ids and URLs, in order): a
+ * SHA-256 digest, 43 characters however many files and however long their URLs, because the version
+ * cache keeps one per email.
+ */
 export function filesFingerprint(attachments: readonly Pick<Attachment, 'id' | 'url'>[]): string {
-  return JSON.stringify(attachments.filter((a) => a.url !== null && /^https?:\/\//i.test(a.url)).map((a) => [a.id, a.url]));
+  const files = attachments.filter((a) => a.url !== null && /^https?:\/\//i.test(a.url)).map((a) => [a.id, a.url]);
+  return createHash('sha256').update(JSON.stringify(files)).digest('base64url');
 }
 
 /** The fields written to mark a record deleted (or to store a tombstone for one never seen). */
@@ -336,23 +342,25 @@ export function emailFromFields(fields: Record<string, unknown>): Email {
   };
 }
 
-/** What the stale-write guard reads of a stored record. */
+/**
+ * What the stale-write guard knows of a stored record: exactly what `versionFromRecord` makes of the
+ * record's fields, whether they came from a read or from Airtable's answer to our upsert. Times are
+ * epoch milliseconds (a number costs less memory than a Date in the version cache).
+ */
 export interface StoredVersion {
-  recordId: string;
-  updatedAt: Date | null;
+  updatedAt: number | null;
   deleted: boolean;
-  deletedAt: Date | null;
-  /** `filesFingerprint` of the stored attachment details (emails only). */
+  deletedAt: number | null;
+  /** `filesFingerprint` of the stored attachment details (emails); null when there are none. */
   files: string | null;
 }
 
-export function versionFromRecord(recordId: string, fields: Record<string, unknown>): StoredVersion {
+export function versionFromRecord(fields: Record<string, unknown>): StoredVersion {
   const details = parsed<Attachment[] | null>(fields[F.attachmentDetails], null);
   return {
-    recordId,
-    updatedAt: date(fields[F.updatedAt]),
+    updatedAt: date(fields[F.updatedAt])?.getTime() ?? null,
     deleted: fields[F.deleted] === true,
-    deletedAt: date(fields[F.deletedAt]),
+    deletedAt: date(fields[F.deletedAt])?.getTime() ?? null,
     files: Array.isArray(details) ? filesFingerprint(details) : null,
   };
 }
