@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { BenchTarget } from './server.ts';
+import type { BenchRequest, BenchTarget } from './server.ts';
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 10_000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -38,14 +38,16 @@ async function startTarget(kind: string): Promise<{ child: ChildProcess; target:
   return { child, target: JSON.parse(first) as BenchTarget };
 }
 
-function request(agent: http.Agent, target: BenchTarget, path: string): Promise<number> {
+function request(agent: http.Agent, target: BenchTarget, what: BenchRequest): Promise<number> {
+  const { method, path, body } = typeof what === 'string' ? { method: 'GET', path: what, body: undefined } : what;
   return new Promise((resolve, reject) => {
-    const req = http.get(`${target.url}${path}`, { agent, headers: target.headers }, (res) => {
+    const req = http.request(`${target.url}${path}`, { agent, method, headers: target.headers }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
       res.on('error', reject);
     });
     req.on('error', reject);
+    req.end(body);
   });
 }
 
@@ -56,9 +58,9 @@ async function load(agent: http.Agent, target: BenchTarget, count: number, deadl
   let errors = 0;
   const worker = async () => {
     while (next < count && Date.now() < deadline) {
-      const path = target.paths[next++ % target.paths.length] as string;
+      const what = target.paths[next++ % target.paths.length] as BenchRequest;
       try {
-        const status = await request(agent, target, path);
+        const status = await request(agent, target, what);
         if (status !== 200) errors++;
       } catch {
         errors++;
@@ -82,6 +84,7 @@ const KINDS = [
   ['no-op Fastify', 'noop'],
   ['Teamwork simulator', 'teamwork'],
   ['Missive simulator', 'missive'],
+  ['Airtable simulator', 'airtable'],
 ] as const;
 
 // Start every server, warm each up, then measure them in interleaved rounds so that load from other

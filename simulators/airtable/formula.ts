@@ -57,7 +57,12 @@ const FUNCTIONS: Record<string, { min: number; max: number }> = {
 
 /** A parsed formula, ready to test records. */
 export class Formula {
-  private constructor(private readonly root: Node) {}
+  /** The fields the formula reads. */
+  readonly fieldNames: ReadonlySet<string>;
+
+  private constructor(private readonly root: Node) {
+    this.fieldNames = collectFields(root);
+  }
 
   /**
    * Parses `text`, checking every field reference against `fieldNames`.
@@ -69,6 +74,25 @@ export class Formula {
     const unknown = [...collectFields(root)].filter((n) => !fieldNames.has(n));
     if (unknown.length > 0) throw errors.invalidFormula(`Unknown field names: ${unknown.join(', ')}`);
     return new Formula(root);
+  }
+
+  /**
+   * When the formula is `{F}='a'` or `OR({F}='a', {F}='b', ...)` on one field (the lookup a client makes
+   * to find records by a key), that field and the texts; otherwise null. Lets a table answer it without
+   * evaluating the formula per record.
+   */
+  equalityLookup(): { field: string; values: ReadonlySet<string> } | null {
+    const terms = this.root.kind === 'call' && this.root.name === 'OR' ? this.root.args : [this.root];
+    let field: string | null = null;
+    const values = new Set<string>();
+    for (const term of terms) {
+      if (term.kind !== 'binary' || term.op !== '=' || term.left.kind !== 'field' || term.right.kind !== 'literal') return null;
+      if (typeof term.right.value !== 'string' || term.right.value === '') return null;
+      if (field !== null && term.left.name !== field) return null;
+      field = term.left.name;
+      values.add(term.right.value);
+    }
+    return field === null ? null : { field, values };
   }
 
   /** Whether a record passes the filter. */
@@ -251,8 +275,13 @@ function truthy(value: FormulaValue): boolean {
 const text = (v: FormulaValue): string => (v === null ? '' : typeof v === 'boolean' ? (v ? '1' : '0') : String(v));
 const num = (v: FormulaValue): number => (v === null || v === '' ? 0 : typeof v === 'boolean' ? (v ? 1 : 0) : Number(v));
 
+// Module-level helpers, not closures made per call: under tsx (esbuild keepNames) every function
+// expression created costs a defineProperty, which dominated formula evaluation.
+function blankish(v: FormulaValue): boolean {
+  return v === null || v === '' || v === 0 || v === false;
+}
+
 function equal(a: FormulaValue, b: FormulaValue): boolean {
-  const blankish = (v: FormulaValue) => v === null || v === '' || v === 0 || v === false;
   if (a === null || b === null) return blankish(a) && blankish(b);
   if (typeof a === 'string' && typeof b === 'string') return a === b;
   if (typeof a === 'string' || typeof b === 'string') return text(a) === text(b);
@@ -314,16 +343,17 @@ function evaluate(node: Node, scope: FormulaScope): FormulaValue {
 }
 
 function call(name: string, args: Node[], scope: FormulaScope): FormulaValue {
-  const arg = (i: number): FormulaValue => evaluate(args[i] as Node, scope);
   switch (name) {
     case 'AND':
-      return args.every((_, i) => truthy(arg(i)));
+      for (const a of args) if (!truthy(evaluate(a, scope))) return false;
+      return true;
     case 'OR':
-      return args.some((_, i) => truthy(arg(i)));
+      for (const a of args) if (truthy(evaluate(a, scope))) return true;
+      return false;
     case 'NOT':
-      return !truthy(arg(0));
+      return !truthy(evaluate(args[0] as Node, scope));
     case 'IF':
-      return truthy(arg(0)) ? arg(1) : args.length > 2 ? arg(2) : null;
+      return truthy(evaluate(args[0] as Node, scope)) ? evaluate(args[1] as Node, scope) : args.length > 2 ? evaluate(args[2] as Node, scope) : null;
     case 'BLANK':
       return null;
     case 'TRUE':
@@ -333,27 +363,27 @@ function call(name: string, args: Node[], scope: FormulaScope): FormulaValue {
     case 'RECORD_ID':
       return scope.recordId;
     case 'LOWER':
-      return text(arg(0)).toLowerCase();
+      return text(evaluate(args[0] as Node, scope)).toLowerCase();
     case 'UPPER':
-      return text(arg(0)).toUpperCase();
+      return text(evaluate(args[0] as Node, scope)).toUpperCase();
     case 'LEN':
-      return text(arg(0)).length;
+      return text(evaluate(args[0] as Node, scope)).length;
     case 'TRIM':
-      return text(arg(0)).trim();
+      return text(evaluate(args[0] as Node, scope)).trim();
     case 'FIND':
     case 'SEARCH': {
-      const needle = text(arg(0));
-      const haystack = text(arg(1));
-      const from = args.length > 2 ? Math.max(0, num(arg(2)) - 1) : 0;
+      const needle = text(evaluate(args[0] as Node, scope));
+      const haystack = text(evaluate(args[1] as Node, scope));
+      const from = args.length > 2 ? Math.max(0, num(evaluate(args[2] as Node, scope)) - 1) : 0;
       const found = name === 'FIND' ? haystack.indexOf(needle, from) : haystack.toLowerCase().indexOf(needle.toLowerCase(), from);
       return found === -1 ? (name === 'FIND' ? 0 : null) : found + 1;
     }
     case 'CONCATENATE':
-      return args.map((_, i) => text(arg(i))).join('');
+      return args.map((a) => text(evaluate(a, scope))).join('');
     case 'IS_BEFORE':
-      return instant(arg(0)) < instant(arg(1));
+      return instant(evaluate(args[0] as Node, scope)) < instant(evaluate(args[1] as Node, scope));
     case 'IS_AFTER':
-      return instant(arg(0)) > instant(arg(1));
+      return instant(evaluate(args[0] as Node, scope)) > instant(evaluate(args[1] as Node, scope));
     default:
       return null;
   }

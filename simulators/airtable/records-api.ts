@@ -25,7 +25,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { SimClock } from '../common.ts';
 import { errors } from './errors.ts';
 import { formulaValue, MERGE_TYPES, newId, toCell, type Cell, type FieldModel } from './fields.ts';
-import { Formula } from './formula.ts';
+import { Formula, type FormulaValue } from './formula.ts';
 import { findField, Staging, type AirtableStore, type ApiRecord, type SimBase, type SimRecord, type SimTable } from './store.ts';
 
 /** Most records one create, update, upsert or delete request may carry. */
@@ -121,15 +121,19 @@ export function registerRecordsApi(app: FastifyInstance, ctx: RecordsApiContext)
     let records = [...table.records.values()];
     if (params.filterByFormula !== undefined && params.filterByFormula.trim() !== '') {
       const formula = Formula.parse(params.filterByFormula, new Set(table.fields.map((f) => f.name)));
-      records = records.filter((record) =>
-        formula.keeps({
-          recordId: record.id,
-          field: (name) => {
-            const field = findField(table, name) as FieldModel;
-            return formulaValue(field, cellForFormula(ctx.store, table, record, field));
-          },
-        }),
-      );
+      const fields = new Map<string, FieldModel>();
+      for (const name of formula.fieldNames) fields.set(name, findField(table, name) as FieldModel);
+      const lookup = formula.equalityLookup();
+      const lookupField = lookup === null ? undefined : fields.get(lookup.field);
+      if (lookup !== null && lookupField !== undefined && (lookupField.type === 'singleLineText' || lookupField.type === 'multilineText')) {
+        // A key lookup on a text field: compare one cell per record, the same answer as evaluating.
+        records = records.filter((record) => {
+          const cell = record.cells.get(lookupField.id);
+          return typeof cell === 'string' && lookup.values.has(cell);
+        });
+      } else {
+        records = records.filter((record) => formula.keeps(new RecordScope(ctx.store, table, record, fields)));
+      }
     }
     if (params.sort.length > 0) {
       const keys = params.sort.map((s) => {
@@ -192,22 +196,32 @@ export function registerRecordsApi(app: FastifyInstance, ctx: RecordsApiContext)
     const items = recordItems(body.records, 'updated', mergeFields === null);
     const staging = new Staging(table, ctx.clock.now());
     const ids: string[] = [];
+    // Records by their merge-field values, built once per request (not a scan per upserted record),
+    // dropped whenever an update by id could have changed a merge value.
+    let index: MergeIndex | null = null;
     for (const item of items) {
       if (item.id !== undefined) {
         const current = staging.records.get(item.id);
         if (current === undefined) throw errors.rowDoesNotExist(item.id);
         ids.push(staging.update(item.id, prepareCells(staging, item.fields, typecast, current), destructive).id);
+        index = null;
         continue;
       }
-      const keys = (mergeFields as FieldModel[]).map((field) => ({ field, cell: mergeValue(staging, item.fields, field, typecast) }));
-      const matches = [...staging.records.values()].filter((r) => keys.every(({ field, cell }) => sameCell(r.cells.get(field.id), cell)));
+      const fields = mergeFields as FieldModel[];
+      const keys = fields.map((field) => ({ field, cell: mergeValue(staging, item.fields, field, typecast) }));
+      index ??= new MergeIndex(staging.records, fields);
+      const matches = index.find(staging.records, keys.map((k) => k.cell));
       if (matches.length > 1) {
         throw errors.invalidRequest(
           `cannot upsert: ${matches.length} records match ${keys.map(({ field, cell }) => `${field.name} = ${JSON.stringify(cell)}`).join(' and ')}; fieldsToMergeOn must identify at most one record`,
         );
       }
       const match = matches[0];
-      if (match === undefined) ids.push(staging.create(nonEmpty(prepareCells(staging, item.fields, typecast, undefined))).id);
+      if (match === undefined) {
+        const created = staging.create(nonEmpty(prepareCells(staging, item.fields, typecast, undefined)));
+        index.add(created);
+        ids.push(created.id);
+      }
       else ids.push(staging.update(match.id, prepareCells(staging, item.fields, typecast, match), destructive).id);
     }
     staging.commit();
@@ -398,10 +412,76 @@ function mergeValue(staging: Staging, fields: unknown, field: FieldModel, typeca
   return cell;
 }
 
-function sameCell(a: Cell | undefined, b: Cell): boolean {
-  if (a === undefined) return false;
-  if (Array.isArray(a) || Array.isArray(b)) return JSON.stringify(a) === JSON.stringify(b);
-  return a === b;
+/** A map key for merge cells: cheap for the usual single text or number key, JSON otherwise. */
+function keyOf(cells: readonly Cell[]): string {
+  const only = cells.length === 1 ? cells[0] : undefined;
+  if (typeof only === 'string') return `s${only}`;
+  if (typeof only === 'number') return `n${only}`;
+  return `j${JSON.stringify(cells)}`;
+}
+
+/**
+ * Records by the values of the merge fields of one upsert request. A record missing any merge cell is
+ * never a match (as a cell-by-cell comparison would say).
+ */
+class MergeIndex {
+  private readonly ids = new Map<string, string[]>();
+
+  constructor(
+    records: ReadonlyMap<string, SimRecord>,
+    private readonly fields: readonly FieldModel[],
+  ) {
+    for (const record of records.values()) this.add(record);
+  }
+
+  add(record: SimRecord): void {
+    const cells: Cell[] = [];
+    for (const field of this.fields) {
+      const cell = record.cells.get(field.id);
+      if (cell === undefined) return;
+      cells.push(cell);
+    }
+    const key = keyOf(cells);
+    const list = this.ids.get(key);
+    if (list === undefined) this.ids.set(key, [record.id]);
+    else list.push(record.id);
+  }
+
+  /** The current versions of the records whose merge cells equal `cells`. */
+  find(records: ReadonlyMap<string, SimRecord>, cells: readonly Cell[]): SimRecord[] {
+    const found: SimRecord[] = [];
+    for (const id of this.ids.get(keyOf(cells)) ?? []) {
+      const record = records.get(id);
+      if (record !== undefined) found.push(record);
+    }
+    return found;
+  }
+}
+
+/**
+ * A record as a formula sees it. A class, not closures per record: a lookup like
+ * OR({Task ID}='a', {Task ID}='b', ...) over a whole table must stay cheap, so each cell is read once.
+ */
+class RecordScope {
+  readonly recordId: string;
+  private readonly values = new Map<string, FormulaValue>();
+
+  constructor(
+    private readonly store: AirtableStore,
+    private readonly table: SimTable,
+    private readonly record: SimRecord,
+    private readonly fields: ReadonlyMap<string, FieldModel>,
+  ) {
+    this.recordId = record.id;
+  }
+
+  field(name: string): FormulaValue {
+    if (this.values.has(name)) return this.values.get(name) as FormulaValue;
+    const field = this.fields.get(name) as FieldModel;
+    const value = formulaValue(field, cellForFormula(this.store, this.table, this.record, field));
+    this.values.set(name, value);
+    return value;
+  }
 }
 
 function cellForFormula(store: AirtableStore, table: SimTable, record: SimRecord, field: FieldModel): Cell | undefined {
