@@ -2,23 +2,39 @@
  * The dispatcher: takes events off the queue, has their source handle them, writes the changes, and
  * only then acknowledges them.
  *
- * States: `idle` (constructed) -> `running` (lanes claiming) -> `stopping` (no new claims; batches in
- * flight finish) -> `stopped`. There are `concurrency` lanes. Each lane, in a loop:
- *   1. claims up to `batchSize` ready events whose entity keys no other lane holds (so two events of
- *      one task or conversation never run at once);
+ * States: `idle` (constructed) -> `running` (lanes claiming) -> `stopping` (no new claims, no new
+ * handler started; the event in hand finishes and what was handled is written and acked) ->
+ * `stopped`. There are `concurrency` lanes. Each lane, in a loop:
+ *   1. claims up to `batchSize` ready events (with several lanes, a fair share of what is ready) whose
+ *      entity keys no other lane holds, at most one per entity (so two events of one task or
+ *      conversation never run at once);
  *   2. has each event's source handle it, one after another; a failure settles that event alone
- *      (retry with backoff, or dead letter) and the others go on;
- *   3. writes the changes of all handled events in one `Database.apply` (one transaction on SQL);
+ *      (retry with backoff, or dead letter) and the others go on. Once stopping, no further event of
+ *      the batch is started: those stay unacked and are handed out again after the restart. Between
+ *      events the lane yields to the event loop, so that deliveries to the same process are answered
+ *      while a batch runs;
+ *   3. writes the changes of the handled events in one `Database.apply` (one transaction on SQL):
+ *      once the batch is done, or earlier once `flushAfterMs` has passed since the first of them was
+ *      handled (slow handlers do not hold finished events back);
  *   4. acks them. A crash anywhere before 4 hands the events out again: at least once, and the
  *      database's upserts make the repeat harmless.
- * With nothing ready, a lane waits on `queue.waitForWork` instead of spinning.
+ * With nothing ready, a lane waits on `queue.waitForWork` (or until `stop`) instead of spinning.
  *
  * Failure policy (decided on the error's code, see src/errors.ts and src/retry-policy.ts):
- * - permanent (retryable: false): dead-lettered at once;
- * - transient: retried after `calculateDelay(attempt, retryAfter)`, dead-lettered once `maxAttempts`
- *   attempts have failed;
- * - the database being unavailable is not the event's fault: such events back off (capped) without
- *   ever being dead-lettered for it, so an outage of any length loses nothing.
+ * - a handler's permanent error (retryable: false): the event is dead-lettered at once;
+ * - a handler's transient error: the event is retried after `retryDelay(attempt, retryAfter)` and
+ *   dead-lettered once `maxAttempts` attempts have failed. The queue keeps a backing-off event aside,
+ *   so the events behind it go on;
+ * - the database unavailable (CONN_ERR_DB_UNAVAILABLE on the write): not the events' fault, and no
+ *   other event could be written either. The lane keeps the batch it has handled and tries the same
+ *   write again with a backoff capped at DB_OUTAGE_ATTEMPT_CAP, so an outage of any length costs no
+ *   attempt, dead-letters nothing and repeats no vendor request. A stop during the outage leaves the
+ *   batch unacked (handed out again after the restart);
+ * - any other failed write of several events (one record the database refuses): each event's
+ *   changes are written alone, so that only the culprit is retried or dead-lettered;
+ * - a queue operation that fails (ack, retry, dead letter: a full disk, a lock that cannot be had)
+ *   is tried again with backoff while running; given up on stop, the event stays unacked and is
+ *   handed out again after the restart. A lane never dies of an error.
  */
 import { ConnectorError, toErrorRecord, type ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
@@ -27,7 +43,7 @@ import type { Changes, SourceName } from '../model.ts';
 import { noChanges } from '../model.ts';
 import type { ClaimedEvent, Queue } from '../queue/queue.ts';
 import { calculateDelay, SECOND } from '../retry-policy.ts';
-import type { Database } from '../db/database.ts';
+import type { Database, WriteResult } from '../db/database.ts';
 import type { Source } from '../sources/source.ts';
 
 export interface DispatcherOptions {
@@ -40,12 +56,26 @@ export interface DispatcherOptions {
   maxAttempts?: number;
   /** Lanes working at once (WORKER_CONCURRENCY). Default 1. */
   concurrency?: number;
-  /** Most events one lane claims and writes together. Default 25. */
+  /** Most events one lane claims and writes together. Default 100. */
   batchSize?: number;
+  /**
+   * Write the events of a batch handled so far once the first of them was handled this long ago, even
+   * if others of the batch still wait, ms: bounds how long slow handlers (vendor requests) hold acks.
+   * Default 200.
+   */
+  flushAfterMs?: number;
   /** How long an idle lane waits for work before looking again, ms. Default 1 s. */
   idleWaitMs?: number;
+  /** The clock handlers see. Default the system clock. */
   now?: () => Date;
+  /** Randomness in [0, 1) for the jitter of the default `retryDelay`. Default Math.random. */
   random?: () => number;
+  /**
+   * Milliseconds to wait after `attempt` (from 1) failed, given what the other side asked for
+   * (Retry-After), if anything. Default `calculateDelay` (src/retry-policy.ts): 1 s doubling, jitter
+   * over the upper half, capped at 5 min, never shorter than `retryAfterMs`. Tests shorten it.
+   */
+  retryDelay?: (attempt: number, retryAfterMs: number | undefined) => number;
 }
 
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
@@ -56,7 +86,7 @@ interface Handled {
   startedAt: number;
 }
 
-/** Attempts after which a database-outage backoff stops growing. */
+/** Failures after which the backoff for a database outage (and for a failing queue) stops growing: 16-32 s. */
 const DB_OUTAGE_ATTEMPT_CAP = 6;
 
 export class Dispatcher {
@@ -64,32 +94,46 @@ export class Dispatcher {
   private readonly busyKeys = new Set<string>();
   private readonly sources: Map<SourceName, Source>;
   private lanes: Promise<void>[] = [];
+  private laneCount = 1;
   private readonly shutdown = new AbortController();
+  /** Resolved when `stop` is called: wakes lanes that wait for work or sit out a backoff. */
+  private readonly stopRequested: Promise<void>;
+  private wake: () => void = () => {};
   private readonly maxAttempts: number;
   private readonly batchSize: number;
+  private readonly flushAfterMs: number;
   private readonly idleWaitMs: number;
   private readonly now: () => Date;
+  private readonly retryDelay: (attempt: number, retryAfterMs: number | undefined) => number;
 
   constructor(private readonly options: DispatcherOptions) {
     this.sources = new Map(options.sources.map((s) => [s.name, s]));
     this.maxAttempts = options.maxAttempts ?? 3;
-    this.batchSize = options.batchSize ?? 25;
+    this.batchSize = Math.max(1, options.batchSize ?? 100);
+    this.flushAfterMs = options.flushAfterMs ?? 200;
     this.idleWaitMs = options.idleWaitMs ?? 1 * SECOND;
     this.now = options.now ?? (() => new Date());
+    const random = options.random ?? Math.random;
+    this.retryDelay = options.retryDelay ?? ((attempt, retryAfterMs) => calculateDelay(attempt, retryAfterMs, random));
+    this.stopRequested = new Promise<void>((resolve) => (this.wake = resolve));
   }
 
   start(): void {
     if (this.state !== 'idle') return;
     this.state = 'running';
-    const lanes = Math.max(1, this.options.concurrency ?? 1);
-    this.lanes = Array.from({ length: lanes }, (_, i) => this.lane(i));
+    this.laneCount = Math.max(1, Math.floor(this.options.concurrency ?? 1));
+    this.lanes = Array.from({ length: this.laneCount }, (_, i) => this.lane(i));
   }
 
-  /** Stops claiming, lets batches in flight finish, and resolves when every lane has returned. */
+  /**
+   * Stops claiming; the event each lane has in hand finishes, what was handled is written and acked.
+   * Resolves when every lane has returned. Events claimed but not started stay in the queue.
+   */
   async stop(): Promise<void> {
     if (this.state === 'idle') this.state = 'stopped';
     if (this.state === 'stopped') return;
     this.state = 'stopping';
+    this.wake();
     await Promise.all(this.lanes);
     this.state = 'stopped';
   }
@@ -97,6 +141,7 @@ export class Dispatcher {
   /** Aborts slow vendor requests of events in flight (a second shutdown signal). */
   abort(): void {
     this.shutdown.abort();
+    this.wake();
   }
 
   get running(): boolean {
@@ -105,34 +150,64 @@ export class Dispatcher {
 
   private async lane(index: number): Promise<void> {
     const log = this.options.log.child({ component: 'dispatcher', lane: index });
+    let claimFailures = 0;
     while (this.state === 'running') {
       let claimed: ClaimedEvent[];
       try {
-        claimed = await this.options.queue.claim({ limit: this.batchSize, busyKeys: this.busyKeys });
+        claimed = await this.options.queue.claim({ limit: await this.claimLimit(), busyKeys: this.busyKeys });
+        claimFailures = 0;
       } catch (err) {
-        log.error({ err }, 'could not claim events; trying again shortly');
-        await this.options.queue.waitForWork(this.idleWaitMs).catch(() => {});
+        claimFailures++;
+        const delayMs = this.retryDelay(Math.min(claimFailures, DB_OUTAGE_ATTEMPT_CAP), undefined);
+        log.error({ err, delayMs }, 'could not claim events; trying again');
+        await this.pause(delayMs);
         continue;
       }
       if (claimed.length === 0) {
-        await this.options.queue.waitForWork(this.idleWaitMs);
+        await Promise.race([this.options.queue.waitForWork(this.idleWaitMs), this.stopRequested]);
         continue;
       }
       const keys = claimed.map((c) => c.event.entityKey).filter((k): k is string => k !== null);
       for (const key of keys) this.busyKeys.add(key);
       try {
         await this.runBatch(claimed, log);
+      } catch (err) {
+        // Not expected (every step settles its own failures); the events stay unacked.
+        log.error({ err, events: claimed.length }, 'a batch failed unexpectedly; its unacked events are handed out again after a restart');
       } finally {
         for (const key of keys) this.busyKeys.delete(key);
       }
     }
   }
 
+  /**
+   * How many events a lane claims: `batchSize` with one lane; with several, a fair share of what is
+   * ready, so that one lane does not take every entity while the others idle (events of one batch
+   * run one after another).
+   */
+  private async claimLimit(): Promise<number> {
+    if (this.laneCount <= 1) return this.batchSize;
+    const { pending } = await this.options.queue.stats();
+    return Math.min(this.batchSize, Math.max(1, Math.ceil(pending / this.laneCount)));
+  }
+
   private async runBatch(batch: readonly ClaimedEvent[], log: Logger): Promise<void> {
-    const handled: Handled[] = [];
+    let handled: Handled[] = [];
+    let firstHandledAt = 0;
+    let started = 0;
     for (const claimed of batch) {
+      if (handled.length > 0 && performance.now() - firstHandledAt >= this.flushAfterMs) {
+        // Slow handlers (vendor requests): write and ack what is done instead of holding it.
+        await this.write(handled, log);
+        handled = [];
+      }
+      // Let the event loop answer deliveries between events (handlers may be CPU-bound).
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.state !== 'running') break; // stopping: the rest of the batch stays in the queue
+      if (handled.length === 0) firstHandledAt = performance.now();
+      started++;
       const startedAt = Date.now();
-      const eventLog = log.child({ source: claimed.event.source, eventId: claimed.event.id, attempt: claimed.attempt });
+      const eventLog = this.eventLog(log, claimed);
       try {
         const source = this.sources.get(claimed.event.source);
         if (source === undefined) throw unknownSource(claimed.event.source);
@@ -142,27 +217,68 @@ export class Dispatcher {
         await this.settleFailure(claimed, toErrorRecord(err), eventLog);
       }
     }
-    if (handled.length === 0) return;
+    if (started < batch.length) log.info({ left: batch.length - started }, 'stopping: events not started are handed out again after the restart');
+    if (handled.length > 0) await this.write(handled, log);
+  }
 
-    let result;
-    try {
-      result = await this.options.db.apply(merge(handled.map((h) => h.changes)));
-    } catch (err) {
-      const error = toErrorRecord(err);
-      log.warn({ err, events: handled.length }, 'database write failed');
-      for (const h of handled) await this.settleFailure(h.claimed, error, log.child({ source: h.claimed.event.source, eventId: h.claimed.event.id, attempt: h.claimed.attempt }));
+  /** Writes the changes of `handled` and acks them; see "Failure policy" above. */
+  private async write(handled: readonly Handled[], log: Logger): Promise<void> {
+    let outageFailures = 0;
+    for (;;) {
+      let result: WriteResult;
+      try {
+        result = await this.options.db.apply(merge(handled.map((h) => h.changes)));
+      } catch (err) {
+        const error = toErrorRecord(err);
+        if (error.code === 'CONN_ERR_DB_UNAVAILABLE') {
+          if (this.state !== 'running') {
+            log.warn({ err, events: handled.length }, 'stopping while the database is unavailable; these events are handed out again after the restart');
+            return;
+          }
+          outageFailures++;
+          const delayMs = this.retryDelay(Math.min(outageFailures, DB_OUTAGE_ATTEMPT_CAP), error.retryAfterMs);
+          log.warn({ err, events: handled.length, failures: outageFailures, delayMs }, 'database unavailable; holding the handled events and writing them again after a pause');
+          await this.pause(delayMs);
+          continue;
+        }
+        if (handled.length > 1) {
+          log.warn({ err, events: handled.length }, 'database write failed; writing each event alone to find the one it refuses');
+          for (const h of handled) await this.write([h], log);
+          return;
+        }
+        const only = handled[0] as Handled;
+        await this.settleFailure(only.claimed, error, this.eventLog(log, only.claimed));
+        return;
+      }
+      await this.succeeded(handled, result, log);
       return;
     }
+  }
 
+  /**
+   * Acks the written events. Logs one info line per batch (with one event, it names it) and one debug
+   * line per event: under load a line per event would cost more than the event itself.
+   */
+  private async succeeded(handled: readonly Handled[], result: WriteResult, log: Logger): Promise<void> {
     this.options.lifecycle.emit('db:written', { backend: this.options.db.backend, events: handled.length, written: result.written, stale: result.stale });
-    if (result.stale > 0) log.info({ stale: result.stale }, 'skipped stale writes (older than what is stored)');
     // Acks issued together share one write.
-    await Promise.all(handled.map((h) => this.options.queue.ack(h.claimed.event.id)));
-    for (const h of handled) {
-      const { event, attempt } = h.claimed;
-      const durationMs = Date.now() - h.startedAt;
-      this.options.lifecycle.emit('event:succeeded', { source: event.source, eventId: event.id, attempt, records: countRecords(h.changes), durationMs });
-      log.info({ source: event.source, eventId: event.id, attempt, type: event.type, durationMs }, 'event processed');
+    const acked = await Promise.all(
+      handled.map(async (h) => {
+        const { event, attempt } = h.claimed;
+        if (!(await this.settle(() => this.options.queue.ack(event.id), 'ack', log))) return false;
+        const durationMs = Date.now() - h.startedAt;
+        this.options.lifecycle.emit('event:succeeded', { source: event.source, eventId: event.id, attempt, records: countRecords(h.changes), durationMs });
+        if (handled.length > 1) log.debug({ source: event.source, eventId: event.id, attempt, type: event.type, durationMs }, 'event processed');
+        return true;
+      }),
+    );
+    const events = acked.filter(Boolean).length;
+    const facts = { events, written: result.written, stale: result.stale };
+    if (handled.length === 1) {
+      const { event, attempt } = (handled[0] as Handled).claimed;
+      log.info({ ...facts, source: event.source, eventId: event.id, attempt, type: event.type, durationMs: Date.now() - (handled[0] as Handled).startedAt }, 'event processed');
+    } else {
+      log.info(facts, `${events} events processed`);
     }
   }
 
@@ -170,19 +286,55 @@ export class Dispatcher {
     const { event, attempt } = claimed;
     const dbOutage = error.code === 'CONN_ERR_DB_UNAVAILABLE';
     if (!error.retryable || (attempt >= this.maxAttempts && !dbOutage)) {
-      await this.options.queue.deadLetter(event.id, error);
+      if (!(await this.settle(() => this.options.queue.deadLetter(event.id, error), 'dead-letter', log))) return;
       this.options.lifecycle.emit('event:dead-lettered', { source: event.source, eventId: event.id, attempt, error });
       log.error({ code: error.code, err: error.message, type: event.type }, error.retryable ? `event failed ${attempt} times; dead-lettered` : 'event failed permanently; dead-lettered');
       return;
     }
-    const delayMs = calculateDelay(dbOutage ? Math.min(attempt, DB_OUTAGE_ATTEMPT_CAP) : attempt, error.retryAfterMs, this.options.random);
-    await this.options.queue.retry(event.id, error, { delayMs });
+    const delayMs = this.retryDelay(dbOutage ? Math.min(attempt, DB_OUTAGE_ATTEMPT_CAP) : attempt, error.retryAfterMs);
+    if (!(await this.settle(() => this.options.queue.retry(event.id, error, { delayMs }), 'retry', log))) return;
     this.options.lifecycle.emit('event:retrying', { source: event.source, eventId: event.id, attempt, delayMs, error });
     log.warn({ code: error.code, err: error.message, delayMs, type: event.type }, 'event failed; will retry');
+  }
+
+  /**
+   * Runs a queue operation that settles an event, trying again with backoff while running. Resolves
+   * false when it gave up: on stop, when the queue is closed, or on the queue's own internal error
+   * (the event is not, or no longer, claimed here). The event then stays unacked in the queue.
+   */
+  private async settle(op: () => Promise<void>, what: string, log: Logger): Promise<boolean> {
+    for (let failures = 1; ; failures++) {
+      try {
+        await op();
+        return true;
+      } catch (err) {
+        const code = err instanceof ConnectorError ? err.code : null;
+        const final = this.state !== 'running' || code === 'CONN_ERR_QUEUE_CLOSED' || code === 'CONN_ERR_INTERNAL';
+        if (final) {
+          log.error({ err, what }, `could not ${what} the event; it stays in the queue and is handed out again after a restart`);
+          return false;
+        }
+        const delayMs = this.retryDelay(Math.min(failures, DB_OUTAGE_ATTEMPT_CAP), undefined);
+        log.error({ err, what, delayMs }, `could not ${what} the event; trying again`);
+        await this.pause(delayMs);
+      }
+    }
+  }
+
+  /** Waits `ms`, or less if `stop` is called meanwhile. */
+  private async pause(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))), this.stopRequested]);
+    clearTimeout(timer);
+  }
+
+  private eventLog(log: Logger, claimed: ClaimedEvent): Logger {
+    return log.child({ source: claimed.event.source, eventId: claimed.event.id, attempt: claimed.attempt });
   }
 }
 
 function merge(all: readonly Changes[]): Changes {
+  if (all.length === 1) return all[0] as Changes;
   const merged = noChanges();
   for (const c of all) {
     merged.tasks.push(...c.tasks);
