@@ -3,7 +3,7 @@
  * - `serve`: the HTTP app (webhooks, health); needs only the queue.
  * - `work`: the dispatcher; needs the queue, the sources and the database.
  * `start` runs both in one process. Stopping is graceful and ordered: close the tunnel and stop
- * accepting deliveries, let the dispatcher finish the batch in hand, then close the queue and the
+ * accepting deliveries, let the dispatcher finish the event in hand, then close the queue and the
  * database.
  *
  * Where vendors reach us (serve role), printed per source at start-up: the ngrok tunnel's URL when
