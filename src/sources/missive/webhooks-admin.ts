@@ -18,6 +18,7 @@ import { HttpClient } from '../../http/http-client.ts';
 import type { Logger } from '../../log.ts';
 import { SECOND } from '../../retry-policy.ts';
 import { DEFAULT_MISSIVE_BASE_URL, sharedMissiveLimiter } from './client.ts';
+import { sameUrl } from '../urls.ts';
 
 /** The path our server receives Missive deliveries on. */
 export const MISSIVE_WEBHOOK_PATH = '/webhooks/missive';
@@ -110,18 +111,6 @@ export class MissiveHooksApi {
   }
 }
 
-/** URLs compared without case in scheme and host and without trailing slashes. */
-function sameUrl(a: string, b: string): boolean {
-  const norm = (u: string): string => {
-    try {
-      const url = new URL(u.trim());
-      return `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}${url.search}`.toLowerCase();
-    } catch {
-      return u.trim().replace(/\/+$/, '').toLowerCase();
-    }
-  };
-  return norm(a) === norm(b);
-}
 
 /** The API hooks that post to our endpoint. */
 export async function listOurMissiveHooks(api: MissiveHooksApi, publicUrl: string, signal?: AbortSignal): Promise<MissiveHook[]> {

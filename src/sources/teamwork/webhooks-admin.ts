@@ -10,6 +10,7 @@
 import type { TeamworkClient } from './client.ts';
 import type { Webhook } from './payloads.ts';
 import { TASK_WEBHOOK_EVENTS } from './webhook.ts';
+import { sameUrl } from '../urls.ts';
 
 /** The path our server receives Teamwork deliveries on. */
 export const TEAMWORK_WEBHOOK_PATH = '/webhooks/teamwork';
@@ -23,18 +24,6 @@ export function teamworkWebhookUrl(publicUrl: string): string {
   return base.endsWith(TEAMWORK_WEBHOOK_PATH) ? base : `${base}${TEAMWORK_WEBHOOK_PATH}`;
 }
 
-/** URLs compared without case in scheme and host and without trailing slashes. */
-function sameUrl(a: string, b: string): boolean {
-  const norm = (u: string): string => {
-    try {
-      const url = new URL(u.trim());
-      return `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}${url.search}`.toLowerCase();
-    } catch {
-      return u.trim().replace(/\/+$/, '').toLowerCase();
-    }
-  };
-  return norm(a) === norm(b);
-}
 
 export interface WebhookAdminOptions {
   client: TeamworkClient;
