@@ -27,13 +27,13 @@ import pg from 'pg';
 import { ConnectorError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import type { Attachment, Changes, Checkpoint, Deletion, Email, SourceName, Task } from '../../model.ts';
-import { noChanges } from '../../model.ts';
 import type { Database, DatabaseCounts, DatabaseHealth, WriteResult } from '../database.ts';
 import { attachmentRow, emailRow, newestById, rowToAttachment, rowToEmail, rowToTask, taskRow } from '../rows.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
 import { toDbError } from './postgres-errors.ts';
 import { POSTGRES_CELLS, plainRow, storableText, toJsonParam } from './postgres-rows.ts';
 import { buildStatements, type Statements } from './statements.ts';
+import { BatchDatabase } from '../batch-database.ts';
 
 const SECOND = 1000;
 /** Longest wait for another process's migration run (client-side limit). */
@@ -63,7 +63,7 @@ interface Queryable {
 
 type Named = { name: string; text: string };
 
-export class PostgresDatabase implements Database {
+export class PostgresDatabase extends BatchDatabase implements Database {
   readonly backend = 'postgres' as const;
   readonly schema: string;
   private readonly pool: pg.Pool;
@@ -74,6 +74,7 @@ export class PostgresDatabase implements Database {
   private closed = false;
 
   constructor(options: PostgresDatabaseOptions) {
+    super();
     this.schema = options.schema ?? 'public';
     this.now = options.now ?? (() => new Date());
     this.sql = buildStatements(this.schema);
@@ -123,30 +124,6 @@ export class PostgresDatabase implements Database {
       }),
     );
     this.migrated = true;
-  }
-
-  upsertTask(task: Task): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), tasks: [task] });
-  }
-
-  upsertTasks(tasks: readonly Task[]): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), tasks: [...tasks] });
-  }
-
-  upsertEmail(email: Email): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), emails: [email] });
-  }
-
-  upsertEmails(emails: readonly Email[]): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), emails: [...emails] });
-  }
-
-  markTaskDeleted(id: string, at: Date): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), deletedTasks: [{ id, at }] });
-  }
-
-  markEmailDeleted(id: string, at: Date): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), deletedEmails: [{ id, at }] });
   }
 
   async apply(changes: Changes): Promise<WriteResult> {

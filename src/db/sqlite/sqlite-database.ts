@@ -12,10 +12,10 @@ import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { ConnectorError } from '../../errors.ts';
 import type { Attachment, Changes, Checkpoint, Deletion, Email, SourceName, Task } from '../../model.ts';
-import { noChanges } from '../../model.ts';
 import type { Database, DatabaseCounts, DatabaseHealth, WriteResult } from '../database.ts';
 import { ATTACHMENT_COLUMNS, EMAIL_COLUMNS, TASK_COLUMNS, Json, attachmentRow, checkpointRow, emailRow, isStale, rowToAttachment, rowToEmail, rowToTask, taskRow, type CellDecoder, type CellValue, type Row } from '../rows.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
+import { BatchDatabase } from '../batch-database.ts';
 
 type Statement = BetterSqlite3.Statement;
 
@@ -27,13 +27,14 @@ export interface SqliteDatabaseOptions {
   now?: () => Date;
 }
 
-export class SqliteDatabase implements Database {
+export class SqliteDatabase extends BatchDatabase implements Database {
   readonly backend = 'sqlite' as const;
   private readonly db: BetterSqlite3.Database;
   private readonly now: () => Date;
   private statements: ReturnType<SqliteDatabase['prepare']> | null = null;
 
   constructor(options: SqliteDatabaseOptions) {
+    super();
     this.now = options.now ?? (() => new Date());
     if (options.file !== ':memory:') mkdirSync(path.dirname(options.file), { recursive: true });
     try {
@@ -60,30 +61,6 @@ export class SqliteDatabase implements Database {
       }
     });
     this.statements = this.prepare();
-  }
-
-  upsertTask(task: Task): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), tasks: [task] });
-  }
-
-  upsertTasks(tasks: readonly Task[]): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), tasks: [...tasks] });
-  }
-
-  upsertEmail(email: Email): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), emails: [email] });
-  }
-
-  upsertEmails(emails: readonly Email[]): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), emails: [...emails] });
-  }
-
-  markTaskDeleted(id: string, at: Date): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), deletedTasks: [{ id, at }] });
-  }
-
-  markEmailDeleted(id: string, at: Date): Promise<WriteResult> {
-    return this.apply({ ...noChanges(), deletedEmails: [{ id, at }] });
   }
 
   async apply(changes: Changes): Promise<WriteResult> {
