@@ -37,10 +37,13 @@ const WARMUP = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'info';
 /** Also measure `serve` and `work` as two processes (BENCH_SPLIT=0 to skip). */
 const SPLIT = process.env.BENCH_SPLIT !== '0';
+/** Only these servers (comma-separated keys, e.g. `a,b`); all when unset. */
+const ONLY = process.env.BENCH_ONLY?.split(',').map((k) => k.trim()) ?? null;
+const wanted = (key: string) => ONLY === null || ONLY.includes(key);
 const TOKEN = 'bench-ingest-token';
 
 interface Server {
-  key: 'a' | 'a2' | 'b' | 'c';
+  key: 'a' | 'a2' | 's' | 'b' | 'c';
   name: string;
   child: ChildProcess;
   /** Other processes of the same server (the `work` process beside `serve`); their CPU counts too. */
@@ -141,7 +144,7 @@ async function load(url: string, seconds: number): Promise<Load> {
 }
 
 async function backlog(server: Server): Promise<number | null> {
-  if (server.key !== 'a' && server.key !== 'a2') return null;
+  if (server.key === 'b' || server.key === 'c') return null;
   const res = await fetch(`${server.url}/health`);
   const health = (await res.json()) as { queue: { size: number } };
   return health.queue.size;
@@ -170,9 +173,11 @@ const servers: Server[] = [];
 try {
   const connectorEnv = { HOST: '127.0.0.1', LOG_LEVEL, TEAMWORK_WEBHOOK_TOKEN: TOKEN, BACKFILL_ON_START: 'false', BACKFILL_INTERVAL_MINUTES: '0' };
   const cli = path.join(ROOT, 'src', 'cli.ts');
-  const port = await freePort();
-  servers.push(await startServer('a', 'connector (start)', [cli, 'start'], { ...connectorEnv, PORT: String(port) }, tempDir('connector'), port));
-  if (SPLIT) {
+  if (wanted('a')) {
+    const port = await freePort();
+    servers.push(await startServer('a', 'connector (start)', [cli, 'start'], { ...connectorEnv, PORT: String(port) }, tempDir('connector'), port));
+  }
+  if (SPLIT && wanted('a2')) {
     // The scale-out layout on one machine: `serve` and `work` as two processes on one DATA_DIR.
     const splitDir = tempDir('split');
     const splitPort = await freePort();
@@ -181,8 +186,13 @@ try {
     serve.helpers.push(work);
     servers.push(serve);
   }
-  servers.push(await startServer('b', 'no-op Fastify', [path.join(here, 'servers.ts'), 'noop', tempDir('noop'), TOKEN], {}, ROOT));
-  servers.push(await startServer('c', 'serialised append + fsync', [path.join(here, 'servers.ts'), 'serial-fsync', tempDir('serial'), TOKEN], {}, ROOT));
+  if (ONLY?.includes('s')) {
+    // Diagnosis only (BENCH_ONLY=s): the webhook path alone, `serve` with no worker draining the queue.
+    const servePort = await freePort();
+    servers.push(await startServer('s', 'connector (serve alone)', [cli, 'serve'], { ...connectorEnv, PORT: String(servePort) }, tempDir('serve'), servePort));
+  }
+  if (wanted('b')) servers.push(await startServer('b', 'no-op Fastify', [path.join(here, 'servers.ts'), 'noop', tempDir('noop'), TOKEN], {}, ROOT));
+  if (wanted('c')) servers.push(await startServer('c', 'serialised append + fsync', [path.join(here, 'servers.ts'), 'serial-fsync', tempDir('serial'), TOKEN], {}, ROOT));
 
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   console.log(`ingest benchmark: Node ${process.version}, ${os.availableParallelism()} CPUs (${cpu}), ${fmt(os.totalmem() / 2 ** 30, 1)} GiB, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
@@ -211,14 +221,22 @@ try {
     const cpu = m.serverCpu === null ? '- | -' : `${fmt(m.serverCpu, 2)} | ${fmt(m.cpuPerRequestUs ?? 0)}`;
     console.log(`| (${s.key}) ${s.name} | ${fmt(m.perSecond)} | ${fmt(m.p50Ms, 1)} | ${fmt(m.p99Ms, 1)} | ${cpu} |`);
   }
-  const ab = result.a.perSecond / result.b.perSecond;
-  const ac = result.a.perSecond / result.c.perSecond;
+  const { a, a2, b, c } = result as Partial<Record<Server['key'], Round>>;
   const mark = (ok: boolean) => (ok ? 'met' : 'MISSED');
-  console.log('');
-  console.log(`a/b = ${ab.toFixed(2)} (target >= 0.5: ${mark(ab >= 0.5)}); connector p99 ${result.a.p99Ms.toFixed(1)} ms (target <= 25 ms: ${mark(result.a.p99Ms <= 25)})`);
-  console.log(`a/c = ${ac.toFixed(1)} (target >= 5: ${mark(ac >= 5)})`);
-  if (result.a2 !== undefined) {
-    console.log(`a2/b = ${(result.a2.perSecond / result.b.perSecond).toFixed(2)}, a2/c = ${(result.a2.perSecond / result.c.perSecond).toFixed(1)}, a2 p99 ${result.a2.p99Ms.toFixed(1)} ms (serve and work as two processes)`);
+  const ratios: Record<string, number> = {};
+  if (a !== undefined && b !== undefined) {
+    ratios.ab = +(a.perSecond / b.perSecond).toFixed(2);
+    console.log('');
+    console.log(`a/b = ${ratios.ab.toFixed(2)} (target >= 0.5: ${mark(ratios.ab >= 0.5)}); connector p99 ${a.p99Ms.toFixed(1)} ms (target <= 25 ms: ${mark(a.p99Ms <= 25)})`);
+  }
+  if (a !== undefined && c !== undefined) {
+    ratios.ac = +(a.perSecond / c.perSecond).toFixed(1);
+    console.log(`a/c = ${ratios.ac.toFixed(1)} (target >= 5: ${mark(ratios.ac >= 5)})`);
+  }
+  if (a2 !== undefined && b !== undefined && c !== undefined) {
+    ratios.a2b = +(a2.perSecond / b.perSecond).toFixed(2);
+    ratios.a2c = +(a2.perSecond / c.perSecond).toFixed(1);
+    console.log(`a2/b = ${ratios.a2b.toFixed(2)}, a2/c = ${ratios.a2c.toFixed(1)}, a2 p99 ${a2.p99Ms.toFixed(1)} ms (serve and work as two processes)`);
   }
   const failures = servers.reduce((n, s) => n + (rounds.get(s.key) ?? []).reduce((k, r) => k + r.non200 + r.errors, 0), 0);
   console.log(
@@ -231,7 +249,7 @@ try {
           return [s.key, { name: s.name, perSecond: Math.round(m.perSecond), p50Ms: +m.p50Ms.toFixed(2), p99Ms: +m.p99Ms.toFixed(2), serverCpu: m.serverCpu, cpuPerRequestUs: m.cpuPerRequestUs }];
         }),
       ),
-      ratios: { ab: +ab.toFixed(2), ac: +ac.toFixed(1), ...(result.a2 === undefined ? {} : { a2b: +(result.a2.perSecond / result.b.perSecond).toFixed(2), a2c: +(result.a2.perSecond / result.c.perSecond).toFixed(1) }) },
+      ratios,
       connectorConsoleBytes: servers[0]?.printed(),
       failures,
     }),

@@ -1,10 +1,14 @@
 /**
  * A cross-process lock on one host: a symbolic link whose target names its holder
- * (`{"pid":…,"host":…,"token":…,"since":…}`), kept fresh by touching the link's own mtime. Creating a
+ * (`<pid>:<host id>:<token>`), kept fresh by touching the link's own mtime. Creating a
  * symlink is atomic and fails if the name exists, and it carries the owner in the same syscall: one
  * syscall to take the lock and one (unlink) to drop it, about half the cost of create+write+close+unlink,
  * which matters because every batch of writes takes this lock (the technique Emacs uses for its
- * `.#file` locks). Linux and macOS; Windows would need symlink privileges.
+ * `.#file` locks). Linux and macOS; Windows would need symlink privileges. The target stays under 60
+ * bytes so that ext4 keeps it inside the inode (a "fast" symlink): a longer one (the JSON this lock
+ * used to carry) takes a data block, and allocating and freeing it made each lock and unlock about five
+ * times dearer (docs/benchmarks.md, Ingest). The host is named by a short hash of its name; locks in the
+ * older JSON form are still read.
  *
  * States: free -> held (our file exists with our token) -> free (released), or held -> lost (someone
  * removed or replaced our file: `onCompromised` is called, never a throw, and the owner decides what to
@@ -23,9 +27,10 @@
  * Why not proper-lockfile: besides the restart delay above, its default reaction to a compromised lock
  * is to throw from a timer (crashing the process), and it cannot tell a dead holder from a slow one.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { symlinkSync, unlinkSync } from 'node:fs';
 import { lstat, lutimes, mkdir, readlink, rename, symlink, unlink } from 'node:fs/promises';
 import { ConnectorError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -44,12 +49,17 @@ export interface FileLockOptions {
 
 interface Owner {
   pid: number;
+  /** The holder's host id (hostId). */
   host: string;
   token: string;
-  since: string;
 }
 
-const HOST = hostname();
+/** A host's id in lock files: 8 hex digits of a hash of its name. */
+export function hostId(name: string): string {
+  return createHash('sha256').update(name).digest('hex').slice(0, 8);
+}
+
+const HOST = hostId(hostname());
 const UNREADABLE_GRACE_MS = 1000;
 /** Tokens of the locks this process holds now. */
 const heldHere = new Set<string>();
@@ -96,7 +106,7 @@ export class FileLock {
       }
       if (holder.gone) continue;
       if (Date.now() >= deadline) {
-        const who = holder.owner === null ? 'another process' : `pid ${holder.owner.pid} on ${holder.owner.host}`;
+        const who = holder.owner === null ? 'another process' : describe(holder.owner);
         throw new ConnectorError('CONN_ERR_QUEUE_LOCKED', `the queue's ${this.name} lock (${this.path}) is held by ${who}`, {
           details: { lock: this.path, holder: holder.owner },
         });
@@ -115,10 +125,14 @@ export class FileLock {
     heldHere.delete(token);
     if (Date.now() - this.acquiredAt < this.staleMs / 2) {
       // Young: no contender can have judged it stale (our pid lives, its mtime is fresh), so it is
-      // still ours and the check below (a read) can be skipped. Short holds (every write) take this path.
-      await unlink(this.path).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-      });
+      // still ours and the check below (a read) can be skipped. Short holds (every write) take this path,
+      // with a synchronous unlink: one cheap syscall, where a trip through libuv's thread pool would
+      // wait behind whatever the event loop is doing (see tryCreate).
+      try {
+        unlinkSync(this.path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
       return;
     }
     const owner = await this.readOwner().catch(() => null);
@@ -139,10 +153,14 @@ export class FileLock {
   }
 
   private async tryCreate(): Promise<boolean> {
-    const token = randomBytes(12).toString('hex');
-    const owner: Owner = { pid: process.pid, host: HOST, token, since: new Date().toISOString() };
+    const token = randomBytes(8).toString('hex');
+    const owner: Owner = { pid: process.pid, host: HOST, token };
     try {
-      await symlink(JSON.stringify(owner), this.path);
+      // Synchronous on purpose: creating a symlink is one metadata syscall of a few microseconds, and the
+      // write lock is taken for every group commit. Through the thread pool, each lock and unlock waited
+      // for the event loop to come back round, which under load (a loop busy with deliveries) added
+      // milliseconds to every commit and left the loop idle between commits (docs/benchmarks.md, Ingest).
+      symlinkSync(`${owner.pid}:${owner.host}:${owner.token}`, this.path);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EEXIST') return false;
@@ -230,7 +248,7 @@ export class FileLock {
     try {
       const owner = await this.readOwner();
       if (this.token !== token) return;
-      if (owner?.token !== token) return this.lost(`its file now names ${owner === null ? 'nobody' : `pid ${owner.pid} on ${owner.host}`}`);
+      if (owner?.token !== token) return this.lost(`its file now names ${owner === null ? 'nobody' : describe(owner)}`);
       const now = new Date();
       await lutimes(this.path, now, now);
       this.lastTouch = Date.now();
@@ -255,14 +273,21 @@ export class FileLock {
   }
 }
 
+/** A lock target: `<pid>:<host id>:<token>`, or the older JSON `{"pid","host","token","since"}`. */
 function parseOwner(text: string): Owner | null {
+  const short = /^(\d+):([0-9a-f]{8}):([0-9a-f]+)$/.exec(text);
+  if (short !== null) return { pid: Number(short[1]), host: short[2] as string, token: short[3] as string };
   try {
     const value = JSON.parse(text) as Partial<Owner>;
-    if (typeof value.pid === 'number' && typeof value.host === 'string' && typeof value.token === 'string') return value as Owner;
+    if (typeof value.pid === 'number' && typeof value.host === 'string' && typeof value.token === 'string') return { pid: value.pid, host: hostId(value.host), token: value.token };
   } catch {
     // fall through
   }
   return null;
+}
+
+function describe(owner: Owner): string {
+  return owner.host === HOST ? `pid ${owner.pid} on this host` : `pid ${owner.pid} on another host (id ${owner.host})`;
 }
 
 /** True when a process with this pid exists (EPERM: it exists, owned by someone else). */

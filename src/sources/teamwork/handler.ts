@@ -22,7 +22,7 @@ import type { HandlerContext } from '../source.ts';
 import { SNAPSHOT_EVENT } from './backfill.ts';
 import type { TeamworkClient } from './client.ts';
 import { mapV2WebhookTask, mapV3Task, type V2MapResult } from './map.ts';
-import { SnapshotEventPayload, V2WebhookBody, WebhookEventPayload } from './payloads.ts';
+import { SnapshotEventPayload, V2WebhookBody, WebhookEventPayload, describeIssues } from './payloads.ts';
 
 export interface TeamworkHandlerDeps {
   /** Null when the API is not configured. */
@@ -48,9 +48,17 @@ export async function handleTeamworkEvent(event: QueueEvent, deps: TeamworkHandl
 
   let fromBody: V2MapResult | null = null;
   if (format !== 'v1-form') {
+    // The webhook path checked only the task id; the rest of the body is checked here. A body that does
+    // not fit (a field of an unexpected type) is not used: the task is read from the API instead, or,
+    // without one, the event is dead-lettered naming the fields (never their values).
     const v2 = V2WebhookBody.safeParse(body);
-    if (!v2.success) throw invalid(event, `the v2 body no longer parses: ${v2.error.issues[0]?.message ?? 'invalid'}`);
-    if (v2.data.task) fromBody = mapV2WebhookTask(v2.data, { baseUrl, eventName: event.type, receivedAt: event.receivedAt, raw: body });
+    if (v2.success) {
+      if (v2.data.task) fromBody = mapV2WebhookTask(v2.data, { baseUrl, eventName: event.type, receivedAt: event.receivedAt, raw: body });
+    } else if (client === null) {
+      throw invalid(event, `the webhook body does not have Teamwork's v2 shape (${describeIssues(v2.error)}), and without the API the task cannot be read instead`);
+    } else {
+      log.warn({ taskId, eventType: event.type, problems: describeIssues(v2.error) }, 'Teamwork webhook body does not have the v2 shape; reading the task from the API instead');
+    }
   }
 
   if (event.type === 'TASK.DELETED') {

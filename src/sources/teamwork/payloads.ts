@@ -18,6 +18,13 @@
  */
 import { z } from 'zod';
 
+/** A zod error as one line of paths and rules (never values: a body may hold customer data). */
+export function describeIssues(error: z.ZodError): string {
+  const list = error.issues.slice(0, 3).map((i) => `${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`);
+  const more = error.issues.length > 3 ? ` (+${error.issues.length - 3} more)` : '';
+  return list.join('; ') + more;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Primitives
 

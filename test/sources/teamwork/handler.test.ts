@@ -76,6 +76,14 @@ describe('handleTeamworkEvent without the API', () => {
     await expect(handleTeamworkEvent({ ...base, type: 'COMMENT.CREATED' }, deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_INVALID' });
     await expect(handleTeamworkEvent({ ...base, type: 'task.snapshot', payload: { task: { id: 'x' } } }, deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_INVALID' });
   });
+
+  it('a body with a field of the wrong type: CONN_ERR_EVENT_INVALID naming the field, never its value', async () => {
+    const event = eventFrom('{"task": {"id": 1, "name": {"secret": "s3cr3t"}}}', { event: 'TASK.UPDATED' });
+    const err = await handleTeamworkEvent(event, deps, context).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'CONN_ERR_EVENT_INVALID', retryable: false });
+    expect((err as Error).message).toMatch(/task\.name/);
+    expect((err as Error).message).not.toMatch(/s3cr3t/);
+  });
 });
 
 describe('handleTeamworkEvent with the API (simulator)', () => {
@@ -98,6 +106,15 @@ describe('handleTeamworkEvent with the API (simulator)', () => {
     sim.requests.clear();
     await handleTeamworkEvent(eventFrom(fixtureBytes('v2-json-task-created.json'), { event: 'TASK.CREATED' }), deps, context);
     expect(sim.requests.entries).toHaveLength(0);
+  });
+
+  it('a body with a field of the wrong type: the task is read from the API instead', async () => {
+    sim.requests.clear();
+    const event = eventFrom(`{"task": {"id": ${live.id}, "name": {"secret": "s3cr3t"}}}`, { event: 'TASK.UPDATED' });
+    const changes = await handleTeamworkEvent(event, deps, context);
+    expect(changes.tasks).toHaveLength(1);
+    expect(changes.tasks[0]).toMatchObject({ id: String(live.id), title: live.name });
+    expect(sim.requests.entries.length).toBeGreaterThan(0);
   });
 
   it('a v1 body is fetched and mapped from v3', async () => {
