@@ -224,7 +224,7 @@ export function withPayloadJson<T extends object>(payload: T, json: string): T {
 /** An event as JSON (what the queue stores), reusing its payload's JSON text when a source gave one. */
 export function eventJson(event: QueueEvent): string {
   const known = typeof event.payload === 'object' && event.payload !== null ? payloadJson.get(event.payload) : undefined;
-  if (known === undefined || /[\n\r]/.test(known)) return JSON.stringify(event);
+  if (known === undefined || known.includes('\n') || known.includes('\r')) return JSON.stringify(event);
   const { payload: _payload, ...head } = event;
   return `${JSON.stringify(head).slice(0, -1)},"payload":${known}}`;
 }

@@ -23,6 +23,7 @@
  *   longer be listed by list; the backfill's `deletedAfter` pass is what marks them deleted.
  * A task event whose body has no usable task id is malformed (400).
  */
+import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { ConnectorError } from '../../errors.ts';
 import { withPayloadJson, type QueueEvent } from '../../model.ts';
@@ -56,8 +57,6 @@ const IGNORED_TASK_EVENTS = new Set(['TASK.REMINDER']);
 const MAX_FORM_DEPTH = 8;
 /** Form keys that could reach an object's prototype; never followed. */
 const UNSAFE_KEYS = new Set(['__proto__', 'prototype', 'constructor']);
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Throws CONN_ERR_WEBHOOK_SIGNATURE unless `X-Projects-Signature` is the HMAC-SHA256 of the raw body
@@ -95,12 +94,10 @@ export function decodeBody(delivery: Delivery): DecodedBody {
     throw mediaType(`Content-Type ${contentType} is not supported; expected application/json or application/x-www-form-urlencoded`);
   }
   if (delivery.rawBody.length === 0) throw malformed('Empty body');
-  let text: string;
-  try {
-    text = utf8.decode(delivery.rawBody);
-  } catch {
-    throw malformed('Body is not valid UTF-8');
-  }
+  // isUtf8 (simdutf) then toString: several times cheaper than a fatal TextDecoder on every delivery.
+  if (!isUtf8(delivery.rawBody)) throw malformed('Body is not valid UTF-8');
+  const decoded = delivery.rawBody.toString('utf8');
+  const text = decoded.charCodeAt(0) === 0xfeff ? decoded.slice(1) : decoded; // a byte-order mark, as TextDecoder drops it
   if (!/\S/.test(text)) throw malformed('Empty body');
 
   if (isJson) {

@@ -323,6 +323,11 @@ describe('parseWebhook: only what routing needs is checked at the door', () => {
     expect(JSON.parse(eventJson(event))).toEqual(JSON.parse(JSON.stringify(event)));
   });
 
+  it('a body starting with a UTF-8 byte-order mark is read without it', () => {
+    const parsed = src.parseWebhook(delivery({ body: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"task": {"id": 9}}')]), event: 'TASK.UPDATED' }));
+    expect(parsed.events[0]).toMatchObject({ entityKey: 'task:9' });
+  });
+
   it('a JSON body with line breaks is queued re-serialised (one event per line)', () => {
     const body = '{\n  "task": {"id": 7}\r\n}';
     const event = QueueEvent.parse(src.parseWebhook(delivery({ body, event: 'TASK.UPDATED' })).events[0]);
