@@ -41,6 +41,7 @@ const SPLIT = process.env.BENCH_SPLIT !== '0';
 const ONLY = process.env.BENCH_ONLY?.split(',').map((k) => k.trim()) ?? null;
 const wanted = (key: string) => ONLY === null || ONLY.includes(key);
 const TOKEN = 'bench-ingest-token';
+const DRAIN_TIMEOUT_MS = 300_000;
 
 interface Server {
   key: 'a' | 'a2' | 's' | 'b' | 'c';
@@ -71,6 +72,8 @@ interface Round extends Load {
   cpuPerRequestUs: number | null;
   /** The connector's queue (pending + delayed + in flight) at the end of the round. */
   backlog: number | null;
+  /** Seconds the connector's worker took, after the round, to process that backlog (null: no worker). */
+  drainSeconds: number | null;
 }
 
 const dirs: string[] = [];
@@ -162,8 +165,24 @@ async function measure(server: Server): Promise<Round> {
     ...result,
     serverCpu: used === null ? null : used / wall,
     cpuPerRequestUs: used === null || result.requests === 0 ? null : (used / result.requests) * 1e6,
-    backlog: await backlog(server),
+    ...(await drained(server)),
   };
+}
+
+/**
+ * The backlog at the end of the round, then waits until the worker has processed it, so that it does not
+ * take CPU from the next server's round (which it did: the no-op server measured after the connector
+ * was slowed by the connector's worker still draining).
+ */
+async function drained(server: Server): Promise<{ backlog: number | null; drainSeconds: number | null }> {
+  const left = await backlog(server);
+  if (left === null || server.key === 's') return { backlog: left, drainSeconds: null };
+  const t0 = performance.now();
+  for (let size = left; size > 0; size = (await backlog(server)) ?? 0) {
+    if (performance.now() - t0 > DRAIN_TIMEOUT_MS) throw new Error(`${server.name}: ${size} events still queued ${DRAIN_TIMEOUT_MS / 1000} s after the round`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return { backlog: left, drainSeconds: (performance.now() - t0) / 1000 };
 }
 
 const median = (rounds: Round[]): Round => [...rounds].sort((x, y) => x.perSecond - y.perSecond)[Math.floor(rounds.length / 2)] as Round;
@@ -198,7 +217,10 @@ try {
   console.log(`ingest benchmark: Node ${process.version}, ${os.availableParallelism()} CPUs (${cpu}), ${fmt(os.totalmem() / 2 ** 30, 1)} GiB, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   console.log(`${CONNECTIONS} connections, ${SECONDS} s per round after ${WARMUP} s of warm-up, ${ROUNDS} interleaved rounds, signed ~2 KB Teamwork deliveries; connector LOG_LEVEL=${LOG_LEVEL}`);
 
-  for (const server of servers) await load(server.url, WARMUP);
+  for (const server of servers) {
+    await load(server.url, WARMUP);
+    await drained(server);
+  }
   const rounds = new Map<Server['key'], Round[]>(servers.map((s) => [s.key, []]));
   for (let r = 0; r < ROUNDS; r++) {
     for (const server of servers) {
@@ -207,7 +229,7 @@ try {
       console.log(
         `  round ${r + 1} ${server.name}: ${fmt(round.perSecond)} req/s, p50 ${fmt(round.p50Ms, 1)} ms, p99 ${fmt(round.p99Ms, 1)} ms` +
           `${round.non200 + round.errors > 0 ? `, ${round.non200} non-200, ${round.errors} errors` : ''}${round.serverCpu === null ? '' : `, server CPU ${fmt(round.serverCpu, 2)} (${fmt(round.cpuPerRequestUs ?? 0)} µs/request)`}` +
-          `${round.backlog === null ? '' : `, queue backlog ${fmt(round.backlog)}`}`,
+          `${round.backlog === null ? '' : `, queue backlog ${fmt(round.backlog)}`}${round.drainSeconds === null ? '' : ` (processed ${fmt(round.drainSeconds, 1)} s later)`}`,
       );
     }
   }
