@@ -28,6 +28,7 @@ import { CheckpointStore } from './sync/checkpoints.ts';
 import { Reconciler } from './sync/reconciler.ts';
 import { openTunnel, type Tunnel, type TunnelOptions } from './tunnel.ts';
 import { Dispatcher } from './workers/dispatcher.ts';
+import { IngestPressure } from './workers/ingest-pressure.ts';
 
 /** With POLLING_ONLY, reconciliation runs at least this often. */
 const POLLING_INTERVAL = 2 * MINUTE;
@@ -95,7 +96,10 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       closers.unshift(() => database.close());
       await database.migrate();
       db = database;
-      dispatcher = new Dispatcher({ queue, db, sources, log, lifecycle, maxAttempts: config.MAX_QUEUE_ATTEMPTS, concurrency: config.WORKER_CONCURRENCY });
+      // In one process with the webhooks, deliveries go first when they flood the event loop.
+      const pressure = roles.serve ? new IngestPressure(lifecycle) : null;
+      if (pressure !== null) closers.push(async () => pressure.close());
+      dispatcher = new Dispatcher({ queue, db, sources, log, lifecycle, maxAttempts: config.MAX_QUEUE_ATTEMPTS, concurrency: config.WORKER_CONCURRENCY, yieldTo: pressure === null ? undefined : () => pressure.high });
       dispatcher.start();
       log.info({ backend: db.backend, concurrency: config.WORKER_CONCURRENCY }, 'worker started');
 

@@ -12,7 +12,7 @@
  *      (retry with backoff, or dead letter) and the others go on. Once stopping, no further event of
  *      the batch is started: those stay unacked and are handed out again after the restart. Between
  *      events the lane yields to the event loop, so that deliveries to the same process are answered
- *      while a batch runs;
+ *      while a batch runs, and while deliveries flood a saturated loop it paces itself (`yieldTo`);
  *   3. writes the changes of the handled events in one `Database.apply` (one transaction on SQL):
  *      once the batch is done, or earlier once `flushAfterMs` has passed since the first of them was
  *      handled (slow handlers do not hold finished events back);
@@ -64,6 +64,15 @@ export interface DispatcherOptions {
    * Default 200.
    */
   flushAfterMs?: number;
+  /**
+   * True while something else in this process should go first (deliveries flooding a saturated event
+   * loop: IngestPressure). Between events a lane then pauses `yieldPauseMs` instead of one turn of
+   * the loop, so that it still makes progress (at least one event per pause) but takes little of the
+   * loop. Default: never.
+   */
+  yieldTo?: () => boolean;
+  /** The pause between events while `yieldTo` says so, ms. Default 10. */
+  yieldPauseMs?: number;
   /** How long an idle lane waits for work before looking again, ms. Default 1 s. */
   idleWaitMs?: number;
   /** The clock handlers see. Default the system clock. */
@@ -201,8 +210,10 @@ export class Dispatcher {
         await this.write(handled, log);
         handled = [];
       }
-      // Let the event loop answer deliveries between events (handlers may be CPU-bound).
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      // Let the event loop answer deliveries between events (handlers may be CPU-bound); while they
+      // flood the loop, step back further (yieldTo).
+      if (this.options.yieldTo?.() === true) await new Promise<void>((resolve) => setTimeout(resolve, this.options.yieldPauseMs ?? 10));
+      else await new Promise<void>((resolve) => setImmediate(resolve));
       if (this.state !== 'running') break; // stopping: the rest of the batch stays in the queue
       if (handled.length === 0) firstHandledAt = performance.now();
       started++;

@@ -309,6 +309,24 @@ describe('Dispatcher', () => {
     expect(taskTitles(w)).toEqual({ s1: 's1 v1', s2: 's2 v1', s3: 's3 v1', s4: 's4 v1', s5: 's5 v1' });
   });
 
+  it('paces itself while yieldTo says deliveries go first, still finishing every event, and runs at full speed again once it stops saying so', async () => {
+    const w = await world();
+    let yielding = true;
+    await w.queue.enqueue(Array.from({ length: 10 }, (_, i) => ev(`y${i}`)));
+    w.dispatcher({ batchSize: 100, yieldTo: () => yielding, yieldPauseMs: 30 });
+    await until('ten events handled while yielding', () => w.teamwork.calls.length === 10);
+    const starts = w.teamwork.calls.map((c) => c.at);
+    // At least one pause between consecutive events (timers may fire a little early, never much).
+    for (let i = 1; i < starts.length; i++) expect(starts[i]! - starts[i - 1]!).toBeGreaterThanOrEqual(25);
+    await until('acked', () => drained(w.queue));
+    yielding = false;
+    const t0 = performance.now();
+    await w.queue.enqueue(Array.from({ length: 50 }, (_, i) => ev(`z${i}`)));
+    await until('fifty more handled', () => w.teamwork.calls.length === 60);
+    expect(performance.now() - t0).toBeLessThan(50 * 30);
+    expect(Object.keys(taskTitles(w))).toHaveLength(60);
+  });
+
   it('with WORKER_CONCURRENCY 3 runs different entities in parallel, never two events of one entity at once, in order per entity', async () => {
     const w = await world();
     const events = [ev('A', { version: 1 }), ev('A', { version: 2 }), ev('A', { version: 3 }), ev('B', { version: 1 }), ev('B', { version: 2 }), ev('C', { version: 1 }), ev('C', { version: 2 }), ev('D')];
