@@ -47,7 +47,7 @@ export interface FileLockOptions {
   log?: Logger;
 }
 
-interface Owner {
+export interface Owner {
   pid: number;
   /** The holder's host id (hostId). */
   host: string;
@@ -60,6 +60,11 @@ export function hostId(name: string): string {
 }
 
 const HOST = hostId(hostname());
+
+/** Whether a lock's host id is this machine's. */
+export function isThisHost(id: string): boolean {
+  return id === HOST;
+}
 const UNREADABLE_GRACE_MS = 1000;
 /** Tokens of the locks this process holds now. */
 const heldHere = new Set<string>();
@@ -274,7 +279,7 @@ export class FileLock {
 }
 
 /** A lock target: `<pid>:<host id>:<token>`, or the older JSON `{"pid","host","token","since"}`. */
-function parseOwner(text: string): Owner | null {
+export function parseOwner(text: string): Owner | null {
   const short = /^(\d+):([0-9a-f]{8}):([0-9a-f]+)$/.exec(text);
   if (short !== null) return { pid: Number(short[1]), host: short[2] as string, token: short[3] as string };
   try {

@@ -38,12 +38,16 @@
  * between the two is finished by the consumer (a dead letter whose key was replayed is dropped).
  *
  * Writing (group commit). Every write goes through one in-process pipeline. Writes that arrive while a
- * batch is being written and fsynced wait and go together in the next batch: one lock hold, one
- * write(2), one fsync for any number of enqueues (`counters.fsyncs` shows it). Under the write lock the
- * writer first reads whatever other processes appended (so sequence numbers stay increasing), sets
- * aside a torn tail (bytes after the last newline: a writer that died mid-write) and truncates it,
- * then appends. The fsync happens after the lock is released; that is safe because a compaction copies
- * the old file's tail under the lock, from the page cache, into a file it fsyncs before renaming.
+ * batch is being written wait and go together in the next batch: one lock hold, one write(2), one
+ * fsync for any number of enqueues (`counters.fsyncs` shows it). Under the write lock the writer first
+ * reads whatever other processes appended (so sequence numbers stay increasing), sets aside a torn tail
+ * (bytes after the last newline: a writer that died mid-write) and truncates it, then appends. That
+ * critical section (lock, stat, write, unlock) uses synchronous syscalls: each costs microseconds, and
+ * through the thread pool every step waited for the event loop to come round again, behind the
+ * deliveries being parsed. The fsync happens after the lock is released, asynchronously; that is safe
+ * because a compaction copies the old file's tail under the lock, from the page cache, into a file it
+ * fsyncs before renaming. Commits are pipelined (drain): the next batch is written while the previous
+ * fsync is in flight, and a commit is confirmed only once its own fsync and the one before it succeeded.
  *
  * Several processes. `serve` appends and `work` claims, acks and compacts. Any instance keeps the same
  * index by tailing inbox.jsonl; a process that is not the consumer reports in-flight events as pending.
