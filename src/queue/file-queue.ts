@@ -1531,6 +1531,8 @@ export class FileQueue implements Queue {
     });
     this.claims.clear();
     if (!crashed) this.state = 'closed';
+    const c = this.counters;
+    if (c.records > 0) this.log.debug({ ...c }, `queue closed: ${c.records} records written in ${c.writes} writes and ${c.fsyncs} fsyncs`);
   }
 
   private assertOpen(): void {
