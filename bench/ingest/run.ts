@@ -13,10 +13,13 @@
  * a/c >= 5). It is a benchmark, not a test: it prints and exits 0 unless something broke.
  *
  * For comparison it also measures (a2) the connector split in two processes, `serve` and `work`, on one
- * data directory (the layout for more ingest than one event loop can take).
+ * data directory, and on request (s) `serve` alone, without a worker. After each round of a connector
+ * it waits until the worker has processed the round's backlog (reported, with how long it took), so
+ * that the next server's round is not measured beside a worker still busy.
  *
  * Environment: BENCH_SECONDS (10), BENCH_CONNECTIONS (50), BENCH_ROUNDS (3), BENCH_WARMUP_SECONDS (2),
- * BENCH_LOG_LEVEL (info: the connector's LOG_LEVEL), BENCH_SPLIT (1; 0 skips (a2)).
+ * BENCH_LOG_LEVEL (info: the connector's LOG_LEVEL), BENCH_SPLIT (1; 0 skips (a2)), BENCH_ONLY (the
+ * servers to run, e.g. `a,b,c` or `s`; default a, a2, b, c).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
