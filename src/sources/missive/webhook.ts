@@ -19,7 +19,7 @@ import { ConnectorError } from '../../errors.ts';
 import type { QueueEvent } from '../../model.ts';
 import { hmacSha256Matches } from '../signature.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
-import { MissiveConversation, MissiveRule } from './payloads.ts';
+import { MissiveRule } from './payloads.ts';
 
 export const SIGNATURE_HEADER = 'x-hook-signature';
 
@@ -93,8 +93,10 @@ export function parseMissiveDelivery(delivery: Delivery, options: ParseOptions =
       ...(eventType !== undefined ? { eventType } : {}),
     };
   }
-  const conversation = MissiveConversation.safeParse(body.conversation);
-  if (!conversation.success) {
+  // Only what routing needs is checked here: the conversation's id (the payload schemas tolerate
+  // every other field's type drift, and the handler reads them).
+  const conversationId = idOf(body.conversation);
+  if (conversationId === null) {
     throw new ConnectorError('CONN_ERR_WEBHOOK_MALFORMED', 'Missive delivery has a conversation without an id', { status: 400 });
   }
 
@@ -103,7 +105,7 @@ export function parseMissiveDelivery(delivery: Delivery, options: ParseOptions =
     id: newId(),
     source: 'missive',
     type,
-    entityKey: `conversation:${conversation.data.id}`,
+    entityKey: `conversation:${conversationId}`,
     origin: 'webhook',
     receivedAt: delivery.receivedAt,
     payload: body,
@@ -113,6 +115,15 @@ export function parseMissiveDelivery(delivery: Delivery, options: ParseOptions =
     parsed.note = `Missive rule type "${type}" is not one we know: the conversation will be re-synced`;
   }
   return parsed;
+}
+
+/** A conversation's id (a non-empty string, or a number as text), or null when it has none. */
+function idOf(conversation: unknown): string | null {
+  if (typeof conversation !== 'object' || conversation === null || Array.isArray(conversation)) return null;
+  const id = (conversation as { id?: unknown }).id;
+  if (typeof id === 'string' && id !== '') return id;
+  if (typeof id === 'number' && Number.isFinite(id)) return String(id);
+  return null;
 }
 
 function isBlank(body: Buffer): boolean {

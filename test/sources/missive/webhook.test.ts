@@ -135,6 +135,11 @@ describe('Missive webhook parsing', () => {
     expect(receive(signed('"conversation"')).code).toBe('CONN_ERR_WEBHOOK_MALFORMED');
   });
 
+  it('accepts a conversation whose other fields have unexpected types (only the id routes it; the handler judges the rest)', () => {
+    const result = receive(signed(JSON.stringify({ rule: { type: 'label_change' }, conversation: { id: 'conv-7', subject: { odd: true }, created_at: 'yesterday' } })));
+    expect(result.parsed?.events[0]).toMatchObject({ type: 'label_change', entityKey: 'conversation:conv-7' });
+  });
+
   it('rejects a conversation without an id (400)', () => {
     expect(receive(signed(JSON.stringify({ rule: { type: 'label_change' }, conversation: { subject: 'x' } }))).code).toBe('CONN_ERR_WEBHOOK_MALFORMED');
     expect(receive(signed(JSON.stringify({ rule: { type: 'label_change' }, conversation: 'abc' }))).code).toBe('CONN_ERR_WEBHOOK_MALFORMED');
