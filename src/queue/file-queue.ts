@@ -158,6 +158,8 @@ export interface FileQueueOptions {
   groupCommit?: boolean;
   /** Called at each crash point; a throw stops the queue there as if the process had died. */
   crashPoint?: (point: CrashPoint) => void;
+  /** Awaited before each fsync of inbox.jsonl; a rejection stands for the fsync failing (tests: EIO). */
+  beforeInboxSync?: () => Promise<void>;
 }
 
 /** What the queue has done since it was opened (for tests, benchmarks and metrics). */
@@ -250,6 +252,9 @@ export class FileQueue implements Queue {
   private readonly pollIntervalMs: number;
   private readonly groupCommit: boolean;
   private readonly crashPoint: ((point: CrashPoint) => void) | undefined;
+  private readonly beforeInboxSync: (() => Promise<void>) | undefined;
+  /** Resolves drain()'s wait for an op or a confirmation (wakeDrain). */
+  private drainAsleep: (() => void) | null = null;
   private readonly writeLock: FileLock;
   private state: State = 'open';
   private closing: Promise<void> | null = null;
@@ -331,6 +336,7 @@ export class FileQueue implements Queue {
     this.pollIntervalMs = options.pollIntervalMs ?? 500;
     this.groupCommit = options.groupCommit ?? true;
     this.crashPoint = options.crashPoint;
+    this.beforeInboxSync = options.beforeInboxSync;
     this.writeLock = new FileLock(this.files.writeLock, {
       name: 'write',
       staleMs: this.lockStaleMs,
@@ -935,7 +941,7 @@ export class FileQueue implements Queue {
   }
 
   private kick(): void {
-    if (this.draining !== null) return;
+    if (this.draining !== null) return this.wakeDrain();
     this.draining = this.drain().finally(() => {
       this.draining = null;
       if (this.ops.length > 0) this.kick();
@@ -951,12 +957,19 @@ export class FileQueue implements Queue {
    * Exclusive ops run after every earlier commit is confirmed.
    */
   private async drain(): Promise<void> {
-    const unconfirmed: Array<Promise<boolean>> = [];
+    let unconfirmed = 0;
     let previous: Promise<boolean> = Promise.resolve(true);
-    while (this.ops.length > 0) {
-      const first = this.ops[0] as AppendOp | ExclusiveOp;
+    for (;;) {
+      const first = this.ops[0];
+      const mustWait = first === undefined || (first.kind === 'append' ? unconfirmed >= SYNCS_IN_FLIGHT : unconfirmed > 0);
+      if (mustWait) {
+        if (first === undefined && unconfirmed === 0) return;
+        // Woken by a new op (kick) or a confirmation; nothing can slip in between: both come from
+        // other callbacks, and this check and the sleep run in one synchronous stretch.
+        await new Promise<void>((resolve) => (this.drainAsleep = resolve));
+        continue;
+      }
       if (first.kind === 'exclusive') {
-        await Promise.all(unconfirmed.splice(0));
         this.ops.shift();
         try {
           if (this.state === 'crashed') throw closedError(this.state);
@@ -966,7 +979,6 @@ export class FileQueue implements Queue {
         }
         continue;
       }
-      while (unconfirmed.length >= SYNCS_IN_FLIGHT) await unconfirmed.shift();
       const batch: AppendOp[] = [];
       while (this.ops.length > 0 && this.ops[0]?.kind === 'append' && (this.groupCommit || batch.length === 0)) batch.push(this.ops.shift() as AppendOp);
       let written: Written;
@@ -977,13 +989,21 @@ export class FileQueue implements Queue {
         for (const op of batch) op.reject(err);
         continue;
       }
-      const before = previous;
-      const confirmed = this.confirm(batch, written, before);
+      unconfirmed++;
+      const confirmed = this.confirm(batch, written, previous).finally(() => {
+        unconfirmed--;
+        this.wakeDrain();
+      });
       previous = confirmed;
-      unconfirmed.push(confirmed);
       if (!this.groupCommit) await confirmed;
     }
-    await Promise.all(unconfirmed);
+  }
+
+  /** Wakes drain() where it waits for an op or a confirmation. */
+  private wakeDrain(): void {
+    const wake = this.drainAsleep;
+    this.drainAsleep = null;
+    wake?.();
   }
 
   /** One group commit's write: one lock hold, one write(2), for every op in `batch`. */
@@ -1090,6 +1110,7 @@ export class FileQueue implements Queue {
 
   private async syncInbox(): Promise<void> {
     if (this.handle === null) return;
+    await this.beforeInboxSync?.();
     await this.handle.sync();
     this.counters.fsyncs++;
   }
