@@ -65,6 +65,7 @@ const HOST = hostId(hostname());
 export function isThisHost(id: string): boolean {
   return id === HOST;
 }
+
 const UNREADABLE_GRACE_MS = 1000;
 /** Tokens of the locks this process holds now. */
 const heldHere = new Set<string>();
