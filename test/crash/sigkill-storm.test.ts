@@ -38,6 +38,12 @@ const SEED = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31
 const TOKEN = 'storm-token';
 /** Concurrent delivery streams. */
 const CONNECTIONS = 4;
+/**
+ * Pause between one stream's deliveries, ms. A steady stream, not a flood: flat out, four streams
+ * saturate the child's event loop, its worker steps back ("deliveries first", IngestPressure), hardly
+ * anything is acknowledged, and compaction (which needs done records) is never reached to be crashed.
+ */
+const PACE_MS = 2;
 /** Distinct task ids; each is updated many times over the run. */
 const TASKS = 30;
 const BASE_TIME = Date.UTC(2026, 10, 1);
@@ -145,6 +151,7 @@ async function stream(url: string, acked: Acked, unexpected: string[], over: () 
       // The kill cut the request off: no answer, no promise made.
       if (over()) return;
     }
+    await new Promise((resolve) => setTimeout(resolve, PACE_MS));
   }
 }
 
