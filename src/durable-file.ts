@@ -7,6 +7,7 @@
  * - a rename or a create is not durable until its directory is fsynced.
  * These are async so that an fsync never blocks the event loop (and the webhook answers behind it).
  */
+import { writeSync } from 'node:fs';
 import path from 'node:path';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 
@@ -17,6 +18,15 @@ export async function writeAll(handle: FileHandle, data: Buffer, position: numbe
     const { bytesWritten } = await handle.write(data, done, data.length - done, position === null ? null : position + done);
     done += bytesWritten;
   }
+}
+
+/**
+ * writeAll, synchronously (fd opened for appending): an append lands in the page cache in microseconds,
+ * cheaper than a thread-pool round trip; the fsync that makes it durable is the caller's, and slow.
+ */
+export function writeAllSync(fd: number, data: Buffer): void {
+  let done = 0;
+  while (done < data.length) done += writeSync(fd, data, done, data.length - done);
 }
 
 /** Makes a directory's entries (a create, a rename) durable. A no-op where directories cannot be opened. */

@@ -55,7 +55,7 @@ export interface Owner {
 }
 
 /** A host's id in lock files: 8 hex digits of a hash of its name. */
-export function hostId(name: string): string {
+function hostId(name: string): string {
   return createHash('sha256').update(name).digest('hex').slice(0, 8);
 }
 

@@ -79,7 +79,7 @@
  * queue as if the process had died there; see CRASH_POINTS.
  */
 import { randomBytes } from 'node:crypto';
-import { statSync, watch, writeSync, type FSWatcher, type Stats } from 'node:fs';
+import { statSync, watch, type FSWatcher, type Stats } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { ConnectorError, type ErrorRecord } from '../errors.ts';
@@ -88,7 +88,7 @@ import type { Logger } from '../log.ts';
 import { QueueEvent, checkQueueEvent, eventJson } from '../model.ts';
 import type { ClaimedEvent, ClaimOptions, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
 import { deadLetterKey, matchesFilter, readDeadLetterFile, sealDeadLetter, toDeadLetter, type StoredDeadLetter, type UnreadableLine } from './dead-letters.ts';
-import { appendDurably, fsyncDir, replaceFile, writeAll } from '../durable-file.ts';
+import { appendDurably, fsyncDir, replaceFile, writeAll, writeAllSync } from '../durable-file.ts';
 import { FileLock } from './file-lock.ts';
 import { BufferedWriter, lastLineEnd, readAt, readLines } from './line-reader.ts';
 import {
@@ -731,15 +731,8 @@ export class FileQueue implements Queue {
    * inbox.jsonl the caller just made. Holds viewMutex.
    */
   private async refreshUnlocked(known?: { ino: number; size: number }): Promise<void> {
-    let st = known;
-    if (st === undefined) {
-      try {
-        st = statSync(this.files.inbox);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-        throw err;
-      }
-    }
+    const st = known ?? statIfExists(this.files.inbox);
+    if (st === null) return;
     if (st.ino !== this.ino) {
       this.log.debug({ gen: this.gen }, 'inbox.jsonl was replaced (compacted); re-reading it');
       await this.reload();
@@ -1622,13 +1615,4 @@ function statIfExists(file: string): Stats | null {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-}
-
-/**
- * Writes all of `data` at the end of the file (opened for appending) synchronously: an append lands in
- * the page cache and costs microseconds; only the fsync that follows is slow, and that stays async.
- */
-function writeAllSync(fd: number, data: Buffer): void {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done);
 }

@@ -47,8 +47,9 @@ const FASTIFY_ERRORS: Partial<Record<string, { code: string; status: number }>> 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { log, queue, lifecycle } = options;
   const now = options.now ?? (() => new Date());
+  const httpLog = log.child({ component: 'http' });
   const app = Fastify({
-    loggerInstance: log.child({ component: 'http' }),
+    loggerInstance: httpLog,
     // Per-request lines would dominate the log at webhook rates; deliveries log their own outcome.
     logController: new LogController({ disableRequestLogging: true }),
     // No child logger per request (pino's child() was about 4% of a delivery's CPU): request.log is the
@@ -118,9 +119,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         lifecycle.emit('delivery:accepted', accepted(source.name, parsed.events.length, parsed.eventType));
         // Debug, not info: under load one line per delivery costs more CPU than the delivery itself
         // (docs/benchmarks.md, Ingest). The worker logs what it processed.
-        const facts = { reqId: request.id, source: source.name, eventType: parsed.eventType, events: parsed.events.length, eventIds: parsed.events.map((e) => e.id) };
-        if (parsed.events.length === 0) request.log.info(facts, parsed.note ?? 'delivery accepted without events');
-        else request.log.debug(facts, parsed.note ?? 'delivery accepted');
+        const level = parsed.events.length === 0 ? 'info' : 'debug';
+        if (httpLog.isLevelEnabled(level)) {
+          const facts = { reqId: request.id, source: source.name, eventType: parsed.eventType, events: parsed.events.length, eventIds: parsed.events.map((e) => e.id) };
+          request.log[level](facts, parsed.note ?? (level === 'info' ? 'delivery accepted without events' : 'delivery accepted'));
+        }
         return reply.code(200).send({ ok: true, events: parsed.events.length, ...(parsed.note === undefined ? {} : { note: parsed.note }) });
       });
     });

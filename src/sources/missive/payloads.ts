@@ -12,7 +12,7 @@
 import { z } from 'zod';
 
 /** A vendor id: a non-empty string, or a number read as its decimal text. */
-const Id = z.union([z.string().min(1), z.number().finite().transform((n) => String(n))]);
+export const Id = z.union([z.string().min(1), z.number().finite().transform((n) => String(n))]);
 
 /** A string, or null when absent or of another type. */
 const Text = z.string().nullish().catch(null);

@@ -19,7 +19,7 @@ import { ConnectorError } from '../../errors.ts';
 import type { QueueEvent } from '../../model.ts';
 import { hmacSha256Matches } from '../signature.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
-import { MissiveRule } from './payloads.ts';
+import { Id, MissiveRule } from './payloads.ts';
 
 export const SIGNATURE_HEADER = 'x-hook-signature';
 
@@ -117,13 +117,11 @@ export function parseMissiveDelivery(delivery: Delivery, options: ParseOptions =
   return parsed;
 }
 
-/** A conversation's id (a non-empty string, or a number as text), or null when it has none. */
+/** A conversation's id as the payload schemas read it (Id), or null when it has none. */
 function idOf(conversation: unknown): string | null {
   if (typeof conversation !== 'object' || conversation === null || Array.isArray(conversation)) return null;
-  const id = (conversation as { id?: unknown }).id;
-  if (typeof id === 'string' && id !== '') return id;
-  if (typeof id === 'number' && Number.isFinite(id)) return String(id);
-  return null;
+  const id = Id.safeParse((conversation as { id?: unknown }).id);
+  return id.success ? id.data : null;
 }
 
 function isBlank(body: Buffer): boolean {

@@ -29,7 +29,7 @@ import { ConnectorError } from '../../errors.ts';
 import { withPayloadJson, type QueueEvent } from '../../model.ts';
 import { hmacSha256Matches } from '../signature.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
-import { keyToken, type WebhookEventPayload, type WebhookFormat } from './payloads.ts';
+import { Id, keyToken, type WebhookEventPayload, type WebhookFormat } from './payloads.ts';
 
 export const SIGNATURE_HEADER = 'x-projects-signature';
 export const EVENT_HEADER = 'x-projects-event';
@@ -275,9 +275,9 @@ function field(object: Record<string, unknown>, name: string): unknown {
 
 /** An id as text, leading zeros dropped; MALFORMED (naming `where`, never the value) unless it is a whole number. */
 function checkedId(value: unknown, where: string): string {
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return String(value);
-  if (typeof value === 'string' && /^\s*\d+\s*$/.test(value)) return normaliseId(value);
-  throw malformed(`${where}: expected a numeric id`);
+  const id = Id.safeParse(value);
+  if (!id.success) throw malformed(`${where}: expected a numeric id`);
+  return normaliseId(id.data);
 }
 
 function normaliseId(id: number | string): string {
