@@ -62,6 +62,13 @@ describe('verify (X-Projects-Signature)', () => {
     expectCode(() => src.verify(delivery({ body: created, signature: full.slice(0, 32) })), 'CONN_ERR_WEBHOOK_SIGNATURE');
   });
 
+  it('refuses the right signature with a character too many or a digit that is not hex', () => {
+    const full = hmacSha256Hex(TOKEN, created);
+    expectCode(() => src.verify(delivery({ body: created, signature: `${full}0` })), 'CONN_ERR_WEBHOOK_SIGNATURE');
+    expectCode(() => src.verify(delivery({ body: created, signature: `${full.slice(0, 63)}g` })), 'CONN_ERR_WEBHOOK_SIGNATURE');
+    expectCode(() => src.verify(delivery({ body: created, signature: `g${full.slice(1)}` })), 'CONN_ERR_WEBHOOK_SIGNATURE');
+  });
+
   it('refuses a prefixed signature (Teamwork sends bare hex)', () => {
     expectCode(() => src.verify(delivery({ body: created, signature: `sha256=${hmacSha256Hex(TOKEN, created)}` })), 'CONN_ERR_WEBHOOK_SIGNATURE');
   });
