@@ -207,50 +207,27 @@ export function checkQueueEvent(input: unknown): ReturnType<typeof QueueEvent.sa
   return QueueEvent.safeParse(input);
 }
 
-/**
- * JSON text, whole or in pieces: strings and UTF-8 bytes, in order. Pieces let a webhook body's own
- * bytes go into the queue line without being decoded, re-encoded or copied into a joined string.
- */
-export type JsonText = string | readonly (string | Buffer)[];
-
 /** JSON texts already known for payload objects (see withPayloadJson). */
-const payloadJson = new WeakMap<object, JsonText>();
+const payloadJson = new WeakMap<object, string>();
 
 /**
  * Records that `json` is the JSON text of `payload`, so that the queue writes it as it is instead of
  * serialising the object again: a webhook source that parsed a body can hand over the body's own
- * bytes. The caller vouches that `JSON.parse(json)` equals `payload` and that byte pieces are valid
- * UTF-8; `json` must hold no line break (the queue stores one event per line), which eventJsonText
- * checks, falling back to JSON.stringify.
+ * bytes. The caller vouches that `JSON.parse(json)` equals `payload` and that `json` holds no line
+ * break (the queue stores one event per line); eventJson checks the second and falls back otherwise.
  */
-export function withPayloadJson<T extends object>(payload: T, json: JsonText): T {
+export function withPayloadJson<T extends object>(payload: T, json: string): T {
   payloadJson.set(payload, json);
   return payload;
 }
 
-/** An event as JSON text (what the queue stores), reusing its payload's JSON text when a source gave one. */
-export function eventJsonText(event: QueueEvent): JsonText {
+/** An event as JSON (what the queue stores), reusing its payload's JSON text when a source gave one. */
+export function eventJson(event: QueueEvent): string {
   const known = typeof event.payload === 'object' && event.payload !== null ? payloadJson.get(event.payload) : undefined;
-  if (known === undefined || hasLineBreak(known)) return JSON.stringify(event);
+  if (known === undefined || known.includes('\n') || known.includes('\r')) return JSON.stringify(event);
   const { payload: _payload, ...head } = event;
   // The date as text already: JSON.stringify calling Date's toJSON was a noticeable part of this.
-  const open = `${JSON.stringify({ ...head, receivedAt: event.receivedAt.toISOString() }).slice(0, -1)},"payload":`;
-  return typeof known === 'string' ? `${open}${known}}` : [open, ...known, '}'];
-}
-
-/** eventJsonText as one string. */
-export function eventJson(event: QueueEvent): string {
-  return jsonString(eventJsonText(event));
-}
-
-/** JSON text as one string. */
-export function jsonString(text: JsonText): string {
-  return typeof text === 'string' ? text : text.map((p) => (typeof p === 'string' ? p : p.toString('utf8'))).join('');
-}
-
-function hasLineBreak(text: JsonText): boolean {
-  if (typeof text === 'string') return text.includes('\n') || text.includes('\r');
-  return text.some((p) => (typeof p === 'string' ? p.includes('\n') || p.includes('\r') : p.includes(0x0a) || p.includes(0x0d)));
+  return `${JSON.stringify({ ...head, receivedAt: event.receivedAt.toISOString() }).slice(0, -1)},"payload":${known}}`;
 }
 
 /** A record to mark deleted when the vendor no longer has a full object to give us. */

@@ -87,7 +87,7 @@ import path from 'node:path';
 import { ConnectorError, type ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
-import { QueueEvent, checkQueueEvent, eventJsonText } from '../model.ts';
+import { QueueEvent, checkQueueEvent, eventJson } from '../model.ts';
 import type { ClaimedEvent, ClaimOptions, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
 import { deadLetterKey, matchesFilter, readDeadLetterFile, sealDeadLetter, toDeadLetter, type StoredDeadLetter, type UnreadableLine } from './dead-letters.ts';
 import { appendDurably, fsyncDir, replaceFile, writeAll, writeAllSync } from '../durable-file.ts';
@@ -383,7 +383,7 @@ export class FileQueue implements Queue {
         throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${id}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, { details: { eventId: id } });
       }
       const ev = parsed.data;
-      return { kind: 'event', draft: { id: ev.id, src: ev.source, k: ev.entityKey, r: ev.receivedAt.getTime(), a: 1, evJson: eventJsonText(ev) } };
+      return { kind: 'event', draft: { id: ev.id, src: ev.source, k: ev.entityKey, r: ev.receivedAt.getTime(), a: 1, evJson: eventJson(ev) } };
     });
     await this.append(records, [], true);
     this.lifecycle?.emit('queue:appended', { count: events.length });

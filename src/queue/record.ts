@@ -26,7 +26,6 @@
  * - in `dlq.jsonl`, `dead` lines carry the whole dead letter (see dead-letters.ts).
  */
 import { crc32 } from 'node:zlib';
-import type { JsonText } from '../model.ts';
 
 /** Bytes before the checked part: `{"crc":"` + 8 hex digits + `",`. */
 export const CHECKED_FROM = 18;
@@ -81,18 +80,12 @@ export type InboxRecord = HeaderRecord | EventHead | DoneRecord;
 export type LineFault = 'no checksum' | 'checksum mismatch' | 'not JSON' | 'unknown record' | 'torn (no newline)';
 
 /**
- * Seals a record: `body` is the record's JSON without its opening brace (`"t":"e",...}`), whole or in
- * pieces (see JsonText). Returns the line with its checksum and newline, built in one buffer.
+ * Seals a record: `body` is the record's JSON without its opening brace (`"t":"e",...}`). Returns the
+ * line with its checksum and newline.
  */
-export function sealLine(body: JsonText): Buffer {
-  const pieces = typeof body === 'string' ? [body] : body;
-  let length = CHECKED_FROM + 1;
-  for (const p of pieces) length += typeof p === 'string' ? Buffer.byteLength(p) : p.length;
-  const line = Buffer.allocUnsafe(length);
-  let at = line.write('{"crc":"00000000",', 0, 'latin1');
-  for (const p of pieces) at += typeof p === 'string' ? line.write(p, at) : p.copy(line, at);
-  line[at] = NEWLINE;
-  const sum = crc32(line.subarray(CHECKED_FROM, length - 1)) >>> 0;
+export function sealLine(body: string): Buffer {
+  const line = Buffer.from(`{"crc":"00000000",${body}\n`);
+  const sum = crc32(line.subarray(CHECKED_FROM, line.length - 1)) >>> 0;
   line.write(sum.toString(16).padStart(8, '0'), 8, 'latin1');
   return line;
 }
@@ -114,7 +107,7 @@ export interface EventDraft {
   sup?: number;
   rep?: string;
   /** The event, as JSON. */
-  evJson: JsonText;
+  evJson: string;
   /** The previous attempt's error, as JSON. */
   errJson?: string;
 }
@@ -125,9 +118,9 @@ export function sealEvent(seq: number, d: EventDraft): Buffer {
   if (d.fa !== undefined) body += `,"fa":${d.fa}`;
   if (d.sup !== undefined) body += `,"sup":${d.sup}`;
   if (d.rep !== undefined) body += `,"rep":${JSON.stringify(d.rep)}`;
-  body += ',"ev":';
-  const tail = d.errJson === undefined ? '}' : `,"err":${d.errJson}}`;
-  return sealLine(typeof d.evJson === 'string' ? `${body}${d.evJson}${tail}` : [body, ...d.evJson, tail]);
+  body += `,"ev":${d.evJson}`;
+  if (d.errJson !== undefined) body += `,"err":${d.errJson}`;
+  return sealLine(`${body}}`);
 }
 
 /**
