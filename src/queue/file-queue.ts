@@ -1349,13 +1349,19 @@ export class FileQueue implements Queue {
     if (this.compaction !== null || this.state !== 'open' || !this.consumerReady || this.consumerLock?.held !== true) return;
     const dead = this.viewEnd - this.headerEnd - this.liveBytes;
     if (!this.compactSoon && !(dead >= this.compactThresholdBytes && dead >= this.liveBytes)) return;
-    this.compaction = this.compactNow()
-      .catch((err: unknown) => {
-        if (this.state === 'open') this.log.error({ err }, 'compaction failed; inbox.jsonl is unchanged');
-      })
-      .finally(() => {
+    const gen = this.gen;
+    this.compaction = this.compactNow().then(
+      () => {
         this.compaction = null;
-      });
+        // Acks that landed while it ran could not start another: catch up with them now (only after a
+        // compaction that took place, so that this can never spin).
+        if (this.gen !== gen) this.maybeCompact();
+      },
+      (err: unknown) => {
+        this.compaction = null;
+        if (this.state === 'open') this.log.error({ err }, 'compaction failed; inbox.jsonl is unchanged');
+      },
+    );
   }
 
   /** See "Compaction" at the top of this file. */
