@@ -41,9 +41,9 @@
  * batch is being written, and all those made in the same turn of the event loop, go together in the
  * next batch: one lock hold, one write(2), one fsync for any number of enqueues (`counters.fsyncs`
  * shows it; under the ingest benchmark's load a commit carries about 17 deliveries, 9 before commits
- * waited for the end of the loop's turn). Under the write lock the writer first
- * reads whatever other processes appended (so sequence numbers stay increasing), sets aside a torn tail
- * (bytes after the last newline: a writer that died mid-write) and truncates it, then appends. That
+ * waited for the end of the loop's turn). Under the write lock the writer first reads whatever other
+ * processes appended (so sequence numbers stay increasing), sets aside a torn tail (bytes after the
+ * last newline: a writer that died mid-write) and truncates it, then appends. That
  * critical section (lock, stat, write, unlock) uses synchronous syscalls: each costs microseconds, and
  * through the thread pool every step waited for the event loop to come round again, behind the
  * deliveries being parsed. The fsync happens after the lock is released, asynchronously; that is safe
