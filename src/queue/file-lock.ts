@@ -24,13 +24,20 @@
  * then checks it moved the file it judged; if it moved a fresh lock by mistake, it puts it back with
  * link(), which cannot overwrite.
  *
+ * Waiting is announced: a contender that finds the lock held by a live holder leaves a second symlink,
+ * `<lock>.wait`, naming itself, and removes it once it has the lock (or gives up). A holder that would
+ * like to keep the lock across several operations (the file queue keeps its write lock from one group
+ * commit to the next while deliveries keep coming) asks `othersWaiting()` after each one and lets go
+ * when someone waits, so that a lease never starves another process. A marker whose maker is gone is
+ * removed by the holder that finds it.
+ *
  * Why not proper-lockfile: besides the restart delay above, its default reaction to a compromised lock
  * is to throw from a timer (crashing the process), and it cannot tell a dead holder from a slow one.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { symlinkSync, unlinkSync } from 'node:fs';
+import { lstatSync, readlinkSync, symlinkSync, unlinkSync } from 'node:fs';
 import { lstat, lutimes, mkdir, readlink, rename, symlink, unlink } from 'node:fs/promises';
 import { ConnectorError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -69,6 +76,8 @@ export function isThisHost(id: string): boolean {
 const UNREADABLE_GRACE_MS = 1000;
 /** Tokens of the locks this process holds now. */
 const heldHere = new Set<string>();
+/** Tokens of the waiting markers this process made and has not withdrawn. */
+const waitingHere = new Set<string>();
 
 export class FileLock {
   readonly path: string;
@@ -77,6 +86,8 @@ export class FileLock {
   private readonly waitMs: number;
   private readonly onCompromised: (err: ConnectorError) => void;
   private readonly log: Logger | undefined;
+  /** The marker a waiting contender leaves (`<lock>.wait`). */
+  private readonly waitPath: string;
   private token: string | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private lastTouch = 0;
@@ -84,6 +95,7 @@ export class FileLock {
 
   constructor(file: string, options: FileLockOptions) {
     this.path = file;
+    this.waitPath = `${file}.wait`;
     this.name = options.name;
     this.staleMs = options.staleMs ?? 10_000;
     this.waitMs = options.waitMs ?? this.staleMs + 5_000;
@@ -95,6 +107,11 @@ export class FileLock {
     return this.token !== null;
   }
 
+  /** How long this object has held the lock, ms (0 when it does not). */
+  get heldForMs(): number {
+    return this.token === null ? 0 : Date.now() - this.acquiredAt;
+  }
+
   /**
    * Takes the lock, waiting up to `waitMs` for a live holder. Rejects with CONN_ERR_QUEUE_LOCKED when
    * the wait runs out (waitMs 0: one try, after taking over a stale lock if there is one).
@@ -103,23 +120,69 @@ export class FileLock {
     if (this.token !== null) throw new Error(`${this.name} lock is already held by this object`);
     const deadline = Date.now() + this.waitMs;
     let pause = 1;
-    for (;;) {
-      if (await this.tryCreate()) return;
-      const holder = await this.inspect();
-      if (holder.stale) {
-        await this.takeOver(holder.owner, holder.reason);
-        continue;
+    const announced: string[] = [];
+    try {
+      for (;;) {
+        if (await this.tryCreate()) return;
+        const holder = await this.inspect();
+        if (holder.stale) {
+          await this.takeOver(holder.owner, holder.reason);
+          continue;
+        }
+        if (holder.gone) continue;
+        if (Date.now() >= deadline) {
+          const who = holder.owner === null ? 'another process' : describe(holder.owner);
+          throw new ConnectorError('CONN_ERR_QUEUE_LOCKED', `the queue's ${this.name} lock (${this.path}) is held by ${who}`, {
+            details: { lock: this.path, holder: holder.owner },
+          });
+        }
+        // Every round, not once: a contender that got the lock first removed the marker.
+        const marker = this.announceWaiting();
+        if (marker !== null) announced.push(marker);
+        await sleep(pause);
+        pause = Math.min(pause * 2, 25);
       }
-      if (holder.gone) continue;
-      if (Date.now() >= deadline) {
-        const who = holder.owner === null ? 'another process' : describe(holder.owner);
-        throw new ConnectorError('CONN_ERR_QUEUE_LOCKED', `the queue's ${this.name} lock (${this.path}) is held by ${who}`, {
-          details: { lock: this.path, holder: holder.owner },
-        });
+    } finally {
+      if (announced.length > 0) {
+        removeIfPresent(this.waitPath);
+        for (const token of announced) waitingHere.delete(token);
       }
-      await sleep(pause);
-      pause = Math.min(pause * 2, 25);
     }
+  }
+
+  /**
+   * True when another process waits for this lock (it left `<lock>.wait`). One lstat when nobody
+   * does. A marker left by a process that no longer runs, or older than any wait, is removed and
+   * does not count.
+   */
+  othersWaiting(): boolean {
+    const st = lstatSync(this.waitPath, { throwIfNoEntry: false });
+    if (st === undefined) return false;
+    let target: string;
+    try {
+      target = readlinkSync(this.waitPath);
+    } catch {
+      return false; // removed just now: its maker has the lock or gave up
+    }
+    const owner = parseOwner(target);
+    const gone = owner !== null && owner.host === HOST && (owner.pid === process.pid ? !waitingHere.has(owner.token) : !processAlive(owner.pid));
+    if (gone || Date.now() - st.mtimeMs > this.waitMs + this.staleMs) {
+      removeIfPresent(this.waitPath);
+      return false;
+    }
+    return true;
+  }
+
+  /** Leaves the waiting marker unless one is there. Returns its token when this call made it. */
+  private announceWaiting(): string | null {
+    const token = randomBytes(4).toString('hex');
+    try {
+      symlinkSync(`${process.pid}:${HOST}:${token}`, this.waitPath);
+    } catch {
+      return null; // EEXIST: someone already waits (one marker says it for all)
+    }
+    waitingHere.add(token);
+    return token;
   }
 
   /** Releases the lock if we still hold it. Never removes a lock someone else now holds. */
@@ -303,6 +366,14 @@ export function processAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function removeIfPresent(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {
+    // ENOENT: already gone; anything else leaves a marker the holder will judge stale
   }
 }
 

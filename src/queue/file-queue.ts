@@ -10,7 +10,8 @@
  *                    uid and generation match the inbox header.
  *   dlq.jsonl        dead letters (dead-letters.ts).
  *   quarantine.jsonl unreadable lines set aside, byte for byte (base64), with where and why.
- *   write.lock       held for each write to any of these files (short).
+ *   write.lock       held for each write to any of these files; kept from one group commit to the next
+ *                    while commits follow each other and nobody else waits for it (write.lock.wait).
  *   consumer.lock    held by the one process that claims (long; see file-lock.ts).
  *
  * An event copy's life (one line `e` in the inbox; a slot in memory, slot-table.ts):
@@ -39,17 +40,20 @@
  *
  * Writing (group commit). Every write goes through one in-process pipeline. Writes that arrive while a
  * batch is being written, and all those made in the same turn of the event loop, go together in the
- * next batch: one lock hold, one write(2), one fsync for any number of enqueues (`counters.fsyncs`
- * shows it; under the ingest benchmark's load a commit carries about 17 deliveries, 9 before commits
- * waited for the end of the loop's turn). Under the write lock the writer first reads whatever other
- * processes appended (so sequence numbers stay increasing), sets aside a torn tail (bytes after the
- * last newline: a writer that died mid-write) and truncates it, then appends. That
- * critical section (lock, stat, write, unlock) uses synchronous syscalls: each costs microseconds, and
- * through the thread pool every step waited for the event loop to come round again, behind the
- * deliveries being parsed. The fsync happens after the lock is released, asynchronously; that is safe
- * because a compaction copies the old file's tail under the lock, from the page cache, into a file it
- * fsyncs before renaming. Commits are pipelined (drain): the next batch is written while the previous
- * fsync is in flight, and a commit is confirmed only once its own fsync and the one before it succeeded.
+ * next batch: one write(2), one fsync for any number of enqueues (`counters.fsyncs` shows it; under
+ * the ingest benchmark's load a commit carries about 17 deliveries, 9 before commits waited for the
+ * end of the loop's turn). Under the write lock the writer first reads whatever other processes
+ * appended (so sequence numbers stay increasing), sets aside a torn tail (bytes after the last newline:
+ * a writer that died mid-write) and truncates it, then appends. That critical section (lock, stat,
+ * write, unlock) uses synchronous syscalls: each costs microseconds, and through the thread pool every
+ * step waited for the event loop to come round again, behind the deliveries being parsed. While
+ * commits follow each other the lock is kept from one to the next (a lease, withLeasedWriteLock): a
+ * stream of deliveries takes it about once a second instead of once a commit, and lets it go at the
+ * end of a commit when another process waits. The fsync is outside the critical section,
+ * asynchronous; that is safe because a compaction copies the old file's tail under the lock, from the
+ * page cache, into a file it fsyncs before renaming. Commits are pipelined (drain): the next batch is
+ * written while the previous fsync is in flight, and a commit is confirmed only once its own fsync and
+ * the one before it succeeded.
  *
  * Several processes. `serve` appends and `work` claims, acks and compacts. Any instance keeps the same
  * index by tailing inbox.jsonl; a process that is not the consumer reports in-flight events as pending.
@@ -172,6 +176,8 @@ export interface FileQueueCounters {
   records: number;
   /** fsyncs of inbox.jsonl. */
   fsyncs: number;
+  /** Times the write lock was taken (fewer than `writes` while group commits keep it: a lease). */
+  writeLocks: number;
   compactions: number;
   checkpoints: number;
   /** Lines set aside in quarantine.jsonl. */
@@ -227,6 +233,8 @@ const HEADER_PROBE = 64 * 1024;
 const WRITE_CHUNK = 4 << 20;
 /** Group commits written but not yet confirmed by their fsync, at most (drain). */
 const SYNCS_IN_FLIGHT = 2;
+/** Longest the write lock is kept from one group commit to the next before it is let go and taken anew, ms. */
+const WRITE_LEASE_MS = 1000;
 const COPY_CHUNK = 1 << 20;
 
 /** Serialises async sections (never nest `run` on one mutex). */
@@ -242,7 +250,7 @@ class Mutex {
 export class FileQueue implements Queue {
   readonly backend = 'file' as const;
   readonly dir: string;
-  readonly counters: FileQueueCounters = { writes: 0, records: 0, fsyncs: 0, compactions: 0, checkpoints: 0, quarantined: 0 };
+  readonly counters: FileQueueCounters = { writes: 0, records: 0, fsyncs: 0, writeLocks: 0, compactions: 0, checkpoints: 0, quarantined: 0 };
 
   private readonly log: Logger;
   private readonly lifecycle: Lifecycle | undefined;
@@ -960,13 +968,17 @@ export class FileQueue implements Queue {
       const first = this.ops[0];
       const mustWait = first === undefined || (first.kind === 'append' ? unconfirmed >= SYNCS_IN_FLIGHT : unconfirmed > 0);
       if (mustWait) {
-        if (first === undefined && unconfirmed === 0) return;
+        if (first === undefined && unconfirmed === 0) {
+          await this.endWriteLease();
+          return;
+        }
         // Woken by a new op (kick) or a confirmation; nothing can slip in between: both come from
         // other callbacks, and this check and the sleep run in one synchronous stretch.
         await new Promise<void>((resolve) => (this.drainAsleep = resolve));
         continue;
       }
       if (first.kind === 'exclusive') {
+        await this.endWriteLease();
         this.ops.shift();
         try {
           if (this.state === 'crashed') throw closedError(this.state);
@@ -1022,7 +1034,7 @@ export class FileQueue implements Queue {
     if (!this.consumerReady) await this.viewMutex.run(() => this.refreshUnlocked());
     let wroteEvents = false;
     let wroteDone = false;
-    await this.withWriteLock(() =>
+    await this.withLeasedWriteLock(() =>
       this.viewMutex.run(async () => {
         await this.refreshLocked();
         if (dlqLines.length > 0) {
@@ -1122,12 +1134,48 @@ export class FileQueue implements Queue {
   }
 
   private async withWriteLock<T>(fn: () => Promise<T>): Promise<T> {
-    await this.writeLock.acquire();
+    await this.takeWriteLock();
     try {
       return await fn();
     } finally {
-      await this.writeLock.release().catch((err: unknown) => this.log.error({ err }, 'could not release the queue write lock'));
+      await this.releaseWriteLock();
     }
+  }
+
+  /**
+   * A group commit's hold of the write lock: the lock the previous commit kept, or a new one; kept
+   * again afterwards (a lease) unless someone else waits for it or it has been held WRITE_LEASE_MS.
+   * drain() lets it go when the pipeline falls idle and before an exclusive op. Under a steady stream of
+   * deliveries this takes and drops the lock about once a second instead of at every commit: creating
+   * and removing the lock file are the dearest syscalls of a commit after its fsync, and they dirty
+   * the directory that every fsync's journal commit must then carry. Another process waiting for the
+   * lock (`work` acking, a replay) announces itself (FileLock.othersWaiting) and gets it at the end of
+   * the current commit, as without a lease.
+   */
+  private async withLeasedWriteLock<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.writeLock.held) await this.takeWriteLock();
+    let kept = false;
+    try {
+      const result = await fn();
+      kept = this.writeLock.heldForMs < WRITE_LEASE_MS && !this.writeLock.othersWaiting();
+      return result;
+    } finally {
+      if (!kept) await this.releaseWriteLock();
+    }
+  }
+
+  private async takeWriteLock(): Promise<void> {
+    await this.writeLock.acquire();
+    this.counters.writeLocks++;
+  }
+
+  /** Lets go of a write lock a group commit kept. */
+  private async endWriteLease(): Promise<void> {
+    if (this.writeLock.held) await this.releaseWriteLock();
+  }
+
+  private async releaseWriteLock(): Promise<void> {
+    await this.writeLock.release().catch((err: unknown) => this.log.error({ err }, 'could not release the queue write lock'));
   }
 
   /** Holds the write lock. */
