@@ -74,6 +74,12 @@ export function isThisHost(id: string): boolean {
 }
 
 const UNREADABLE_GRACE_MS = 1000;
+/**
+ * Longest pause between two tries of a contender, ms. Short, because holds are: a write takes about a
+ * millisecond, and a holder keeping the lock across writes lets go after the current one once it sees
+ * the waiting marker. (Up to 25 ms, a `work` process fell behind a `serve` that kept the lock.)
+ */
+const MAX_POLL_MS = 2;
 /** Tokens of the locks this process holds now. */
 const heldHere = new Set<string>();
 /** Tokens of the waiting markers this process made and has not withdrawn. */
@@ -140,7 +146,7 @@ export class FileLock {
         const marker = this.announceWaiting();
         if (marker !== null) announced.push(marker);
         await sleep(pause);
-        pause = Math.min(pause * 2, 25);
+        pause = Math.min(pause * 2, MAX_POLL_MS);
       }
     } finally {
       if (announced.length > 0) {
