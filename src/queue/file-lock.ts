@@ -37,7 +37,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { lstatSync, readlinkSync, symlinkSync, unlinkSync } from 'node:fs';
+import { lstatSync, readlinkSync, symlinkSync, unlinkSync, type Stats } from 'node:fs';
 import { lstat, lutimes, mkdir, readlink, rename, symlink, unlink } from 'node:fs/promises';
 import { ConnectorError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -149,6 +149,7 @@ export class FileLock {
         pause = Math.min(pause * 2, MAX_POLL_MS);
       }
     } finally {
+      // Whoever made the marker there now: another contender still waiting makes it again on its next try.
       if (announced.length > 0) {
         removeIfPresent(this.waitPath);
         for (const token of announced) waitingHere.delete(token);
@@ -162,13 +163,14 @@ export class FileLock {
    * does not count.
    */
   othersWaiting(): boolean {
-    const st = lstatSync(this.waitPath, { throwIfNoEntry: false });
-    if (st === undefined) return false;
+    let st: Stats | undefined;
     let target: string;
     try {
+      st = lstatSync(this.waitPath, { throwIfNoEntry: false });
+      if (st === undefined) return false;
       target = readlinkSync(this.waitPath);
     } catch {
-      return false; // removed just now: its maker has the lock or gave up
+      return false; // removed just now (its maker has the lock or gave up), or unreadable: nobody to yield to
     }
     const owner = parseOwner(target);
     const gone = owner !== null && owner.host === HOST && (owner.pid === process.pid ? !waitingHere.has(owner.token) : !processAlive(owner.pid));
@@ -185,7 +187,7 @@ export class FileLock {
     try {
       symlinkSync(`${process.pid}:${HOST}:${token}`, this.waitPath);
     } catch {
-      return null; // EEXIST: someone already waits (one marker says it for all)
+      return null; // EEXIST: someone already waits, and one marker says it for all
     }
     waitingHere.add(token);
     return token;

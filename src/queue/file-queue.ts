@@ -969,7 +969,7 @@ export class FileQueue implements Queue {
       const mustWait = first === undefined || (first.kind === 'append' ? unconfirmed >= SYNCS_IN_FLIGHT : unconfirmed > 0);
       if (mustWait) {
         if (first === undefined && unconfirmed === 0) {
-          await this.endWriteLease();
+          await this.releaseWriteLock();
           return;
         }
         // Woken by a new op (kick) or a confirmation; nothing can slip in between: both come from
@@ -978,7 +978,7 @@ export class FileQueue implements Queue {
         continue;
       }
       if (first.kind === 'exclusive') {
-        await this.endWriteLease();
+        await this.releaseWriteLock();
         this.ops.shift();
         try {
           if (this.state === 'crashed') throw closedError(this.state);
@@ -1169,11 +1169,7 @@ export class FileQueue implements Queue {
     this.counters.writeLocks++;
   }
 
-  /** Lets go of a write lock a group commit kept. */
-  private async endWriteLease(): Promise<void> {
-    if (this.writeLock.held) await this.releaseWriteLock();
-  }
-
+  /** Lets go of the write lock if this queue holds it (a commit's, or one a commit kept). */
   private async releaseWriteLock(): Promise<void> {
     await this.writeLock.release().catch((err: unknown) => this.log.error({ err }, 'could not release the queue write lock'));
   }
