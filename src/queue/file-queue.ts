@@ -1483,10 +1483,9 @@ export class FileQueue implements Queue {
         await this.checkpointNow();
       });
     } catch (err) {
-      if (this.state !== 'crashed') {
-        await out?.close().catch(() => {});
-        if (!renamed) await rm(this.files.compact, { force: true });
-      }
+      // Closing changes no file; a simulated crash (a crash point) leaves the files as a real one would.
+      await out?.close().catch(() => {});
+      if (this.state !== 'crashed' && !renamed) await rm(this.files.compact, { force: true });
       throw err;
     }
   }
