@@ -126,7 +126,7 @@ export class FileLock {
     if (this.token !== null) throw new Error(`${this.name} lock is already held by this object`);
     const deadline = Date.now() + this.waitMs;
     let pause = 1;
-    const announced: string[] = [];
+    let announced: string | null = null; // the token of the waiting marker this call made last
     try {
       for (;;) {
         if (await this.tryCreate()) return;
@@ -144,15 +144,18 @@ export class FileLock {
         }
         // Every round, not once: a contender that got the lock first removed the marker.
         const marker = this.announceWaiting();
-        if (marker !== null) announced.push(marker);
+        if (marker !== null) {
+          if (announced !== null) waitingHere.delete(announced); // that marker is gone: the name was free
+          announced = marker;
+        }
         await sleep(pause);
         pause = Math.min(pause * 2, MAX_POLL_MS);
       }
     } finally {
       // Whoever made the marker there now: another contender still waiting makes it again on its next try.
-      if (announced.length > 0) {
+      if (announced !== null) {
         removeIfPresent(this.waitPath);
-        for (const token of announced) waitingHere.delete(token);
+        waitingHere.delete(announced);
       }
     }
   }

@@ -47,7 +47,7 @@
  * a writer that died mid-write) and truncates it, then appends. That critical section (lock, stat,
  * write, unlock) uses synchronous syscalls: each costs microseconds, and through the thread pool every
  * step waited for the event loop to come round again, behind the deliveries being parsed. While
- * commits follow each other the lock is kept from one to the next (a lease, withLeasedWriteLock): a
+ * commits follow each other the lock is kept from one to the next (a lease: withWriteLock): a
  * stream of deliveries takes it about once a second instead of once a commit, and lets it go at the
  * end of a commit when another process waits. The fsync is outside the critical section,
  * asynchronous; that is safe because a compaction copies the old file's tail under the lock, from the
@@ -1034,7 +1034,7 @@ export class FileQueue implements Queue {
     if (!this.consumerReady) await this.viewMutex.run(() => this.refreshUnlocked());
     let wroteEvents = false;
     let wroteDone = false;
-    await this.withLeasedWriteLock(() =>
+    await this.withWriteLock(() =>
       this.viewMutex.run(async () => {
         await this.refreshLocked();
         if (dlqLines.length > 0) {
@@ -1046,6 +1046,7 @@ export class FileQueue implements Queue {
         wroteEvents = records.some((r) => r.kind === 'event');
         wroteDone = records.some((r) => r.kind === 'done' || r.draft.sup !== undefined);
       }),
+      { lease: true },
     );
     return { durable, wroteEvents, wroteDone };
   }
@@ -1133,40 +1134,30 @@ export class FileQueue implements Queue {
     this.counters.fsyncs++;
   }
 
-  private async withWriteLock<T>(fn: () => Promise<T>): Promise<T> {
-    await this.takeWriteLock();
-    try {
-      return await fn();
-    } finally {
-      await this.releaseWriteLock();
-    }
-  }
-
   /**
-   * A group commit's hold of the write lock: the lock the previous commit kept, or a new one; kept
-   * again afterwards (a lease) unless someone else waits for it or it has been held WRITE_LEASE_MS.
-   * drain() lets it go when the pipeline falls idle and before an exclusive op. Under a steady stream of
+   * Runs `fn` holding the write lock, and lets it go afterwards. A group commit passes `lease`: it uses
+   * the lock the previous commit kept, if any, and keeps it for the next (a lease) unless someone else
+   * waits for it or it has been held WRITE_LEASE_MS; drain() lets it go when the pipeline falls idle
+   * and before an exclusive op, so no other caller ever finds it kept. Under a steady stream of
    * deliveries this takes and drops the lock about once a second instead of at every commit: creating
    * and removing the lock file are the dearest syscalls of a commit after its fsync, and they dirty
    * the directory that every fsync's journal commit must then carry. Another process waiting for the
    * lock (`work` acking, a replay) announces itself (FileLock.othersWaiting) and gets it at the end of
    * the current commit, as without a lease.
    */
-  private async withLeasedWriteLock<T>(fn: () => Promise<T>): Promise<T> {
-    if (!this.writeLock.held) await this.takeWriteLock();
+  private async withWriteLock<T>(fn: () => Promise<T>, { lease = false } = {}): Promise<T> {
+    if (!this.writeLock.held) {
+      await this.writeLock.acquire();
+      this.counters.writeLocks++;
+    }
     let kept = false;
     try {
       const result = await fn();
-      kept = this.writeLock.heldForMs < WRITE_LEASE_MS && !this.writeLock.othersWaiting();
+      kept = lease && this.writeLock.heldForMs < WRITE_LEASE_MS && !this.writeLock.othersWaiting();
       return result;
     } finally {
       if (!kept) await this.releaseWriteLock();
     }
-  }
-
-  private async takeWriteLock(): Promise<void> {
-    await this.writeLock.acquire();
-    this.counters.writeLocks++;
   }
 
   /** Lets go of the write lock if this queue holds it (a commit's, or one a commit kept). */
