@@ -36,7 +36,10 @@
  * says `dead`; on open the consumer finishes any move a crash interrupted (a live copy whose key is in
  * dlq.jsonl is marked dead). A replay appends the replayed copies (`rep` = the dead letter's key) and
  * fsyncs them before rewriting dlq.jsonl without them, under one hold of the write lock; a crash
- * between the two is finished by the consumer (a dead letter whose key was replayed is dropped).
+ * between the two is finished by the consumer (a dead letter whose key was replayed is dropped). A
+ * replay first finishes any interrupted move among the dead letters it takes (their `dead` lines go in
+ * the same write as the replayed copies): once a dead letter has left dlq.jsonl, nobody could tell that
+ * its live inbox copy was half-moved, and the event would run twice.
  *
  * Writing (group commit). Every write goes through one in-process pipeline. Writes that arrive while a
  * batch is being written, and all those made in the same turn of the event loop, go together in the
@@ -576,7 +579,14 @@ export class FileQueue implements Queue {
           const stored = await readDeadLetterFile(this.files.dlq, (f) => faults.push(f));
           const chosen = stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter));
           if (chosen.length === 0) return chosen;
-          const records: PendingRecord[] = chosen.map((d) => ({
+          // A chosen dead letter whose inbox copy is still live is a move a crash interrupted (dlq.jsonl
+          // written, the inbox's `dead` line not): the consumer would finish it on open, but only while
+          // the dead letter is still in dlq.jsonl, and this replay is about to take it out. So finish it
+          // here first, in the same write as the replayed copies (the `dead` lines before them): the
+          // original never comes back beside its replay, whoever replays and whether or not a worker runs.
+          const interrupted = this.unfinishedMoves(chosen);
+          if (interrupted.length > 0) this.log.warn({ count: interrupted.length }, 'finished moving dead letters that a crash interrupted, before replaying them');
+          const replayed: PendingRecord[] = chosen.map((d) => ({
             kind: 'event',
             draft: {
               id: d.id,
@@ -588,7 +598,7 @@ export class FileQueue implements Queue {
               evJson: JSON.stringify(d.event),
             },
           }));
-          await this.writeRecordsLocked(records);
+          await this.writeRecordsLocked([...interrupted, ...replayed]);
           await this.syncInbox();
           this.crash('replay:inbox-synced');
           await this.rewriteDeadLetters(stored, faults);
@@ -1296,12 +1306,7 @@ export class FileQueue implements Queue {
   private async finishDeadLetterMoves(): Promise<void> {
     const faults: UnreadableLine[] = [];
     const stored = await readDeadLetterFile(this.files.dlq, (f) => faults.push(f));
-    const records: PendingRecord[] = [];
-    for (const d of stored) {
-      if (d.q !== (this.uid ?? '')) continue;
-      const slot = this.findSlot(d.seq, d.id);
-      if (slot >= 0 && this.table.state(slot) !== SLOT_DONE) records.push({ kind: 'done', t: 'dead', seq: d.seq, id: d.id });
-    }
+    const records = this.unfinishedMoves(stored);
     if (records.length > 0) {
       this.log.warn({ count: records.length }, 'finished moving dead letters that a crash interrupted');
       await this.writeRecordsLocked(records);
@@ -1311,6 +1316,20 @@ export class FileQueue implements Queue {
       await this.rewriteDeadLetters(stored, faults);
     }
     this.unrepairedReplays.clear();
+  }
+
+  /**
+   * The `dead` lines missing for dead letters whose inbox copy is still live (claimed or not): moves a
+   * crash interrupted between dlq.jsonl and the inbox. Holds viewMutex (and the write lock to write them).
+   */
+  private unfinishedMoves(stored: readonly StoredDeadLetter[]): PendingRecord[] {
+    const records: PendingRecord[] = [];
+    for (const d of stored) {
+      if (d.q !== (this.uid ?? '')) continue;
+      const slot = this.findSlot(d.seq, d.id);
+      if (slot >= 0 && this.table.state(slot) !== SLOT_DONE) records.push({ kind: 'done', t: 'dead', seq: d.seq, id: d.id });
+    }
+    return records;
   }
 
   /** After copies became done: count towards the next checkpoint, maybe compact. */
