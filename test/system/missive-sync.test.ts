@@ -175,6 +175,32 @@ describe('Missive emails through the connector', () => {
     expect((await sys.db.getEmail(incomingId))?.deletedAt).toBeNull();
   });
 
+  it('a conversation trashed while inactive is marked deleted by the next routine reconciliation, and restored by the one after its restore', async () => {
+    // Trash does not move last_activity_at: the conversation stays far behind the checkpoint, where a
+    // walk that stops at `since` never looks (issue 14, item 10).
+    const now = Date.now() / 1000;
+    const old = sim
+      .data()
+      .conversations.find((c) => !c.guest && c.messageIds.length > 0 && c.lastActivityAt < now - 2 * 24 * 3600 && Object.values(c.flags).every((f) => !f.trashed && !f.junked));
+    if (old === undefined) throw new Error('the simulator has no inactive conversation');
+    const rows = async () => Promise.all(old.messageIds.map((id) => sys.db.getEmail(id)));
+    // Its rows exist: a label change (which does not move last_activity_at either) re-syncs it.
+    await sim.addLabel(old.id, sim.data().labels[0]!.id);
+    await waitFor('the inactive conversation\'s rows', async () => (await rows()).every((e) => e?.deleted === false));
+    await sys.connector.reconcile(); // a routine run, as the worker makes every BACKFILL_INTERVAL_MINUTES
+
+    await sim.trashConversation(old.id);
+    expect(sim.conversation(old.id)!.lastActivityAt).toBe(old.lastActivityAt);
+    await sys.connector.reconcile();
+    await waitFor('the inactive conversation\'s rows to be marked deleted', async () => (await rows()).every((e) => e?.deleted === true));
+    for (const id of old.messageIds) await expectStored(id);
+
+    await sim.restoreConversation(old.id);
+    await sys.connector.reconcile();
+    await waitFor('the inactive conversation\'s rows to be restored', async () => (await rows()).every((e) => e?.deleted === false));
+    expect(sqlRows('SELECT DISTINCT deleted FROM emails WHERE conversation_id = ?', old.id)).toEqual([{ deleted: 0 }]);
+  });
+
   it('a path-traversal attachment name is stored inside its email folder, under a safe name', async () => {
     const outside = path.dirname(filesDir);
     const { message } = await sim.receiveEmail({

@@ -3,6 +3,7 @@
  * The API client exists only when MISSIVE_API_TOKEN is set (`apiConfigured`); without it deliveries are
  * still verified, parsed and stored from their bodies, and there is no backfill.
  */
+import path from 'node:path';
 import type { Config } from '../../config.ts';
 import type { Logger } from '../../log.ts';
 import { systemClock, type Clock } from '../../http/clock.ts';
@@ -13,6 +14,7 @@ import { AttachmentStore } from './attachments.ts';
 import { backfillMissive } from './backfill.ts';
 import { MissiveClient, type ConversationFilter, type MissiveRateLimitOptions } from './client.ts';
 import { MissiveHandler } from './handler.ts';
+import { FileSweepStore, type SweepStore } from './trash-sweep.ts';
 import { parseMissiveDelivery, verifyMissiveSignature } from './webhook.ts';
 
 export interface MissiveSourceDeps {
@@ -25,8 +27,10 @@ export interface MissiveSourceDeps {
   limiter?: RateLimiter;
   /** How the process-wide limiter is made (tests scale the windows). */
   rateLimit?: MissiveRateLimitOptions;
-  /** Mailboxes the backfill walks; default all + trashed. */
+  /** Mailboxes the backfill walks; default all + trashed + junked. */
   backfillMailboxes?: readonly ConversationFilter[];
+  /** Where the backfill's trash sweep keeps what it saw; default `${DATA_DIR}/checkpoints/missive-mailboxes.json`. */
+  sweepStore?: SweepStore;
   /** Event ids; default crypto.randomUUID. */
   newId?: () => string;
 }
@@ -73,11 +77,13 @@ export function createMissiveSource(config: Config, deps: MissiveSourceDeps): Mi
     handle: (event: QueueEvent, context: HandlerContext): Promise<Changes> => handler.handle(event, context),
   };
   if (client !== null) {
+    const sweepStore = deps.sweepStore ?? new FileSweepStore(path.join(config.checkpointDir, 'missive-mailboxes.json'));
     source.backfill = (options: BackfillOptions): AsyncIterable<BackfillPage> =>
       backfillMissive(
         {
           client,
           clock,
+          sweepStore,
           ...(deps.backfillMailboxes !== undefined ? { mailboxes: deps.backfillMailboxes } : {}),
           ...(deps.newId !== undefined ? { newId: deps.newId } : {}),
         },

@@ -1,5 +1,7 @@
 /** Shared bits of the Missive source tests: fixtures, configs, a log sink, deliveries. */
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { parseConfig, type Config } from '../../../src/config.ts';
 import { createLogger, type Logger } from '../../../src/log.ts';
@@ -15,8 +17,20 @@ export function fixtureBytes(name: string): Buffer {
   return readFileSync(new URL(`./fixtures/${name}`, import.meta.url));
 }
 
+let configs = 0;
+const dataDirs: string[] = [];
+process.on('exit', () => {
+  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * Settings for a test; DATA_DIR is a path of its own (made only if something is written there, such
+ * as the backfill's trash-sweep record), so that tests never share state. Removed when the process ends.
+ */
 export function config(env: Record<string, string> = {}): Config {
-  return parseConfig({ DATA_DIR: '/tmp/connector-missive-tests-unused', ...env });
+  const dataDir = path.join(tmpdir(), `connector-missive-tests-${process.pid}-${++configs}`);
+  dataDirs.push(dataDir);
+  return parseConfig({ DATA_DIR: dataDir, ...env });
 }
 
 /** A logger whose JSON lines tests can read. */
