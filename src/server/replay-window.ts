@@ -14,8 +14,8 @@
  * What it cannot tell apart: a retry, and a new event whose body happens to be the same bytes (Missive
  * sends no delivery id; a conversation labelled A, unlabelled, labelled A again within the window may
  * send the same body twice if nothing else in it moved). The second is then dropped as a duplicate,
- * and the row keeps the state in between until the next change of that conversation (or, with the
- * API, its next re-sync). That is the price of refusing the retry, and why the window is no longer
+ * and the row keeps the state in between until the next delivery about that conversation (with the
+ * API, any later event of it re-reads the whole conversation). That is the price of refusing the retry, and why the window is no longer
  * than the vendors' retries need.
  *
  * States of one key: unknown -> remembered (at its acceptance time) -> forgotten, when it leaves the
