@@ -42,6 +42,8 @@ export const ConfigSchema = z.object({
   MAX_QUEUE_ATTEMPTS: int(1, 100).default(3),
   WORKER_CONCURRENCY: int(1, 64).default(1),
   WEBHOOK_MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(5 * 1024 * 1024),
+  DELIVERY_REPLAY_WINDOW_HOURS: int(0, 24 * 30).default(24),
+  DELIVERY_REPLAY_MAX_ENTRIES: int(1000, 10_000_000).default(500_000),
 
   BACKFILL_OVERLAP_SECONDS: int(0, 7 * 24 * 3600).default(120),
   BACKFILL_INITIAL_HOURS: int(0, 24 * 365 * 20).default(24),

@@ -11,6 +11,7 @@
  * cannot reach it). With POLLING_ONLY no tunnel is opened and no webhook is expected: the endpoints
  * still answer, and the worker reconciles every few minutes instead.
  */
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { SOURCE_API_SETTINGS } from './admin/source-settings.ts';
 import type { Config } from './config.ts';
@@ -21,9 +22,10 @@ import type { Logger } from './log.ts';
 import type { Queue } from './queue/queue.ts';
 import { createQueue, type QueueDeps } from './queue/create-queue.ts';
 import { buildApp } from './server/app.ts';
+import { REPLAY_WINDOW_FILE, ReplayWindow } from './server/replay-window.ts';
 import { createSources } from './sources/index.ts';
 import type { Source } from './sources/source.ts';
-import { MINUTE } from './retry-policy.ts';
+import { HOUR, MINUTE } from './retry-policy.ts';
 import { CheckpointStore } from './sync/checkpoints.ts';
 import { Reconciler } from './sync/reconciler.ts';
 import { openTunnel, type Tunnel, type TunnelOptions } from './tunnel.ts';
@@ -116,11 +118,19 @@ export async function startConnector(config: Config, options: StartOptions): Pro
 
     if (roles.serve) {
       const database = db;
+      const replayWindow = config.DELIVERY_REPLAY_WINDOW_HOURS === 0 ? undefined : await ReplayWindow.open({
+        file: path.join(config.queueDir, REPLAY_WINDOW_FILE),
+        windowMs: config.DELIVERY_REPLAY_WINDOW_HOURS * HOUR,
+        maxEntries: config.DELIVERY_REPLAY_MAX_ENTRIES,
+        log,
+      });
+      if (replayWindow !== undefined) closers.push(() => replayWindow.close());
       app = await buildApp({
         log,
         queue,
         sources,
         lifecycle,
+        replayWindow,
         maxBodyBytes: config.WEBHOOK_MAX_BODY_BYTES,
         healthDetails: database === null ? undefined : async () => ({ database: await database.health() }),
       });

@@ -5,7 +5,9 @@
  * A delivery's path: size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
  * durable enqueue -> 200. Nothing is enqueued for any 4xx; a failed enqueue answers 503 so the vendor
  * delivers again. A delivery that parses to no events (a validation ping, an event we do not store) is
- * acknowledged with 200 and a note, so that vendors do not disable the hook.
+ * acknowledged with 200 and a note, so that vendors do not disable the hook. A delivery byte for byte
+ * one accepted within the replay window is answered 200 with a note and not enqueued again
+ * (replay-window.ts); a delivery is remembered there only once its events are durable.
  */
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConnectorError, toErrorRecord } from '../errors.ts';
@@ -15,6 +17,7 @@ import type { SourceName } from '../model.ts';
 import type { Queue } from '../queue/queue.ts';
 import type { Delivery, Source } from '../sources/source.ts';
 import { createMetrics } from './metrics.ts';
+import type { ReplayWindow } from './replay-window.ts';
 
 export interface AppOptions {
   log: Logger;
@@ -23,6 +26,8 @@ export interface AppOptions {
   lifecycle: Lifecycle;
   /** Largest delivery body accepted, in bytes (WEBHOOK_MAX_BODY_BYTES). */
   maxBodyBytes: number;
+  /** Recognises a delivery accepted before, byte for byte (replay-window.ts); none: every delivery is enqueued. */
+  replayWindow?: ReplayWindow;
   /** Extra health facts (database, backfill), added to GET /health. */
   healthDetails?: () => Promise<Record<string, unknown>>;
   now?: () => Date;
@@ -81,6 +86,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   const metrics = createMetrics(lifecycle, queue);
+  options.replayWindow?.registerMetrics(metrics.registry);
   app.addHook('onClose', async () => metrics.detach());
   app.get('/metrics', async (_request, reply) => {
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
@@ -109,6 +115,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
           }
         })();
         if (parsed instanceof Refusal) return refuse(request, reply, parsed.status, parsed.code, parsed.message);
+        // The same bytes accepted within the replay window: 200, not enqueued again (replay-window.ts).
+        const replay = parsed.events.length > 0 ? options.replayWindow?.check(source.name, delivery.rawBody) : undefined;
+        if (replay?.duplicate === true) {
+          request.log.debug({ reqId: request.id, source: source.name, acceptedAt: replay.acceptedAt }, replay.note);
+          return reply.code(200).send({ ok: true, events: 0, duplicate: true, note: replay.note });
+        }
         try {
           if (parsed.events.length > 0) await queue.enqueue(parsed.events);
         } catch (err) {
@@ -116,6 +128,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
           request.log.error({ reqId: request.id, source: source.name, err }, 'could not store delivery; answering 503 so the vendor retries');
           return sendError(reply, 503, record.code, 'could not store the delivery; try again');
         }
+        if (replay?.duplicate === false) replay.accepted();
         lifecycle.emit('delivery:accepted', accepted(source.name, parsed.events.length, parsed.eventType));
         // Debug, not info: under load one line per delivery costs more CPU than the delivery itself
         // (docs/benchmarks.md, Ingest). The worker logs what it processed.

@@ -197,7 +197,8 @@ describe('Teamwork delivery faults through the connector (v2 JSON hooks)', () =>
     const sent = sim.deliveries.slice(-6);
     expect(sent.filter((d) => d.duplicate)).toHaveLength(3);
     expect(sent.every((d) => d.outcome === 'sent' && d.status === 200)).toBe(true);
-    expect(sys.counters.appendedEvents - appended).toBe(6);
+    // Each second copy is the same bytes: answered 200 by the replay window and not enqueued again.
+    expect(sys.counters.appendedEvents - appended).toBe(3);
     await sys.waitIdle();
     await expectStored(rig, task.id);
     expect(await sys.db.getTask(String(task.id))).toMatchObject({ title: 'Duplicate: 30', progress: 30 });
@@ -398,7 +399,9 @@ describe('Teamwork bad input through the running server', () => {
 
   it('an upper-case signature passes (hex in any case) and the delivery is stored', async () => {
     const appended = rig.sys.counters.appendedEvents;
-    const response = await post(body, { ...headers, 'x-projects-signature': headers['x-projects-signature']!.toUpperCase() });
+    // Other bytes than the delivery the simulator sent (the same bytes again are a replay, answered without enqueueing).
+    const fresh = body.replace('Bad input: base', 'Bad input: BASE');
+    const response = await post(fresh, { ...headers, 'x-projects-signature': sign(fresh).toUpperCase() });
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual({ ok: true, events: 1 });
     expect(rig.sys.counters.appendedEvents).toBe(appended + 1);

@@ -12,7 +12,18 @@
  *                                         the delivery names is marked deleted
  *   no API credentials                    the message in the body as it is (no HTML body unless the
  *                                         body had one), versioned by the delivery's receipt time;
- *                                         a warning, once, says enrichment is off
+ *                                         a warning, once, says enrichment is off. A message named
+ *                                         in a field we cannot read (`latest_message` not an object,
+ *                                         its `id` of the wrong type) -> CONN_ERR_EVENT_INVALID naming
+ *                                         the field. No message at all (a conversation-level rule
+ *                                         whose body carries none) -> CONN_ERR_SOURCE_UNCONFIGURED:
+ *                                         there is no email row to make without the API; the dead
+ *                                         letter says to set MISSIVE_API_TOKEN, after which a replay
+ *                                         re-syncs the conversation
+ *
+ * So every event ends as rows or as a dead letter that names its cause; never as "no changes" while
+ * the delivery had something we could not use. A time that is not a valid time (`1e308`) is refused
+ * by map.ts the same way, naming the field.
  *
  * Fetched state is versioned by the time it was requested (see map.ts), so a replayed old delivery
  * writes today's state rather than bringing back yesterday's labels. Trash is part of that state: a
@@ -30,6 +41,8 @@ import type { MissiveClient } from './client.ts';
 import { toEmail } from './map.ts';
 import {
   deliveryMessage,
+  deliveryMessageField,
+  unreadableDeliveryMessage,
   MissiveConversation,
   MissiveDelivery,
   SnapshotPayload,
@@ -84,8 +97,8 @@ export class MissiveHandler {
     }
 
     const { client } = this.options;
-    if (client === null) return this.fromBody(event, conversation.data, message, context);
-    if (isMessageRule(event.type) && message !== null) return this.oneMessage(client, event, conversation.data, message, context);
+    if (client === null) return this.fromBody(event, conversation.data, delivery.data, context);
+    if (isMessageRule(event.type) && message !== null) return this.oneMessage(client, event, conversation.data, message, deliveryMessageField(delivery.data) ?? 'message', context);
     return this.wholeConversation(client, conversation.data.id, message, context);
   }
 
@@ -97,25 +110,35 @@ export class MissiveHandler {
       });
     }
     const { conversation, messages, observedAt } = parsed.data;
-    return this.changes(messages.map((m) => toEmail(m, conversation, { observedAt })), context);
+    return this.changes(messages.map((m, i) => toEmail(m, conversation, { observedAt, field: `messages[${i}]` })), context);
   }
 
-  /** No API: what the delivery body says, nothing more. */
-  private async fromBody(event: QueueEvent, conversation: MissiveConversation, message: MissiveMessage | null, context: HandlerContext): Promise<Changes> {
+  /** No API: what the delivery body says, nothing more; a row, or a dead letter naming why not (see the header). */
+  private async fromBody(event: QueueEvent, conversation: MissiveConversation, delivery: MissiveDelivery, context: HandlerContext): Promise<Changes> {
     if (!this.warnedOffline) {
       this.warnedOffline = true;
       this.options.log.warn('MISSIVE_API_TOKEN is not set: Missive emails are stored from webhook bodies only (no HTML body, no other messages of a conversation, no attachment content)');
     }
-    if (message === null) {
-      context.log.debug({ type: event.type, conversationId: conversation.id }, 'Missive delivery names no message; nothing to store without the API');
-      return noChanges();
+    const unreadable = unreadableDeliveryMessage(event.payload);
+    if (unreadable !== null) {
+      throw new ConnectorError('CONN_ERR_EVENT_INVALID', `Missive event ${event.id} (${event.type}): ${unreadable}`, {
+        details: { eventId: event.id, type: event.type, conversationId: conversation.id },
+      });
     }
-    return this.changes([toEmail(message, conversation, { observedAt: receivedAt(event) })], context);
+    const message = deliveryMessage(delivery);
+    if (message === null) {
+      throw new ConnectorError(
+        'CONN_ERR_SOURCE_UNCONFIGURED',
+        `Missive event ${event.id} (${event.type}) for conversation ${conversation.id} names no message, and without the API there is no email to store it as; set MISSIVE_API_TOKEN, then replay the dead letters (the conversation is then re-synced)`,
+        { details: { eventId: event.id, type: event.type, conversationId: conversation.id } },
+      );
+    }
+    return this.changes([toEmail(message, conversation, { observedAt: receivedAt(event), field: deliveryMessageField(delivery) ?? 'message' })], context);
   }
 
-  private async oneMessage(client: MissiveClient, event: QueueEvent, conversation: MissiveConversation, message: MissiveMessage, context: HandlerContext): Promise<Changes> {
+  private async oneMessage(client: MissiveClient, event: QueueEvent, conversation: MissiveConversation, message: MissiveMessage, field: string, context: HandlerContext): Promise<Changes> {
     if (typeof message.body === 'string' && message.body.trim() !== '') {
-      return this.changes([toEmail(message, conversation, { observedAt: receivedAt(event) })], context);
+      return this.changes([toEmail(message, conversation, { observedAt: receivedAt(event), field })], context);
     }
     const observedAt = context.now();
     const full = await client.getMessage(message.id, context.signal);

@@ -30,7 +30,19 @@
  * Cost of the choice: two workers whose clocks disagree by more than the gap between two events of
  * one conversation could order those writes wrongly; events of one conversation are never handled
  * at the same time (entity key `conversation:<id>`), and NTP keeps skew far below that gap.
+ *
+ * ## Times that are not times
+ *
+ * Every Missive time becomes a Date here, through `unixToDate`, and nowhere else. A time of another
+ * type (`"yesterday"`, an object) was already read as null by the payload schemas (tolerance: one odd
+ * field must not cost the message). A number that is not a valid time is different: `1e308`, a
+ * negative one, or one at or after 2100 (`MAX_UNIX_SECONDS`) is bad input that would either make an
+ * invalid Date (written, it fails with a RangeError that looks like our bug and is retried) or, as
+ * the version, freeze the row against every later update. It throws CONN_ERR_EVENT_INVALID naming the
+ * field as the delivery has it (`latest_message.delivered_at: 1e308 is not a valid time`), so the
+ * event goes to the dead letters at once with the cause in words.
  */
+import { ConnectorError } from '../../errors.ts';
 import type { Address, Attachment, Email, Person } from '../../model.ts';
 import type { MissiveAddress, MissiveAttachment, MissiveConversation, MissiveMessage, MissiveUserState } from './payloads.ts';
 import { excerpt, htmlToText } from './text.ts';
@@ -41,11 +53,28 @@ export const WEB_CONVERSATION_URL = 'https://mail.missiveapp.com/#inbox/conversa
 export interface MapOptions {
   /** When this state was read from Missive (API request time, or the delivery's receivedAt). */
   observedAt: Date;
+  /**
+   * Where the message was read, for errors naming a field: `message` (the default), `latest_message`,
+   * `messages[2]`. The conversation's fields are named `conversation.*` when it is passed on its own,
+   * `<field>.conversation.*` when it is the message's.
+   */
+  field?: string;
 }
 
-/** Unix seconds -> Date (UTC); null stays null. */
-export function unixToDate(seconds: number | null | undefined): Date | null {
-  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return null;
+/** Unix seconds of 2100-01-01T00:00:00Z: no Missive time is at or after it. */
+export const MAX_UNIX_SECONDS = 4_102_444_800;
+
+/**
+ * Unix seconds -> Date (UTC); null stays null. Throws CONN_ERR_EVENT_INVALID naming `field` when the
+ * number is not a valid time (not finite, negative, at or after 2100; see the header).
+ */
+export function unixToDate(seconds: number | null | undefined, field = 'time'): Date | null {
+  if (seconds === null || seconds === undefined) return null;
+  if (!Number.isFinite(seconds) || seconds < 0 || seconds >= MAX_UNIX_SECONDS) {
+    throw new ConnectorError('CONN_ERR_EVENT_INVALID', `${field}: ${String(seconds)} is not a valid time (unix seconds between 1970 and 2100)`, {
+      details: { field, value: String(seconds) },
+    });
+  }
   return new Date(Math.round(seconds * 1000));
 }
 
@@ -59,11 +88,23 @@ export function isTrashed(conversation: MissiveConversation | null | undefined):
   return users.every((u) => u.trashed === true);
 }
 
+/** Field names for errors: where the message and the conversation were read. */
+interface Fields {
+  message: string;
+  conversation: string;
+}
+
 /** The version of a record made from this state; see the header. */
-export function emailVersion(message: MissiveMessage, conversation: MissiveConversation | null, observedAt: Date): Date {
+export function emailVersion(message: MissiveMessage, conversation: MissiveConversation | null, observedAt: Date, fields: Fields = { message: 'message', conversation: 'conversation' }): Date {
   const times = [observedAt.getTime()];
-  for (const seconds of [message.updated_at, message.delivered_at, message.created_at, conversation?.last_activity_at]) {
-    const date = unixToDate(seconds);
+  const named: Array<[number | null | undefined, string]> = [
+    [message.updated_at, `${fields.message}.updated_at`],
+    [message.delivered_at, `${fields.message}.delivered_at`],
+    [message.created_at, `${fields.message}.created_at`],
+    [conversation?.last_activity_at, `${fields.conversation}.last_activity_at`],
+  ];
+  for (const [seconds, field] of named) {
+    const date = unixToDate(seconds, field);
     if (date !== null) times.push(date.getTime());
   }
   return new Date(Math.max(...times));
@@ -75,7 +116,9 @@ export function emailVersion(message: MissiveMessage, conversation: MissiveConve
  */
 export function toEmail(message: MissiveMessage, conversation: MissiveConversation | null, options: MapOptions): Email {
   const conv = conversation ?? message.conversation ?? null;
-  const version = emailVersion(message, conv, options.observedAt);
+  const field = options.field ?? 'message';
+  const fields = { message: field, conversation: conversation === null ? `${field}.conversation` : 'conversation' };
+  const version = emailVersion(message, conv, options.observedAt, fields);
   const deleted = isTrashed(conv);
   const bodyHtml = present(message.body);
   const bodyText = htmlToText(bodyHtml);
@@ -93,8 +136,8 @@ export function toEmail(message: MissiveMessage, conversation: MissiveConversati
     replyTo: toAddresses(message.reply_to_fields),
     bodyHtml,
     bodyText,
-    deliveredAt: unixToDate(message.delivered_at),
-    createdAt: unixToDate(message.created_at),
+    deliveredAt: unixToDate(message.delivered_at, `${field}.delivered_at`),
+    createdAt: unixToDate(message.created_at, `${field}.created_at`),
     updatedAt: version,
     messageIdHeader: present(message.email_message_id),
     inReplyTo: [...(message.in_reply_to ?? [])],

@@ -192,6 +192,48 @@ export function deliveryMessage(delivery: MissiveDelivery): MissiveMessage | nul
   return delivery.message ?? delivery.latest_message ?? null;
 }
 
+/** The keys a delivery may carry its message under, in the order `deliveryMessage` reads them. */
+export const DELIVERY_MESSAGE_FIELDS = ['message', 'latest_message'] as const;
+export type DeliveryMessageField = (typeof DELIVERY_MESSAGE_FIELDS)[number];
+
+/** Which key `deliveryMessage` took the message from (for error messages naming a field), or null. */
+export function deliveryMessageField(delivery: MissiveDelivery): DeliveryMessageField | null {
+  if (delivery.message !== null && delivery.message !== undefined) return 'message';
+  if (delivery.latest_message !== null && delivery.latest_message !== undefined) return 'latest_message';
+  return null;
+}
+
+/**
+ * Why the message a delivery names cannot be read, naming the field (`latest_message.id: expected a
+ * string id, got true`), or null when the delivery names none (the key absent or null) or it reads.
+ * The schemas above turn such a message into null so that the rest of the delivery stays usable; a
+ * handler that has nothing else to store from must not take that null for "no message" (it would
+ * acknowledge the event and store nothing). The first key present decides, as in `deliveryMessage`:
+ * an unreadable `message` is not replaced by a `latest_message` summary.
+ */
+export function unreadableDeliveryMessage(body: unknown): string | null {
+  if (typeof body !== 'object' || body === null) return null;
+  for (const field of DELIVERY_MESSAGE_FIELDS) {
+    const value = (body as Record<string, unknown>)[field];
+    if (value === undefined || value === null) continue;
+    if (typeof value !== 'object' || Array.isArray(value)) return `${field}: expected an object, got ${shown(value)}`;
+    const parsed = MissiveMessage.safeParse(value);
+    if (parsed.success) return null;
+    const issue = parsed.error.issues[0];
+    const path = [field, ...(issue?.path ?? []).map(String)].join('.');
+    if (issue?.path.length === 1 && issue.path[0] === 'id') return `${path}: expected a string id, got ${shown((value as Record<string, unknown>).id)}`;
+    return `${path}: ${issue?.message ?? 'unreadable'}`;
+  }
+  return null;
+}
+
+/** A value as it reads in an error message: JSON, cut short; `undefined` says the key is missing. */
+function shown(value: unknown): string {
+  if (value === undefined) return 'nothing (no such key)';
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+}
+
 // ---- REST responses (section 2) ----
 
 /** GET /v1/conversations and GET /v1/conversations/:id: `{conversations: [...]}`. */

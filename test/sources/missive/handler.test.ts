@@ -290,3 +290,90 @@ async function findSnapshot(harness: Harness, since: Date, conversationId: strin
   if (found === undefined) throw new Error(`backfill from ${since.toISOString()} did not find ${conversationId}`);
   return found;
 }
+
+/** A webhook event made from the label_change fixture, its payload changed by `edit` (no simulator delivery). */
+function fixtureEvent(type: string, edit: (payload: Record<string, unknown>) => void): QueueEvent {
+  const payload = fixture<Record<string, unknown>>('label-change.json');
+  edit(payload);
+  return {
+    id: `evt-${type}`,
+    source: 'missive',
+    type,
+    entityKey: `conversation:${String((payload.conversation as { id: unknown }).id)}`,
+    origin: 'webhook',
+    receivedAt: new Date(),
+    payload,
+  };
+}
+
+/** What handling `event` threw (through JSON, as the queue stores it), or a failure when it resolved. */
+async function handleError(harness: Harness, event: QueueEvent): Promise<ConnectorError> {
+  const outcome = await harness.process(event).then(
+    (result) => ({ resolved: result }),
+    (err: unknown) => ({ err }),
+  );
+  if (!('err' in outcome)) throw new Error(`expected a ConnectorError, handling resolved with ${JSON.stringify(outcome.resolved.changes.emails.map((e) => e.id))}`);
+  expect(outcome.err).toBeInstanceOf(ConnectorError);
+  return outcome.err as ConnectorError;
+}
+
+describe('Missive handler without API credentials: every event is a row or a dead letter naming its cause', () => {
+  it('a `latest_message` that is not an object is dead-lettered naming the field (never "no changes")', async () => {
+    h = await startHarness({ offline: true });
+    for (const value of ['d5e6f7a8', 42, ['d5e6f7a8'], true]) {
+      const err = await handleError(h, fixtureEvent('label_change', (p) => void (p.latest_message = value)));
+      expect(err.code).toBe('CONN_ERR_EVENT_INVALID');
+      expect(err.retryable).toBe(false);
+      expect(err.message).toContain('latest_message: expected an object');
+    }
+    expect((await h.db.counts()).emails).toBe(0);
+  });
+
+  it('a message id of the wrong type is dead-lettered naming `<field>.id`', async () => {
+    h = await startHarness({ offline: true });
+    const cases: Array<[string, (p: Record<string, unknown>) => void]> = [
+      ['latest_message.id', (p) => void ((p.latest_message as Record<string, unknown>).id = true)],
+      ['latest_message.id', (p) => void ((p.latest_message as Record<string, unknown>).id = { uuid: 'x' })],
+      ['latest_message.id', (p) => void ((p.latest_message as Record<string, unknown>).id = '')],
+      ['latest_message.id', (p) => void delete (p.latest_message as Record<string, unknown>).id],
+      ['message.id', (p) => void (p.message = { ...(p.latest_message as object), id: null })],
+    ];
+    for (const [field, edit] of cases) {
+      const err = await handleError(h, fixtureEvent('incoming_email', edit));
+      expect(err.code).toBe('CONN_ERR_EVENT_INVALID');
+      expect(err.message).toContain(`${field}: expected a string id`);
+    }
+    expect((await h.db.counts()).emails).toBe(0);
+  });
+
+  it('a conversation-level delivery that names no message waits for the API: CONN_ERR_SOURCE_UNCONFIGURED naming MISSIVE_API_TOKEN', async () => {
+    h = await startHarness({ offline: true });
+    for (const edit of [(p: Record<string, unknown>) => void delete p.latest_message, (p: Record<string, unknown>) => void (p.latest_message = null)]) {
+      const err = await handleError(h, fixtureEvent('label_change', edit));
+      expect(err.code).toBe('CONN_ERR_SOURCE_UNCONFIGURED');
+      expect(err.retryable).toBe(false);
+      expect(err.message).toContain('MISSIVE_API_TOKEN');
+    }
+    // The same delivery with its message is stored (the control).
+    const stored = await h.process(fixtureEvent('label_change', () => {}));
+    expect(stored.written).toBe(1);
+  });
+
+  it('a time that is not a valid time (1e308, negative, far future) is dead-lettered naming the field, not retried as an internal error', async () => {
+    h = await startHarness({ offline: true });
+    const cases: Array<[string, string, unknown]> = [
+      ['latest_message', 'delivered_at', 1e308],
+      ['latest_message', 'updated_at', -1e12],
+      ['latest_message', 'created_at', 1e15],
+      ['latest_message', 'delivered_at', '4102444800000'],
+      ['conversation', 'last_activity_at', 1e308],
+    ];
+    for (const [object, key, value] of cases) {
+      const err = await handleError(h, fixtureEvent('label_change', (p) => void ((p[object] as Record<string, unknown>)[key] = value)));
+      expect(err.code).toBe('CONN_ERR_EVENT_INVALID');
+      expect(err.retryable).toBe(false);
+      expect(err.message).toContain(`${object}.${key}: ${String(value)} is not a valid time`);
+    }
+    expect((await h.db.counts()).emails).toBe(0);
+  });
+});

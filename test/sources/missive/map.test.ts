@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Email } from '../../../src/model.ts';
 import { emailVersion, isTrashed, toEmail, unixToDate } from '../../../src/sources/missive/map.ts';
-import { deliveryMessage, MessagesResponse, MissiveConversation, MissiveDelivery } from '../../../src/sources/missive/payloads.ts';
+import { deliveryMessage, MessagesResponse, MissiveConversation, MissiveDelivery, unreadableDeliveryMessage } from '../../../src/sources/missive/payloads.ts';
+import { ConnectorError } from '../../../src/errors.ts';
 import { createMissiveSource } from '../../../src/sources/missive/index.ts';
 import { htmlToText } from '../../../src/sources/missive/text.ts';
 import { config, delivery, fixture, logSink } from './helpers.ts';
@@ -364,6 +365,49 @@ describe('Missive mapping', () => {
     expect(emailVersion(message, null, new Date(0))).toEqual(new Date(1_000_000));
     expect(unixToDate(null)).toBeNull();
     expect(unixToDate(1732795200)).toEqual(new Date('2024-11-28T12:00:00.000Z'));
+  });
+});
+
+describe('Missive times that are not times, and messages we cannot read', () => {
+  /** What `run` threw, as a ConnectorError. */
+  function thrown(run: () => unknown): ConnectorError {
+    try {
+      run();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConnectorError);
+      return err as ConnectorError;
+    }
+    throw new Error('expected a ConnectorError; nothing was thrown');
+  }
+
+  it('unixToDate refuses a number that is not a valid time, naming the field', () => {
+    for (const value of [1e308, -1, -1e12, 1e15, 4_102_444_800, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const err = thrown(() => unixToDate(value, 'latest_message.delivered_at'));
+      expect(err.code).toBe('CONN_ERR_EVENT_INVALID');
+      expect(err.retryable).toBe(false);
+      expect(err.message).toBe(`latest_message.delivered_at: ${String(value)} is not a valid time (unix seconds between 1970 and 2100)`);
+    }
+    expect(unixToDate(0)).toEqual(new Date(0));
+    expect(unixToDate(4_102_444_799)).toEqual(new Date('2099-12-31T23:59:59.000Z'));
+  });
+
+  it('toEmail names the field a bad time came from: the delivery key, the message\'s own conversation, a snapshot position', () => {
+    const observedAt = new Date('2024-11-28T12:00:00.000Z');
+    const bad = MissiveDelivery.parse({ conversation: { id: 'c', last_activity_at: 1e308 }, latest_message: { id: 'm', delivered_at: 1e308, conversation: { id: 'c', last_activity_at: -5 } } });
+    const conv = MissiveConversation.parse(bad.conversation);
+    const message = deliveryMessage(bad)!;
+    expect(thrown(() => toEmail({ ...message, conversation: null }, MissiveConversation.parse({ id: 'c' }), { observedAt, field: 'latest_message' })).message).toMatch(/^latest_message\.delivered_at: 1e\+308 is not a valid time/);
+    expect(thrown(() => toEmail({ ...message, delivered_at: 1 }, conv, { observedAt })).message).toMatch(/^conversation\.last_activity_at: 1e\+308 is not/);
+    expect(thrown(() => toEmail({ ...message, delivered_at: 1 }, null, { observedAt, field: 'messages[3]' })).message).toMatch(/^messages\[3\]\.conversation\.last_activity_at: -5 is not/);
+  });
+
+  it('unreadableDeliveryMessage names the field of a message we cannot read, and is null when there is none or it reads', () => {
+    expect(unreadableDeliveryMessage({ conversation: { id: 'c' }, latest_message: 'm-1' })).toBe('latest_message: expected an object, got "m-1"');
+    expect(unreadableDeliveryMessage({ conversation: { id: 'c' }, latest_message: [1] })).toBe('latest_message: expected an object, got [1]');
+    expect(unreadableDeliveryMessage({ conversation: { id: 'c' }, latest_message: { id: false } })).toBe('latest_message.id: expected a string id, got false');
+    expect(unreadableDeliveryMessage({ conversation: { id: 'c' }, message: {}, latest_message: { id: 'm' } })).toBe('message.id: expected a string id, got nothing (no such key)');
+    expect(unreadableDeliveryMessage({ conversation: { id: 'c' }, message: null, latest_message: { id: 7 } })).toBeNull();
+    expect(unreadableDeliveryMessage({ conversation: { id: 'c' } })).toBeNull();
   });
 });
 
