@@ -14,7 +14,9 @@ import type { Logger } from '../log.ts';
 import type { SourceName } from '../model.ts';
 import type { Queue } from '../queue/queue.ts';
 import type { Delivery, Source } from '../sources/source.ts';
+import { DEFAULT_HTTP_LIMITS, installHttpLimits, serverOptions, type HttpLimits } from './limits.ts';
 import { createMetrics } from './metrics.ts';
+import { SampledLog } from './sampled-log.ts';
 
 export interface AppOptions {
   log: Logger;
@@ -26,6 +28,10 @@ export interface AppOptions {
   /** Extra health facts (database, backfill), added to GET /health. */
   healthDetails?: () => Promise<Record<string, unknown>>;
   now?: () => Date;
+  /** Timeouts and what one client may hold (src/server/limits.ts); defaults for what is not given. */
+  limits?: Partial<HttpLimits>;
+  /** Lines per minute and reason about refused deliveries (LOG_REFUSALS_PER_MINUTE). Default 10. */
+  refusalLinesPerMinute?: number;
 }
 
 /** HTTP status for each error code a delivery can be refused with. */
@@ -34,6 +40,7 @@ const DELIVERY_STATUS: Partial<Record<string, number>> = {
   CONN_ERR_WEBHOOK_MALFORMED: 400,
   CONN_ERR_WEBHOOK_MEDIA_TYPE: 415,
   CONN_ERR_WEBHOOK_TOO_LARGE: 413,
+  CONN_ERR_WEBHOOK_BUSY: 503,
 };
 
 /** Fastify's own refusals, in our words. */
@@ -48,6 +55,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { log, queue, lifecycle } = options;
   const now = options.now ?? (() => new Date());
   const httpLog = log.child({ component: 'http' });
+  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...options.limits };
+  // Lines any client can cause are sampled, so that a flood cannot rotate the log's history away.
+  const sampled = new SampledLog(httpLog, { perWindow: options.refusalLinesPerMinute, onSuppressed: (reason) => lifecycle.emit('log:suppressed', { reason }) });
   const app = Fastify({
     loggerInstance: httpLog,
     // Per-request lines would dominate the log at webhook rates; deliveries log their own outcome.
@@ -57,6 +67,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     childLoggerFactory: (logger) => logger,
     bodyLimit: options.maxBodyBytes,
     return503OnClosing: true,
+    ...serverOptions(limits),
   }) as unknown as FastifyInstance;
   const sourceNames = new Set<string>(options.sources.map((s) => s.name));
 
@@ -65,10 +76,22 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     const source = /^\/webhooks\/([^/?]+)/.exec(request.url)?.[1];
     if (source !== undefined && sourceNames.has(source)) {
       lifecycle.emit('delivery:rejected', { source: source as SourceName, status, code });
-      request.log.warn({ reqId: request.id, source, status, code }, `delivery refused: ${message}`);
+      sampled.write('warn', `${source}:${code}`, { reqId: request.id, source, status, code }, `delivery refused: ${message}`);
     }
     return sendError(reply, status, code, message);
   };
+
+  app.addHook('onClose', async () => sampled.close());
+  installHttpLimits(app, limits, options.maxBodyBytes, {
+    onRefused: (reason, client) => {
+      lifecycle.emit('http:refused', { reason });
+      sampled.write('warn', `http:${reason}`, { reason, client }, reason === 'timeout' ? 'request not received in time; connection closed' : 'too many connections; connection refused');
+    },
+    refuseBody: (request, reply, message) => {
+      void reply.header('connection', 'close').header('retry-after', '1');
+      return refuse(request, reply, 503, 'CONN_ERR_WEBHOOK_BUSY', message);
+    },
+  }, (url) => /^\/webhooks\/[^/?]+/.test(url));
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const known = FASTIFY_ERRORS[error.code];
@@ -122,7 +145,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         const level = parsed.events.length === 0 ? 'info' : 'debug';
         if (httpLog.isLevelEnabled(level)) {
           const facts = { reqId: request.id, source: source.name, eventType: parsed.eventType, events: parsed.events.length, eventIds: parsed.events.map((e) => e.id) };
-          request.log[level](facts, parsed.note ?? (level === 'info' ? 'delivery accepted without events' : 'delivery accepted'));
+          // Without a webhook secret anyone can cause the info line: sampled like a refusal.
+          if (level === 'info') sampled.write('info', `${source.name}:no-events`, facts, parsed.note ?? 'delivery accepted without events');
+          else request.log.debug(facts, 'delivery accepted');
         }
         return reply.code(200).send({ ok: true, events: parsed.events.length, ...(parsed.note === undefined ? {} : { note: parsed.note }) });
       });
