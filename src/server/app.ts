@@ -2,8 +2,9 @@
  * The HTTP app: webhook endpoints, health and metrics. Built by a function and tested with `inject()`; only the
  * entry point listens.
  *
- * A delivery's path: size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
- * durable enqueue -> 200. Nothing is enqueued for any 4xx; a failed enqueue answers 503 so the vendor
+ * A delivery's path: room for its body (503 unread; src/server/limits.ts, with the timeouts and
+ * connection caps) -> size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
+ * durable enqueue -> 200. Log lines any client can cause are sampled (src/server/sampled-log.ts). Nothing is enqueued for any 4xx; a failed enqueue answers 503 so the vendor
  * delivers again. A delivery that parses to no events (a validation ping, an event we do not store) is
  * acknowledged with 200 and a note, so that vendors do not disable the hook.
  */
