@@ -44,6 +44,14 @@ export const ConfigSchema = z.object({
   WEBHOOK_MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(5 * 1024 * 1024),
   DELIVERY_REPLAY_WINDOW_HOURS: int(0, 24 * 30).default(24),
   DELIVERY_REPLAY_MAX_ENTRIES: int(1000, 10_000_000).default(500_000),
+  WEBHOOK_BODIES_IN_FLIGHT_BYTES: int(1024, 4 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+  WEBHOOK_CLIENT_BODIES_IN_FLIGHT_BYTES: int(1024, 4 * 1024 * 1024 * 1024).default(16 * 1024 * 1024),
+  HTTP_HEADERS_TIMEOUT_MS: int(100, 60_000).default(5_000),
+  HTTP_REQUEST_TIMEOUT_MS: int(100, 300_000).default(10_000),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: int(100, 300_000).default(5_000),
+  HTTP_MAX_CONNECTIONS: int(1, 1_000_000).optional(),
+  HTTP_MAX_CONNECTIONS_PER_CLIENT: int(0, 1_000_000).default(64),
+  LOG_REFUSALS_PER_MINUTE: int(0, 1_000_000).default(10),
 
   BACKFILL_OVERLAP_SECONDS: int(0, 7 * 24 * 3600).default(120),
   BACKFILL_INITIAL_HOURS: int(0, 24 * 365 * 20).default(24),
@@ -133,6 +141,9 @@ function assertCombinations(raw: RawConfig): void {
     need('AIRTABLE_BASE_ID', 'DB_BACKEND=airtable');
   }
   if (raw.QUEUE_BACKEND === 'redis') need('REDIS_URL', 'QUEUE_BACKEND=redis');
+  if (raw.HTTP_HEADERS_TIMEOUT_MS > raw.HTTP_REQUEST_TIMEOUT_MS) {
+    throw new ConnectorError('CONN_ERR_CONFIG_INVALID', `Invalid setting HTTP_HEADERS_TIMEOUT_MS: must be at most HTTP_REQUEST_TIMEOUT_MS (${raw.HTTP_REQUEST_TIMEOUT_MS})`, { details: { variable: 'HTTP_HEADERS_TIMEOUT_MS' } });
+  }
 }
 
 /**

@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   CONN_ERR_WEBHOOK_MALFORMED: { retryable: false, summary: 'A delivery body could not be parsed (400).' },
   CONN_ERR_WEBHOOK_MEDIA_TYPE: { retryable: false, summary: 'A delivery had a content type we do not accept (415).' },
   CONN_ERR_WEBHOOK_TOO_LARGE: { retryable: false, summary: 'A delivery body was over the size limit (413).' },
+  CONN_ERR_WEBHOOK_BUSY: { retryable: true, summary: 'Too many delivery bodies were being received at once (503).' },
   CONN_ERR_HTTP_NETWORK: { retryable: true, summary: 'A vendor API could not be reached (connection refused, reset, DNS).' },
   CONN_ERR_HTTP_TIMEOUT: { retryable: true, summary: 'A vendor API did not answer in time.' },
   CONN_ERR_HTTP_RATE_LIMITED: { retryable: true, summary: 'A vendor API answered 429; retried after its Retry-After.' },

@@ -9,6 +9,10 @@ import type { SourceName } from './model.ts';
 export interface LifecycleEvents {
   'delivery:accepted': { source: SourceName; events: number; eventType?: string };
   'delivery:rejected': { source: SourceName; status: number; code: string };
+  /** The server turned a client away on its own (src/server/limits.ts): a timeout, too many connections. */
+  'http:refused': { reason: 'timeout' | 'connections' };
+  /** A line that clients can cause was left out of the log (src/server/sampled-log.ts). */
+  'log:suppressed': { reason: string };
   'queue:appended': { count: number };
   'event:succeeded': { source: SourceName; eventId: string; attempt: number; records: number; durationMs: number };
   'db:written': { backend: string; events: number; written: number; stale: number };

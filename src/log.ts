@@ -7,9 +7,10 @@
  * secret value is scrubbed from the finished line, wherever it appears (a URL, an error message, a
  * stack). Email bodies are logged at debug level at most.
  */
-import { mkdirSync, renameSync, existsSync, statSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger, type DestinationStream, type StreamEntry, type Level } from 'pino';
+import { Writable } from 'node:stream';
 import pretty from 'pino-pretty';
 import type { Config } from './config.ts';
 import { SECRET_SETTINGS } from './config.ts';
@@ -56,7 +57,7 @@ export function createLogger(options: LoggerOptions): Logger {
     streams.push({ level, stream: new RotatingFile(path.join(options.logDir, 'app.log'), options.maxFileBytes ?? 20 * 1024 * 1024, options.maxFiles ?? 5) });
   }
   if (options.console !== false) {
-    streams.push({ level, stream: pretty({ destination: 2, colorize: process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true }) });
+    streams.push({ level, stream: guarded(pretty({ destination: stderrLines(), colorize: process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true })) });
   }
   if (options.destination !== undefined) streams.push({ level, stream: options.destination });
   const scrub = makeScrubber(options.secrets ?? []);
@@ -107,37 +108,150 @@ export function makeScrubber(secrets: readonly string[]): (line: string) => stri
 }
 
 /**
- * A size-rotated file destination. Writes are synchronous: a line is on its way to disk before the
- * logging call returns, so the last lines before a crash are not lost in a buffer.
+ * A size-rotated file destination. Writes are synchronous (fs.writeSync on a descriptor of its own): a
+ * line is on its way to disk before the logging call returns, so the last lines before a crash are not
+ * lost in a buffer.
+ *
+ * A log write never fails the caller: when the file cannot be written (the disk is full, the
+ * directory is gone), the line is dropped and counted, nothing is kept in memory, and the file is tried
+ * again (reopened) at most once every `retryMs`. The first line that can be written again is preceded
+ * by one saying how many were lost and why (`lost`, `reason`). A line cut short by a failed write is
+ * ended before the next one, so every later line still reads as JSON.
+ *
+ * States: writing (fd open, lost = 0) -> failing (lost > 0, fd maybe closed; writes only counted until
+ * retryAt) -> writing, once a reopen and a write succeed.
  */
 class RotatingFile implements DestinationStream {
-  private stream: ReturnType<typeof pino.destination>;
-  private size: number;
+  private fd: number | null = null;
+  private size = 0;
+  /** Lines dropped since writing last failed; why (an errno code). */
+  private lost = 0;
+  private lostReason = '';
+  private retryAt = 0;
+  /** The last write stopped in the middle of a line. */
+  private torn = false;
 
   constructor(
     private readonly file: string,
     private readonly maxBytes: number,
     private readonly maxFiles: number,
+    private readonly retryMs = 1_000,
   ) {
-    mkdirSync(path.dirname(file), { recursive: true });
-    this.size = existsSync(file) ? statSync(file).size : 0;
-    this.stream = pino.destination({ dest: file, sync: true, mkdir: true });
+    try {
+      this.open();
+    } catch (err) {
+      this.fail(err);
+    }
   }
 
   write(line: string): void {
-    if (this.size > 0 && this.size + Buffer.byteLength(line) > this.maxBytes) this.rotate();
-    this.stream.write(line);
-    this.size += Buffer.byteLength(line);
+    if (this.lost > 0 && Date.now() < this.retryAt) {
+      this.lost++;
+      return;
+    }
+    try {
+      if (this.lost > 0 || this.fd === null) this.open();
+      if (this.lost > 0) {
+        const note = { level: 'warn', time: new Date().toISOString(), component: 'log', lost: this.lost, reason: this.lostReason, msg: `${this.lost} log lines were lost: ${this.file} could not be written (${this.lostReason})` };
+        this.append(`${JSON.stringify(note)}\n`);
+        this.lost = 0;
+      }
+      if (this.size > 0 && this.size + Buffer.byteLength(line) > this.maxBytes) this.rotate();
+      this.append(line);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private append(text: string): void {
+    const bytes = Buffer.from(this.torn ? `\n${text}` : text);
+    let done = 0;
+    while (done < bytes.length) {
+      try {
+        done += writeSync(this.fd as number, bytes, done);
+      } catch (err) {
+        if (done > 0) this.torn = true;
+        throw err;
+      }
+    }
+    this.torn = false;
+    this.size += bytes.length;
+  }
+
+  private open(): void {
+    this.close();
+    mkdirSync(path.dirname(this.file), { recursive: true });
+    this.fd = openSync(this.file, 'a');
+    this.size = fstatSync(this.fd).size;
+  }
+
+  private close(): void {
+    if (this.fd === null) return;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // already unusable
+    }
+    this.fd = null;
+  }
+
+  private fail(err: unknown): void {
+    this.lost++;
+    this.lostReason = (err as NodeJS.ErrnoException | undefined)?.code ?? (err instanceof Error ? err.message : String(err));
+    this.retryAt = Date.now() + this.retryMs;
   }
 
   private rotate(): void {
-    this.stream.flushSync();
+    this.close();
     rmSync(`${this.file}.${this.maxFiles}`, { force: true });
     for (let i = this.maxFiles - 1; i >= 1; i--) {
       if (existsSync(`${this.file}.${i}`)) renameSync(`${this.file}.${i}`, `${this.file}.${i + 1}`);
     }
     renameSync(this.file, `${this.file}.1`);
-    this.stream.reopen();
-    this.size = 0;
+    this.open();
   }
 }
+
+/**
+ * Another destination (the console), made safe: a write that throws, or an error it emits later (a
+ * closed pipe, a full disk behind a redirect), drops the line instead of failing the caller or the
+ * process.
+ */
+function guarded(stream: DestinationStream): DestinationStream {
+  (stream as Partial<NodeJS.EventEmitter>).on?.('error', () => {});
+  return {
+    write(line: string) {
+      try {
+        stream.write(line);
+      } catch {
+        // dropped: a log line never fails what is being logged
+      }
+    },
+  };
+}
+
+/**
+ * Standard error as a stream for the console form: each chunk written synchronously (as a sync
+ * SonicBoom would, so the last lines before a crash are out), and dropped, never buffered, when it
+ * cannot be (a closed pipe, a redirect to a full disk).
+ */
+function stderrLines(): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      let offset = 0;
+      let waits = 0;
+      while (offset < chunk.length) {
+        try {
+          offset += writeSync(2, chunk, offset);
+        } catch (err) {
+          // A non-blocking pipe that is full: wait a moment, a few times, then give up on the line.
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || ++waits > 100) break;
+          Atomics.wait(PAUSE, 0, 0, 1);
+        }
+      }
+      done();
+    },
+  });
+}
+
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));

@@ -132,6 +132,16 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         lifecycle,
         replayWindow,
         maxBodyBytes: config.WEBHOOK_MAX_BODY_BYTES,
+        limits: {
+          headersTimeoutMs: config.HTTP_HEADERS_TIMEOUT_MS,
+          requestTimeoutMs: config.HTTP_REQUEST_TIMEOUT_MS,
+          keepAliveTimeoutMs: config.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+          ...(config.HTTP_MAX_CONNECTIONS === undefined ? {} : { maxConnections: config.HTTP_MAX_CONNECTIONS }),
+          maxConnectionsPerClient: config.HTTP_MAX_CONNECTIONS_PER_CLIENT,
+          bodyBytesInFlight: config.WEBHOOK_BODIES_IN_FLIGHT_BYTES,
+          clientBodyBytesInFlight: config.WEBHOOK_CLIENT_BODIES_IN_FLIGHT_BYTES,
+        },
+        refusalLinesPerMinute: config.LOG_REFUSALS_PER_MINUTE,
         healthDetails: database === null ? undefined : async () => ({ database: await database.health() }),
       });
       await app.listen({ host: config.HOST, port: config.PORT });

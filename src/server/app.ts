@@ -2,8 +2,9 @@
  * The HTTP app: webhook endpoints, health and metrics. Built by a function and tested with `inject()`; only the
  * entry point listens.
  *
- * A delivery's path: size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
- * durable enqueue -> 200. Nothing is enqueued for any 4xx; a failed enqueue answers 503 so the vendor
+ * A delivery's path: room for its body (503 unread; src/server/limits.ts, with the timeouts and
+ * connection caps) -> size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
+ * durable enqueue -> 200. Log lines any client can cause are sampled (src/server/sampled-log.ts). Nothing is enqueued for any 4xx; a failed enqueue answers 503 so the vendor
  * delivers again. A delivery that parses to no events (a validation ping, an event we do not store) is
  * acknowledged with 200 and a note, so that vendors do not disable the hook. A delivery byte for byte
  * one accepted within the replay window is answered 200 with a note and not enqueued again
@@ -16,8 +17,10 @@ import type { Logger } from '../log.ts';
 import type { SourceName } from '../model.ts';
 import type { Queue } from '../queue/queue.ts';
 import type { Delivery, Source } from '../sources/source.ts';
+import { DEFAULT_HTTP_LIMITS, installHttpLimits, serverOptions, type HttpLimits } from './limits.ts';
 import { createMetrics } from './metrics.ts';
 import type { ReplayWindow } from './replay-window.ts';
+import { SampledLog } from './sampled-log.ts';
 
 export interface AppOptions {
   log: Logger;
@@ -31,6 +34,10 @@ export interface AppOptions {
   /** Extra health facts (database, backfill), added to GET /health. */
   healthDetails?: () => Promise<Record<string, unknown>>;
   now?: () => Date;
+  /** Timeouts and what one client may hold (src/server/limits.ts); defaults for what is not given. */
+  limits?: Partial<HttpLimits>;
+  /** Lines per minute and reason about refused deliveries (LOG_REFUSALS_PER_MINUTE). Default 10. */
+  refusalLinesPerMinute?: number;
 }
 
 /** HTTP status for each error code a delivery can be refused with. */
@@ -39,6 +46,7 @@ const DELIVERY_STATUS: Partial<Record<string, number>> = {
   CONN_ERR_WEBHOOK_MALFORMED: 400,
   CONN_ERR_WEBHOOK_MEDIA_TYPE: 415,
   CONN_ERR_WEBHOOK_TOO_LARGE: 413,
+  CONN_ERR_WEBHOOK_BUSY: 503,
 };
 
 /** Fastify's own refusals, in our words. */
@@ -53,6 +61,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { log, queue, lifecycle } = options;
   const now = options.now ?? (() => new Date());
   const httpLog = log.child({ component: 'http' });
+  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...options.limits };
+  // Lines any client can cause are sampled, so that a flood cannot rotate the log's history away.
+  const sampled = new SampledLog(httpLog, { perWindow: options.refusalLinesPerMinute, onSuppressed: (reason) => lifecycle.emit('log:suppressed', { reason }) });
   const app = Fastify({
     loggerInstance: httpLog,
     // Per-request lines would dominate the log at webhook rates; deliveries log their own outcome.
@@ -62,6 +73,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     childLoggerFactory: (logger) => logger,
     bodyLimit: options.maxBodyBytes,
     return503OnClosing: true,
+    ...serverOptions(limits),
   }) as unknown as FastifyInstance;
   const sourceNames = new Set<string>(options.sources.map((s) => s.name));
 
@@ -70,10 +82,22 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     const source = /^\/webhooks\/([^/?]+)/.exec(request.url)?.[1];
     if (source !== undefined && sourceNames.has(source)) {
       lifecycle.emit('delivery:rejected', { source: source as SourceName, status, code });
-      request.log.warn({ reqId: request.id, source, status, code }, `delivery refused: ${message}`);
+      sampled.write('warn', `${source}:${code}`, { reqId: request.id, source, status, code }, `delivery refused: ${message}`);
     }
     return sendError(reply, status, code, message);
   };
+
+  app.addHook('onClose', async () => sampled.close());
+  installHttpLimits(app, limits, options.maxBodyBytes, {
+    onRefused: (reason, client) => {
+      lifecycle.emit('http:refused', { reason });
+      sampled.write('warn', `http:${reason}`, { reason, client }, reason === 'timeout' ? 'request not received in time; connection closed' : 'too many connections; connection refused');
+    },
+    refuseBody: (request, reply, message) => {
+      void reply.header('connection', 'close').header('retry-after', '1');
+      return refuse(request, reply, 503, 'CONN_ERR_WEBHOOK_BUSY', message);
+    },
+  }, (url) => /^\/webhooks\/[^/?]+/.test(url));
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const known = FASTIFY_ERRORS[error.code];
@@ -135,7 +159,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         const level = parsed.events.length === 0 ? 'info' : 'debug';
         if (httpLog.isLevelEnabled(level)) {
           const facts = { reqId: request.id, source: source.name, eventType: parsed.eventType, events: parsed.events.length, eventIds: parsed.events.map((e) => e.id) };
-          request.log[level](facts, parsed.note ?? (level === 'info' ? 'delivery accepted without events' : 'delivery accepted'));
+          // Without a webhook secret anyone can cause the info line: sampled like a refusal.
+          if (level === 'info') sampled.write('info', `${source.name}:no-events`, facts, parsed.note ?? 'delivery accepted without events');
+          else request.log.debug(facts, 'delivery accepted');
         }
         return reply.code(200).send({ ok: true, events: parsed.events.length, ...(parsed.note === undefined ? {} : { note: parsed.note }) });
       });

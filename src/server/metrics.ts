@@ -20,6 +20,8 @@ export function createMetrics(lifecycle: Lifecycle, queue: Queue): Metrics {
   const events = new Counter({ name: 'connector_events_total', help: 'Events handled, by source and outcome (succeeded, retrying, dead_lettered).', labelNames: ['source', 'outcome'], registers: [registry] });
   const duration = new Histogram({ name: 'connector_event_duration_seconds', help: 'Time from claim to acknowledgement of an event.', labelNames: ['source'], buckets: [0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] });
   const writes = new Counter({ name: 'connector_db_records_total', help: 'Records written to the database, and stale ones skipped.', labelNames: ['outcome'], registers: [registry] });
+  const refusals = new Counter({ name: 'connector_http_refusals_total', help: 'Connections the server turned away on its own, by reason (timeout, connections).', labelNames: ['reason'], registers: [registry] });
+  const suppressed = new Counter({ name: 'connector_log_lines_suppressed_total', help: 'Log lines left out by sampling (refused deliveries, timeouts), by reason.', labelNames: ['reason'], registers: [registry] });
   const backfill = new Counter({ name: 'connector_backfill_events_total', help: 'Events enqueued by backfills.', labelNames: ['source'], registers: [registry] });
 
   const queueGauge = new Gauge({
@@ -49,6 +51,8 @@ export function createMetrics(lifecycle: Lifecycle, queue: Queue): Metrics {
   const off = [
     lifecycle.on('delivery:accepted', (e) => deliveries.inc({ source: e.source, outcome: 'accepted' })),
     lifecycle.on('delivery:rejected', (e) => deliveries.inc({ source: e.source, outcome: String(e.status) })),
+    lifecycle.on('http:refused', (e) => refusals.inc({ reason: e.reason })),
+    lifecycle.on('log:suppressed', (e) => suppressed.inc({ reason: e.reason })),
     lifecycle.on('event:succeeded', (e) => {
       events.inc({ source: e.source, outcome: 'succeeded' });
       duration.observe({ source: e.source }, e.durationMs / 1000);

@@ -6,7 +6,8 @@
  * webhooks and stores what v2 bodies carry; fetching thin events and the backfill are off.
  *
  * Deliveries acknowledged without events (non-task events, TASK.REMINDER, bodies with neither event
- * name nor task) are logged and counted per event type: `ignoredDeliveries()`.
+ * name nor task) are logged and counted per event type: `ignoredDeliveries()` (the first 64 names one
+ * by one, the rest together as `(other)`: the name is the sender's choice, the table stays small).
  */
 import type { Config } from '../../config.ts';
 import type { Clock } from '../../http/index.ts';
@@ -32,9 +33,13 @@ export interface TeamworkSourceDeps {
 export interface TeamworkSource extends Source {
   /** The API client, or null when the API is not configured. */
   readonly client: TeamworkClient | null;
-  /** Deliveries acknowledged without events, per event type (`(none)` when unnamed). */
+  /** Deliveries acknowledged without events, per event type (`(none)` when unnamed, `(other)` past 64 names). */
   ignoredDeliveries(): Readonly<Record<string, number>>;
 }
+
+/** Distinct event names counted one by one in `ignoredDeliveries()`; the rest are counted as `(other)`. */
+export const MAX_IGNORED_KINDS = 64;
+const OTHER_KIND = '(other)';
 
 export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): TeamworkSource {
   const log = deps.log;
@@ -58,9 +63,12 @@ export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): 
     parseWebhook(delivery: Delivery): ParsedDelivery {
       const parsed = parseTeamworkDelivery(delivery);
       if (parsed.events.length === 0) {
-        const key = parsed.eventType ?? '(none)';
+        // The name is the sender's choice: past MAX_IGNORED_KINDS names, the rest are counted together.
+        const name = parsed.eventType ?? '(none)';
+        const key = ignored.has(name) || ignored.size < MAX_IGNORED_KINDS ? name : OTHER_KIND;
         ignored.set(key, (ignored.get(key) ?? 0) + 1);
-        log.info({ eventType: parsed.eventType, note: parsed.note }, 'Teamwork delivery acknowledged without events');
+        // Debug: the server logs (sampled) every delivery acknowledged without events, with its note.
+        log.debug({ eventType: parsed.eventType, note: parsed.note }, 'Teamwork delivery acknowledged without events');
       }
       return parsed;
     },
