@@ -391,7 +391,17 @@ export class FileQueue implements Queue {
         throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${id}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, { details: { eventId: id } });
       }
       const ev = parsed.data;
-      return { kind: 'event', draft: { id: ev.id, src: ev.source, k: ev.entityKey, r: ev.receivedAt.getTime(), a: 1, evJson: eventJson(ev) } };
+      let evJson: string;
+      try {
+        evJson = eventJson(ev);
+      } catch (err) {
+        // The event's content, not the storage: a cycle, a BigInt, nesting too deep for JSON.stringify.
+        throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${ev.id}: its payload cannot be written as JSON (${(err as Error).message})`, {
+          cause: err,
+          details: { eventId: ev.id },
+        });
+      }
+      return { kind: 'event', draft: { id: ev.id, src: ev.source, k: ev.entityKey, r: ev.receivedAt.getTime(), a: 1, evJson } };
     });
     await this.append(records, [], true);
     this.lifecycle?.emit('queue:appended', { count: events.length });
