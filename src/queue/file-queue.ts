@@ -105,6 +105,7 @@ import {
   parseLine,
   sealEvent,
   sealObject,
+  storedEventJson,
   type DoneRecord,
   type EventDraft,
   type EventHead,
@@ -195,6 +196,9 @@ interface Claim {
   firstAttemptAt: number;
   /** The event as stored (plain JSON), for the retry copy or the dead letter. */
   ev: Record<string, unknown>;
+  /** The copy's sealed line as read on claim, and its parsed `err`: the event's stored text (eventText). */
+  line: Buffer;
+  err: unknown;
 }
 
 type PendingRecord = { kind: 'event'; draft: EventDraft } | { kind: 'done'; t: 'ack' | 'dead'; seq: number; id: string };
@@ -473,6 +477,8 @@ export class FileQueue implements Queue {
             attempt: record.a,
             firstAttemptAt: record.fa ?? now,
             ev: record.ev,
+            line,
+            err: record.err,
           });
           claimed.push({ event: parsed.data, attempt: record.a, lastError: (record.err as ErrorRecord | undefined) ?? null });
         }
@@ -500,8 +506,8 @@ export class FileQueue implements Queue {
       nb: Date.now() + Math.max(0, options.delayMs),
       fa: claim.firstAttemptAt,
       sup: claim.seq,
-      evJson: JSON.stringify(claim.ev),
-      errJson: JSON.stringify(error),
+      evJson: this.eventText(claim),
+      errJson: errorText(error),
     };
     await this.append([{ kind: 'event', draft }], [], false);
   }
@@ -515,12 +521,32 @@ export class FileQueue implements Queue {
       id: claim.id,
       src: claim.src,
       attempts: claim.attempt,
-      error,
+      errorJson: errorText(error),
       firstAttemptAt: new Date(claim.firstAttemptAt).toISOString(),
       deadLetteredAt: new Date().toISOString(),
-      event: claim.ev,
+      eventJson: this.eventText(claim),
     });
     await this.append([{ kind: 'done', t: 'dead', seq: claim.seq, id: claim.id }], [line], false);
+  }
+
+  /**
+   * A claimed event as JSON for its next line (a retry copy, a dead letter), in a way no event's
+   * content can make fail: the text its line stored, byte for byte (no second serialisation, and
+   * JSON.stringify cannot write everything JSON.parse reads: a payload nested thousands of levels);
+   * else serialised again; else, if even that fails, the event's identity with its payload replaced by
+   * a note saying why — logged at error level, never silently.
+   */
+  private eventText(claim: Claim): string {
+    const stored = storedEventJson(claim.line, claim.err);
+    if (stored !== null) return stored;
+    try {
+      return JSON.stringify(claim.ev);
+    } catch (err) {
+      const reason = `the payload could not be written as JSON (${err instanceof Error ? err.message : String(err)}); it was in inbox.jsonl at seq ${claim.seq}`;
+      this.log.error({ eventId: claim.id, seq: claim.seq, err }, `event ${claim.id}: ${reason}; kept without its payload`);
+      const { id, source, type, entityKey, origin, receivedAt } = claim.ev;
+      return JSON.stringify({ id, source, type, entityKey, origin, receivedAt, payload: { payloadLost: reason } });
+    }
   }
 
   async stats(): Promise<QueueStats> {
@@ -1625,6 +1651,22 @@ export class FileQueue implements Queue {
       this.clearCheckpointTimer();
       throw err;
     }
+  }
+}
+
+/**
+ * An error record as JSON, in a way no record can make fail: `details` are whatever a thrower put
+ * there (a BigInt, a cycle); if they cannot be written, the record is kept without them.
+ */
+function errorText(error: ErrorRecord): string {
+  try {
+    return JSON.stringify(error);
+  } catch {
+    const safe: ErrorRecord = { code: String(error.code), message: String(error.message), retryable: error.retryable === true };
+    if (typeof error.retryAfterMs === 'number') safe.retryAfterMs = error.retryAfterMs;
+    if (typeof error.status === 'number') safe.status = error.status;
+    safe.details = { detailsDropped: 'the error details could not be written as JSON' };
+    return JSON.stringify(safe);
   }
 }
 
