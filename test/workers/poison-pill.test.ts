@@ -22,7 +22,7 @@ import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteDatabase } from '../../src/db/sqlite/sqlite-database.ts';
-import type { ErrorRecord } from '../../src/errors.ts';
+import { ConnectorError, type ErrorRecord } from '../../src/errors.ts';
 import { Lifecycle } from '../../src/lifecycle.ts';
 import { createLogger } from '../../src/log.ts';
 import { noChanges, withPayloadJson, type Changes, type QueueEvent } from '../../src/model.ts';
@@ -61,13 +61,10 @@ class PoisonSource implements Source {
       case 'type':
         throw new TypeError("Cannot read properties of undefined (reading 'id')");
       case 'string':
-        // eslint-disable-next-line @typescript-eslint/only-throw-error -- the point of the test
         throw 'a bare string';
       case 'undefined':
-        // eslint-disable-next-line @typescript-eslint/only-throw-error -- the point of the test
         throw undefined;
       case 'null-proto':
-        // eslint-disable-next-line @typescript-eslint/only-throw-error -- the point of the test
         throw Object.create(null) as object;
       case 'raw-bigint':
         return task({ n: 10n });
@@ -79,6 +76,10 @@ class PoisonSource implements Source {
         });
       case 'deep':
         return task(p);
+      case 'retry-throws':
+        throw new Error('a transient-looking failure, so that the dispatcher calls retry()');
+      case 'dead-letter-throws-once':
+        throw new ConnectorError('CONN_ERR_EVENT_INVALID', 'a permanent failure, so that the dispatcher calls deadLetter()');
       default:
         return task({ kind: p.kind });
     }
@@ -267,5 +268,56 @@ describe('transient queue failures still retry', () => {
     expect(letter?.attempts).toBe(3);
     expect(letter?.error.message).toMatch(/Maximum call stack/);
     expect(source.calls.get(flaky.id)).toBe(3);
+  }, 30_000);
+});
+
+describe('a dead letter that can never be written', () => {
+  it('leaves that event claimed and unacked (never acked, never spun on) while the others are processed; a restart hands it out again', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'conn-poison-dlq-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const inner = await FileQueue.open({ dir: path.join(dir, 'queue'), log });
+    const db = new SqliteDatabase({ file: path.join(dir, 'connector.db'), busyTimeoutMs: 20 });
+    await db.migrate();
+    const stuck = event('dead-letter-throws-once');
+    let deadLetterCalls = 0;
+    const queue = new (class extends FaultyQueue {
+      override async deadLetter(eventId: string, error: ErrorRecord) {
+        if (eventId === stuck.id) {
+          deadLetterCalls++;
+          throw new TypeError('injected: deadLetter() always fails for this event');
+        }
+        return super.deadLetter(eventId, error);
+      }
+    })(inner, new Set(), new Set());
+    const source = new PoisonSource();
+    const dispatcher = new Dispatcher({ queue, db, sources: [source], log, lifecycle: new Lifecycle(), maxAttempts: 3, retryDelay: () => 5, idleWaitMs: 50 });
+    let stopped = false;
+    cleanups.push(async () => {
+      if (!stopped) await dispatcher.stop();
+      await inner.close();
+      await db.close();
+    });
+    const others = [event('ok'), event('range'), event('ok')];
+    await queue.enqueue([stuck, ...others]);
+    dispatcher.start();
+    await until('the other events are done', async () => {
+      const s = await queue.stats();
+      return s.pending + s.delayed === 0 && s.inFlight === 1 && s.deadLettered === 1;
+    });
+    const ids = taskIds(dir);
+    for (const e of [others[0], others[2]]) expect(ids).toContain((e?.payload as Payload).recordId);
+    // Bounded: three tries of the dead letter, then left alone (no spinning).
+    await new Promise((r) => setTimeout(r, 200));
+    expect(deadLetterCalls).toBe(3);
+    expect(source.calls.get(stuck.id)).toBe(1);
+    expect(dlqIds(dir)).not.toContain(stuck.id);
+    await dispatcher.stop();
+    stopped = true;
+    await inner.close();
+    // Nothing was lost: after a restart the event is handed out again.
+    const reopened = await FileQueue.open({ dir: path.join(dir, 'queue'), log });
+    cleanups.push(() => reopened.close());
+    const [again] = await reopened.claim();
+    expect(again?.event.id).toBe(stuck.id);
   }, 30_000);
 });
