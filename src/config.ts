@@ -17,6 +17,20 @@ const int = (min: number, max: number) => z.coerce.number({ error: 'must be a nu
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' }).transform((v) => v === 'true' || v === '1' || v === 'yes');
 const url = z.url({ error: 'must be an http(s) URL' }).refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL').transform((v) => v.replace(/\/+$/, ''));
 const secret = z.string().min(1);
+/**
+ * A secret sent in an HTTP header (an API token, a bearer token): printable ASCII only. A control
+ * character (often pasted along with the token) or a character beyond ASCII cannot go in a header:
+ * every request would fail before leaving, and be retried as a network error forever. The message
+ * says where, never what.
+ */
+const headerToken = (base: z.ZodString) =>
+  base.superRefine((value, ctx) => {
+    const at = value.search(/[^\x20-\x7e]/);
+    if (at < 0) return;
+    const code = value.charCodeAt(at);
+    const kind = code < 0x20 || code === 0x7f ? 'a control character' : 'a non-ASCII character';
+    ctx.addIssue({ code: 'custom', message: `must hold only printable ASCII characters (it goes in an HTTP header); found ${kind} at position ${at + 1}` });
+  });
 
 /** The schema: environment variable name -> rule and default. */
 export const ConfigSchema = z.object({
@@ -33,7 +47,7 @@ export const ConfigSchema = z.object({
 
   DB_BACKEND: z.enum(['sqlite', 'postgres', 'airtable'], { error: 'must be sqlite, postgres or airtable' }).default('sqlite'),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
-  AIRTABLE_TOKEN: secret.optional(),
+  AIRTABLE_TOKEN: headerToken(secret).optional(),
   AIRTABLE_BASE_ID: z.string().regex(/^app[A-Za-z0-9]+$/, 'must be an Airtable base id (app...)').optional(),
   AIRTABLE_BASE_URL: url.default('https://api.airtable.com'),
 
@@ -62,11 +76,11 @@ export const ConfigSchema = z.object({
 
   TEAMWORK_SITE: z.string().regex(/^[a-z0-9-]+(\.eu)?$/i, 'must be your site name, as in https://<site>.teamwork.com (add .eu for EU sites)').optional(),
   TEAMWORK_BASE_URL: url.optional(),
-  TEAMWORK_API_KEY: secret.optional(),
+  TEAMWORK_API_KEY: headerToken(secret).optional(),
   TEAMWORK_WEBHOOK_TOKEN: secret.optional(),
   TEAMWORK_REQUESTS_PER_MINUTE: int(1, 10_000).default(120),
 
-  MISSIVE_API_TOKEN: secret.optional(),
+  MISSIVE_API_TOKEN: headerToken(secret).optional(),
   MISSIVE_BASE_URL: url.default('https://public.missiveapp.com/v1'),
   MISSIVE_WEBHOOK_SECRET: secret.optional(),
 
@@ -74,8 +88,8 @@ export const ConfigSchema = z.object({
   ATTACHMENTS_DIR: z.string().min(1).optional(),
   ATTACHMENTS_MAX_BYTES: int(0, 2 * 1024 * 1024 * 1024).default(25 * 1024 * 1024),
 
-  NGROK_AUTHTOKEN: secret.optional(),
-  ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  NGROK_AUTHTOKEN: headerToken(secret).optional(),
+  ADMIN_TOKEN: headerToken(z.string().min(16, 'must be at least 16 characters')).optional(),
 });
 
 type RawConfig = z.infer<typeof ConfigSchema>;

@@ -14,7 +14,7 @@ import type { ErrorRecord } from '../errors.ts';
 import { QueueEvent } from '../model.ts';
 import type { DeadLetter, DeadLetterFilter } from './queue.ts';
 import { readLines } from './line-reader.ts';
-import { checkLine, lineType, parseLine, sealObject, type LineFault } from './record.ts';
+import { checkLine, lineType, parseLine, sealLine, type LineFault } from './record.ts';
 
 export interface DeadLetterDraft {
   q: string;
@@ -29,6 +29,12 @@ export interface DeadLetterDraft {
   event: Record<string, unknown>;
 }
 
+/** What sealDeadLetter needs: the event and the error as JSON text already (see the file queue's deadLetter). */
+export interface DeadLetterSeal extends Omit<DeadLetterDraft, 'event' | 'error'> {
+  errorJson: string;
+  eventJson: string;
+}
+
 /** A dead letter as read back, with its exact line. */
 export interface StoredDeadLetter extends DeadLetterDraft {
   key: string;
@@ -39,8 +45,13 @@ export function deadLetterKey(q: string, seq: number): string {
   return `${q}:${seq}`;
 }
 
-export function sealDeadLetter(d: DeadLetterDraft): Buffer {
-  return sealObject({
+/**
+ * A dead letter's line. The error and the event come as JSON text, made by the caller in a way that
+ * cannot fail (the event as its inbox line stored it), so that no event's content can stop its own
+ * dead-lettering. The members keep their order: the event last.
+ */
+export function sealDeadLetter(d: DeadLetterSeal): Buffer {
+  const head = JSON.stringify({
     t: 'dead',
     q: d.q,
     seq: d.seq,
@@ -49,9 +60,8 @@ export function sealDeadLetter(d: DeadLetterDraft): Buffer {
     attempts: d.attempts,
     firstAttemptAt: d.firstAttemptAt,
     deadLetteredAt: d.deadLetteredAt,
-    error: d.error,
-    event: d.event,
   });
+  return sealLine(`${head.slice(1, -1)},"error":${d.errorJson},"event":${d.eventJson}}`);
 }
 
 export interface UnreadableLine {

@@ -108,6 +108,7 @@ import {
   parseLine,
   sealEvent,
   sealObject,
+  storedEventJson,
   type DoneRecord,
   type EventDraft,
   type EventHead,
@@ -198,6 +199,9 @@ interface Claim {
   firstAttemptAt: number;
   /** The event as stored (plain JSON), for the retry copy or the dead letter. */
   ev: Record<string, unknown>;
+  /** The copy's sealed line as read on claim, and its parsed `err`: the event's stored text (eventText). */
+  line: Buffer;
+  err: unknown;
 }
 
 type PendingRecord = { kind: 'event'; draft: EventDraft } | { kind: 'done'; t: 'ack' | 'dead'; seq: number; id: string };
@@ -394,7 +398,17 @@ export class FileQueue implements Queue {
         throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${id}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, { details: { eventId: id } });
       }
       const ev = parsed.data;
-      return { kind: 'event', draft: { id: ev.id, src: ev.source, k: ev.entityKey, r: ev.receivedAt.getTime(), a: 1, evJson: eventJson(ev) } };
+      let evJson: string;
+      try {
+        evJson = eventJson(ev);
+      } catch (err) {
+        // The event's content, not the storage: a cycle, a BigInt, nesting too deep for JSON.stringify.
+        throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${ev.id}: its payload cannot be written as JSON (${(err as Error).message})`, {
+          cause: err,
+          details: { eventId: ev.id },
+        });
+      }
+      return { kind: 'event', draft: { id: ev.id, src: ev.source, k: ev.entityKey, r: ev.receivedAt.getTime(), a: 1, evJson } };
     });
     await this.append(records, [], true);
     this.lifecycle?.emit('queue:appended', { count: events.length });
@@ -466,6 +480,8 @@ export class FileQueue implements Queue {
             attempt: record.a,
             firstAttemptAt: record.fa ?? now,
             ev: record.ev,
+            line,
+            err: record.err,
           });
           claimed.push({ event: parsed.data, attempt: record.a, lastError: (record.err as ErrorRecord | undefined) ?? null });
         }
@@ -493,8 +509,8 @@ export class FileQueue implements Queue {
       nb: Date.now() + Math.max(0, options.delayMs),
       fa: claim.firstAttemptAt,
       sup: claim.seq,
-      evJson: JSON.stringify(claim.ev),
-      errJson: JSON.stringify(error),
+      evJson: this.eventText(claim),
+      errJson: errorText(error),
     };
     await this.append([{ kind: 'event', draft }], [], false);
   }
@@ -508,12 +524,32 @@ export class FileQueue implements Queue {
       id: claim.id,
       src: claim.src,
       attempts: claim.attempt,
-      error,
+      errorJson: errorText(error),
       firstAttemptAt: new Date(claim.firstAttemptAt).toISOString(),
       deadLetteredAt: new Date().toISOString(),
-      event: claim.ev,
+      eventJson: this.eventText(claim),
     });
     await this.append([{ kind: 'done', t: 'dead', seq: claim.seq, id: claim.id }], [line], false);
+  }
+
+  /**
+   * A claimed event as JSON for its next line (a retry copy, a dead letter), in a way no event's
+   * content can make fail: the text its line stored, byte for byte (no second serialisation, and
+   * JSON.stringify cannot write everything JSON.parse reads: a payload nested thousands of levels);
+   * else serialised again; else, if even that fails, the event's identity with its payload replaced by
+   * a note saying why — logged at error level, never silently.
+   */
+  private eventText(claim: Claim): string {
+    const stored = storedEventJson(claim.line, claim.err);
+    if (stored !== null) return stored;
+    try {
+      return JSON.stringify(claim.ev);
+    } catch (err) {
+      const reason = `the payload could not be written as JSON (${err instanceof Error ? err.message : String(err)}); it was in inbox.jsonl at seq ${claim.seq}`;
+      this.log.error({ eventId: claim.id, seq: claim.seq, err }, `event ${claim.id}: ${reason}; kept without its payload`);
+      const { id, source, type, entityKey, origin, receivedAt } = claim.ev;
+      return JSON.stringify({ id, source, type, entityKey, origin, receivedAt, payload: { payloadLost: reason } });
+    }
   }
 
   async stats(): Promise<QueueStats> {
@@ -1634,6 +1670,22 @@ export class FileQueue implements Queue {
       this.clearCheckpointTimer();
       throw err;
     }
+  }
+}
+
+/**
+ * An error record as JSON, in a way no record can make fail: `details` are whatever a thrower put
+ * there (a BigInt, a cycle); if they cannot be written, the record is kept without them.
+ */
+function errorText(error: ErrorRecord): string {
+  try {
+    return JSON.stringify(error);
+  } catch {
+    const safe: ErrorRecord = { code: String(error.code), message: String(error.message), retryable: error.retryable === true };
+    if (typeof error.retryAfterMs === 'number') safe.retryAfterMs = error.retryAfterMs;
+    if (typeof error.status === 'number') safe.status = error.status;
+    safe.details = { detailsDropped: 'the error details could not be written as JSON' };
+    return JSON.stringify(safe);
   }
 }
 

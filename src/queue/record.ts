@@ -152,6 +152,36 @@ export function parseEventHead(buf: Buffer, start: number, end: number): EventHe
   return JSON.parse(`{${buf.toString('utf8', start + CHECKED_FROM, marker)}}`) as EventHead;
 }
 
+/**
+ * The event's JSON text exactly as a sound event line stores it (what follows `,"ev":`), given the
+ * line's parsed `err` (or undefined). Lets a retry or a dead letter carry the event on without
+ * serialising it again — which JSON.stringify cannot do for every event that JSON.parse could read (a
+ * payload nested thousands of levels deep). The end of `ev` is found from the end of the line: `err`
+ * is re-serialised and must match the line's tail byte for byte (JSON.stringify of what JSON.parse
+ * read from JSON.stringify's own output is the same text). Null when the line does not end as
+ * expected; the caller then falls back.
+ */
+export function storedEventJson(line: Buffer, err: unknown): string | null {
+  let end = line.length;
+  if (line[end - 1] === NEWLINE) end--;
+  if (line[end - 1] !== CLOSE_BRACE) return null;
+  end--;
+  if (err !== undefined) {
+    let errText: string;
+    try {
+      errText = JSON.stringify(err);
+    } catch {
+      return null;
+    }
+    const tail = Buffer.from(`,"err":${errText}`);
+    if (end - tail.length < CHECKED_FROM || line.compare(tail, 0, tail.length, end - tail.length, end) !== 0) return null;
+    end -= tail.length;
+  }
+  const marker = line.indexOf(EV_MARKER, CHECKED_FROM);
+  if (marker < 0 || marker + EV_MARKER.length >= end) return null;
+  return line.toString('utf8', marker + EV_MARKER.length, end);
+}
+
 /** A whole sound line as JSON (without its `crc` member's meaning). */
 export function parseLine<T>(buf: Buffer, start: number, end: number): T {
   return JSON.parse(buf.toString('utf8', start, end)) as T;

@@ -4,11 +4,13 @@
  *
  * A delivery's path: room for its body (503 unread; src/server/limits.ts, with the timeouts and
  * connection caps) -> size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
- * durable enqueue -> 200. Log lines any client can cause are sampled (src/server/sampled-log.ts). Nothing is enqueued for any 4xx; a failed enqueue answers 503 so the vendor
- * delivers again. A delivery that parses to no events (a validation ping, an event we do not store) is
- * acknowledged with 200 and a note, so that vendors do not disable the hook. A delivery byte for byte
- * one accepted within the replay window is answered 200 with a note and not enqueued again
- * (replay-window.ts); a delivery is remembered there only once its events are durable.
+ * durable enqueue -> 200. Log lines any client can cause are sampled (src/server/sampled-log.ts).
+ * Nothing is enqueued for any 4xx; a failed enqueue answers 503 so the vendor delivers again, and only
+ * then: a body we cannot accept is always a 4xx (see refusal). A delivery that parses to no events (a
+ * validation ping, an event we do not store) is acknowledged with 200 and a note, so that vendors do not
+ * disable the hook. A delivery byte for byte one accepted within the replay window is answered 200 with
+ * a note and not enqueued again (replay-window.ts); a delivery is remembered there only once its events
+ * are durable.
  */
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConnectorError, toErrorRecord } from '../errors.ts';
@@ -135,10 +137,15 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
             source.verify(delivery);
             return source.parseWebhook(delivery);
           } catch (err) {
-            return refusal(err);
+            const answer = refusal(err);
+            if (answer.unexpected) request.log.error({ reqId: request.id, source: source.name, err, status: answer.status }, 'a source threw unexpectedly on a delivery');
+            return answer;
           }
         })();
-        if (parsed instanceof Refusal) return refuse(request, reply, parsed.status, parsed.code, parsed.message);
+        if (parsed instanceof Refusal) {
+          if (parsed.status >= 500) return sendError(reply, parsed.status, parsed.code, parsed.message);
+          return refuse(request, reply, parsed.status, parsed.code, parsed.message);
+        }
         // The same bytes accepted within the replay window: 200, not enqueued again (replay-window.ts).
         const replay = parsed.events.length > 0 ? options.replayWindow?.check(source.name, delivery.rawBody) : undefined;
         if (replay?.duplicate === true) {
@@ -149,6 +156,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
           if (parsed.events.length > 0) await queue.enqueue(parsed.events);
         } catch (err) {
           const record = toErrorRecord(err);
+          if (record.code === 'CONN_ERR_EVENT_INVALID') {
+            // The queue refused the event for its content (it cannot be written as JSON), before any
+            // I/O: the same body would be refused again, so a 503 would only be retried forever.
+            request.log.error({ reqId: request.id, source: source.name, err }, 'a delivery made an event the queue cannot store; refused (a source bug)');
+            return refuse(request, reply, 400, record.code, record.message);
+          }
           request.log.error({ reqId: request.id, source: source.name, err }, 'could not store delivery; answering 503 so the vendor retries');
           return sendError(reply, 503, record.code, 'could not store the delivery; try again');
         }
@@ -176,16 +189,29 @@ class Refusal {
     readonly status: number,
     readonly code: string,
     readonly message: string,
+    /** Not one of our own refusals: a source threw something it should not have. */
+    readonly unexpected = false,
   ) {}
 }
 
+/**
+ * The answer to a delivery whose verify or parse threw. Our own refusals carry their status. Anything
+ * else is a source bug, and still the body's fault as far as the vendor is concerned: verify and parse
+ * are pure functions of the request (no I/O, no shared state), so the same delivery would throw the
+ * same way on every retry, and a 5xx would have the vendor retry it forever (issue 14: deep bodies got
+ * 503). It is answered 400 and logged at error level by the caller (`unexpected`), so that the bug is
+ * seen; the vendor's delivery log keeps the body for a replay once it is fixed. The one exception is an
+ * error that names a system call (errno): that is the machine, not the body, and gets 503.
+ */
 function refusal(err: unknown): Refusal {
   if (err instanceof ConnectorError) {
     const status = DELIVERY_STATUS[err.code];
     if (status !== undefined) return new Refusal(status, err.code, err.message);
   }
-  // A source that throws anything else on a delivery has a bug; the body is still bad input to us.
-  return new Refusal(400, 'CONN_ERR_WEBHOOK_MALFORMED', err instanceof Error ? err.message : 'unreadable delivery');
+  if (err instanceof Error && typeof (err as NodeJS.ErrnoException).syscall === 'string') {
+    return new Refusal(503, 'CONN_ERR_INTERNAL', 'could not read the delivery; try again', true);
+  }
+  return new Refusal(400, 'CONN_ERR_WEBHOOK_MALFORMED', err instanceof Error ? err.message : 'unreadable delivery', true);
 }
 
 function accepted(source: SourceName, events: number, eventType: string | undefined) {

@@ -32,9 +32,21 @@
  *   batch unacked (handed out again after the restart);
  * - any other failed write of several events (one record the database refuses): each event's
  *   changes are written alone, so that only the culprit is retried or dead-lettered;
- * - a queue operation that fails (ack, retry, dead letter: a full disk, a lock that cannot be had)
- *   is tried again with backoff while running; given up on stop, the event stays unacked and is
- *   handed out again after the restart. A lane never dies of an error.
+ * - a queue operation that fails for a transient reason (ack, retry, dead letter: a full disk or any
+ *   failed system call, a lock that cannot be had, a retryable queue error) is tried again with
+ *   backoff while running; given up on stop, the event stays unacked and is handed out again after
+ *   the restart;
+ * - a queue operation that fails for any other reason (a RangeError, a TypeError, a thrown non-Error:
+ *   a bug, or an event the operation cannot cope with) is given up on after NON_TRANSIENT_TRIES
+ *   tries, so that one event can never hold its lane (issue 14: a payload JSON.stringify could not
+ *   write made retry() and deadLetter() throw forever, and the worker processed nothing else). A retry
+ *   given up on becomes a dead letter whose error says why. A dead letter given up on is the one case
+ *   with no good answer: acking would lose the event, handing it out again would spin on it. The least
+ *   bad is to leave it claimed and unacked: this process does not hand it out again (its entity's
+ *   later events wait with it, nothing else does), the inbox keeps it whole, and after a restart it
+ *   gets its bounded attempts again. It is logged at error level each time. An ack given up on leaves
+ *   the event likewise (its changes are written; after a restart it is handled again, harmlessly).
+ * A lane never dies of an error, whatever a handler throws (even a value String() cannot print).
  */
 import { ConnectorError, toErrorRecord, type ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
@@ -97,6 +109,12 @@ interface Handled {
 
 /** Failures after which the backoff for a database outage (and for a failing queue) stops growing: 16-32 s. */
 const DB_OUTAGE_ATTEMPT_CAP = 6;
+
+/** Tries of a queue operation that fails for a reason not transient by nature before it is given up on. */
+const NON_TRANSIENT_TRIES = 3;
+
+/** How a queue operation that settles an event ended (see settle). */
+type Settled = { ok: true } | { ok: false; failure?: ErrorRecord };
 
 export class Dispatcher {
   private state: State = 'idle';
@@ -225,7 +243,7 @@ export class Dispatcher {
         const changes = await source.handle(claimed.event, { log: eventLog, now: this.now, signal: this.shutdown.signal });
         handled.push({ claimed, changes, startedAt });
       } catch (err) {
-        await this.settleFailure(claimed, toErrorRecord(err), eventLog);
+        await this.settleFailure(claimed, errorRecordOf(err), eventLog);
       }
     }
     if (started < batch.length) log.info({ left: batch.length - started }, 'stopping: events not started are handed out again after the restart');
@@ -240,7 +258,7 @@ export class Dispatcher {
       try {
         result = await this.options.db.apply(merge(handled.map((h) => h.changes)));
       } catch (err) {
-        const error = toErrorRecord(err);
+        const error = errorRecordOf(err);
         if (error.code === 'CONN_ERR_DB_UNAVAILABLE') {
           if (this.state !== 'running') {
             log.warn({ err, events: handled.length }, 'stopping while the database is unavailable; these events are handed out again after the restart');
@@ -276,7 +294,7 @@ export class Dispatcher {
     const acked = await Promise.all(
       handled.map(async (h) => {
         const { event, attempt } = h.claimed;
-        if (!(await this.settle(() => this.options.queue.ack(event.id), 'ack', log))) return false;
+        if (!(await this.settle(() => this.options.queue.ack(event.id), 'ack', log)).ok) return false;
         const durationMs = Date.now() - h.startedAt;
         this.options.lifecycle.emit('event:succeeded', { source: event.source, eventId: event.id, attempt, records: countRecords(h.changes), durationMs });
         if (handled.length > 1) log.debug({ source: event.source, eventId: event.id, attempt, type: event.type, durationMs }, 'event processed');
@@ -297,33 +315,68 @@ export class Dispatcher {
     const { event, attempt } = claimed;
     const dbOutage = error.code === 'CONN_ERR_DB_UNAVAILABLE';
     if (!error.retryable || (attempt >= this.maxAttempts && !dbOutage)) {
-      if (!(await this.settle(() => this.options.queue.deadLetter(event.id, error), 'dead-letter', log))) return;
-      this.options.lifecycle.emit('event:dead-lettered', { source: event.source, eventId: event.id, attempt, error });
-      log.error({ code: error.code, err: error.message, type: event.type }, error.retryable ? `event failed ${attempt} times; dead-lettered` : 'event failed permanently; dead-lettered');
+      await this.deadLetter(claimed, error, error.retryable ? `event failed ${attempt} times; dead-lettered` : 'event failed permanently; dead-lettered', log);
       return;
     }
     const delayMs = this.retryDelay(dbOutage ? Math.min(attempt, DB_OUTAGE_ATTEMPT_CAP) : attempt, error.retryAfterMs);
-    if (!(await this.settle(() => this.options.queue.retry(event.id, error, { delayMs }), 'retry', log))) return;
+    const retried = await this.settle(() => this.options.queue.retry(event.id, error, { delayMs }), 'retry', log);
+    if (!retried.ok) {
+      if (retried.failure === undefined) return;
+      // The retry itself keeps failing for a reason that is not transient: the event cannot go round
+      // again, so it goes to the dead letters, saying both what the attempt and the retry failed with.
+      const why: ErrorRecord = {
+        code: 'CONN_ERR_INTERNAL',
+        message: `could not retry the event (${retried.failure.message}), so it was dead-lettered; attempt ${attempt} had failed with ${error.code}: ${error.message}`,
+        retryable: false,
+        details: { operation: 'retry', retryError: retried.failure, attemptError: error },
+      };
+      await this.deadLetter(claimed, why, 'could not retry the event; dead-lettered instead', log);
+      return;
+    }
     this.options.lifecycle.emit('event:retrying', { source: event.source, eventId: event.id, attempt, delayMs, error });
     log.warn({ code: error.code, err: error.message, delayMs, type: event.type }, 'event failed; will retry');
   }
 
+  /** Moves the event to the dead letters; see "Failure policy" for a dead letter that cannot be written. */
+  private async deadLetter(claimed: ClaimedEvent, error: ErrorRecord, message: string, log: Logger): Promise<void> {
+    const { event, attempt } = claimed;
+    const moved = await this.settle(() => this.options.queue.deadLetter(event.id, error), 'dead-letter', log);
+    if (!moved.ok) {
+      if (moved.failure !== undefined) {
+        log.error(
+          { code: error.code, err: error.message, deadLetterError: moved.failure.message, type: event.type },
+          'could not dead-letter the event: it stays claimed and unacked (not handed out again by this process; its later events wait with it), and gets its attempts again after a restart',
+        );
+      }
+      return;
+    }
+    this.options.lifecycle.emit('event:dead-lettered', { source: event.source, eventId: event.id, attempt, error });
+    log.error({ code: error.code, err: error.message, type: event.type }, message);
+  }
+
   /**
-   * Runs a queue operation that settles an event, trying again with backoff while running. Resolves
-   * false when it gave up: on stop, when the queue is closed, or on the queue's own internal error
-   * (the event is not, or no longer, claimed here). The event then stays unacked in the queue.
+   * Runs a queue operation that settles an event. A transient failure (isTransientQueueFailure) is
+   * tried again with backoff while running; any other failure at most NON_TRANSIENT_TRIES times, then
+   * given up on with `failure` set (the caller decides what becomes of the event). Also gives up,
+   * without `failure`, on stop, when the queue is closed, or on the queue's own internal error (the
+   * event is not, or no longer, claimed here): the event then stays unacked in the queue.
    */
-  private async settle(op: () => Promise<void>, what: string, log: Logger): Promise<boolean> {
+  private async settle(op: () => Promise<void>, what: string, log: Logger): Promise<Settled> {
+    let nonTransient = 0;
     for (let failures = 1; ; failures++) {
       try {
         await op();
-        return true;
+        return { ok: true };
       } catch (err) {
         const code = err instanceof ConnectorError ? err.code : null;
         const final = this.state !== 'running' || code === 'CONN_ERR_QUEUE_CLOSED' || code === 'CONN_ERR_INTERNAL';
         if (final) {
           log.error({ err, what }, `could not ${what} the event; it stays in the queue and is handed out again after a restart`);
-          return false;
+          return { ok: false };
+        }
+        if (!isTransientQueueFailure(err) && ++nonTransient >= NON_TRANSIENT_TRIES) {
+          log.error({ err, what, tries: nonTransient }, `could not ${what} the event, for a reason that is not transient; giving up on it`);
+          return { ok: false, failure: errorRecordOf(err) };
         }
         const delayMs = this.retryDelay(Math.min(failures, DB_OUTAGE_ATTEMPT_CAP), undefined);
         log.error({ err, what, delayMs }, `could not ${what} the event; trying again`);
@@ -341,6 +394,39 @@ export class Dispatcher {
 
   private eventLog(log: Logger, claimed: ClaimedEvent): Logger {
     return log.child({ source: claimed.event.source, eventId: claimed.event.id, attempt: claimed.attempt });
+  }
+}
+
+/**
+ * Whether a failed queue operation may succeed if tried again for reasons outside the event: a failed
+ * system call (ENOSPC, EIO, EMFILE, EACCES: the disk or the machine, which dead-lettering could not
+ * get past either), a lock held by another process, a queue error marked retryable. Anything else —
+ * RangeError, TypeError, a thrown non-Error, a permanent queue error — says the operation cannot cope
+ * with this event (or has a bug), and trying forever would hold the lane.
+ */
+export function isTransientQueueFailure(err: unknown): boolean {
+  if (err instanceof ConnectorError) return err.retryable || err.code === 'CONN_ERR_QUEUE_LOCKED';
+  if (!(err instanceof Error)) return false;
+  const { code, syscall, errno } = err as NodeJS.ErrnoException;
+  return typeof code === 'string' && (typeof syscall === 'string' || typeof errno === 'number');
+}
+
+/**
+ * toErrorRecord for anything a handler, a database or a queue can throw, including values it cannot
+ * describe (String() of a null-prototype object throws): a lane must never fail to settle an event
+ * because of what was thrown.
+ */
+function errorRecordOf(err: unknown): ErrorRecord {
+  try {
+    return toErrorRecord(err);
+  } catch {
+    let what = 'a value';
+    try {
+      what = Object.prototype.toString.call(err);
+    } catch {
+      // keep "a value"
+    }
+    return { code: 'CONN_ERR_INTERNAL', message: `${what} was thrown, which cannot be printed`, retryable: true };
   }
 }
 

@@ -1,4 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ConfigSchema, parseConfig } from '../../src/config.ts';
 
@@ -21,6 +26,48 @@ describe('config', () => {
 
   it('never echoes a secret value in the message', () => {
     expect(() => parseConfig({ ADMIN_TOKEN: 'short-secret' })).toThrow(/^Invalid setting ADMIN_TOKEN: must be at least 16 characters$/);
+  });
+
+  it('refuses a control or non-ASCII character in a token sent in an HTTP header, naming the variable and never the value (issue 14)', () => {
+    const HEADER_TOKENS = ['TEAMWORK_API_KEY', 'MISSIVE_API_TOKEN', 'AIRTABLE_TOKEN', 'NGROK_AUTHTOKEN', 'ADMIN_TOKEN'];
+    const bad = ['abc\u0007def-0123456789abcdef', 'abc\ndef-0123456789abcdef', 'abc\u0000def-0123456789abcdef', 'abc\u007fdef-0123456789abcdef', '\u201cabcdef-0123456789abcdef\u201d', 'abc\tdef-0123456789abcdef'];
+    for (const name of HEADER_TOKENS) {
+      for (const value of bad) {
+        let message = '';
+        try {
+          parseConfig({ [name]: value });
+        } catch (err) {
+          message = (err as Error).message;
+          expect(err).toMatchObject({ code: 'CONN_ERR_CONFIG_INVALID', details: { variable: name } });
+        }
+        expect(message, `${name} = ${JSON.stringify(value)}`).toMatch(new RegExp(`^Invalid setting ${name}: must hold only printable ASCII characters`));
+        expect(message).not.toContain('def-0123');
+        expect(message).not.toMatch(/[\n\r]/);
+      }
+      // Real tokens pass (Airtable's have a dot, Teamwork's and Missive's are plain).
+      expect(() => parseConfig({ [name]: 'patAbC123.0123456789abcdef0123456789' })).not.toThrow();
+    }
+  });
+
+  it('exits 2 at start-up with one line naming the variable for a token with a control character', () => {
+    const cwd = mkdtempSync(path.join(tmpdir(), 'conn-config-'));
+    try {
+      const here = path.dirname(fileURLToPath(import.meta.url));
+      const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+      const run = spawnSync(process.execPath, ['--import', tsx, path.resolve(here, '../../src/cli.ts'), 'start'], {
+        cwd,
+        env: { PATH: process.env.PATH ?? '', MISSIVE_API_TOKEN: 'missive-\u0007-token-value', DATA_DIR: path.join(cwd, 'data'), LOG_DIR: path.join(cwd, 'logs'), PORT: '0' },
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      expect(run.status).toBe(2);
+      const lines = run.stderr.split('\n').filter((l) => l.trim() !== '');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toContain('MISSIVE_API_TOKEN');
+      expect(run.stderr + run.stdout).not.toContain('token-value');
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
   });
 
   it('requires what a chosen backend needs', () => {

@@ -726,3 +726,54 @@ describe('createQueue', () => {
     });
   });
 });
+
+describe('FileQueue: retry and deadLetter never fail because of the event (issue 14)', () => {
+  /** An event whose payload nests `levels` arrays: enqueued as its own JSON text, as a webhook source does. */
+  function deepEvent(id: string, levels = 5_000): QueueEvent {
+    const text = `{"kind":"deep","nest":${'['.repeat(levels)}${']'.repeat(levels)}}`;
+    return { ...event(0), id, entityKey: `task:${id}`, payload: withPayloadJson(JSON.parse(text) as object, text) };
+  }
+  const depthOf = (value: unknown): number => {
+    let depth = 0;
+    for (let v = value; Array.isArray(v); v = v[0]) depth++;
+    return depth;
+  };
+
+  it('retries an event nested too deep for JSON.stringify, keeping its payload as stored', async () => {
+    const q = await openQueue(tempDir());
+    await q.enqueue([deepEvent('deep-1')]);
+    const [first] = await q.claim();
+    expect(first?.event.id).toBe('deep-1');
+    await q.retry('deep-1', TRANSIENT, { delayMs: 0 });
+    const [again] = await q.claim();
+    expect(again).toMatchObject({ attempt: 2, lastError: TRANSIENT });
+    expect(depthOf((again?.event.payload as { nest: unknown }).nest)).toBe(5_000);
+  });
+
+  it('dead-letters it with the payload as stored, and the dead letter reads back', async () => {
+    const q = await openQueue(tempDir());
+    await q.enqueue([deepEvent('deep-2')]);
+    await q.claim();
+    await q.retry('deep-2', TRANSIENT, { delayMs: 0 });
+    await q.claim();
+    await q.deadLetter('deep-2', PERMANENT);
+    const [letter] = await q.listDeadLetters();
+    expect(letter).toMatchObject({ attempts: 2, error: PERMANENT });
+    expect(letter?.event.id).toBe('deep-2');
+    expect(depthOf((letter?.event.payload as { nest: unknown }).nest)).toBe(5_000);
+    expect((await q.stats()).pending + (await q.stats()).inFlight).toBe(0);
+  });
+
+  it('an error record that cannot be written as JSON is kept in a safe form (code, message, retryable)', async () => {
+    const q = await openQueue(tempDir());
+    await q.enqueue([event(1), event(2)]);
+    await q.claim({ limit: 2 });
+    const odd = { code: 'CONN_ERR_INTERNAL', message: 'odd details', retryable: true, details: { n: 10n } } as unknown as ErrorRecord;
+    await q.retry('e1', odd, { delayMs: 0 });
+    await q.deadLetter('e2', odd);
+    const [again] = await q.claim();
+    expect(again?.lastError).toMatchObject({ code: 'CONN_ERR_INTERNAL', message: 'odd details', retryable: true });
+    const [letter] = await q.listDeadLetters();
+    expect(letter?.error).toMatchObject({ code: 'CONN_ERR_INTERNAL', message: 'odd details', retryable: true });
+  });
+});

@@ -10,13 +10,15 @@
  * - an empty body, or a JSON object without `conversation`, is Missive's validation request (sent when
  *   a rule is saved; its shape is undocumented, U1) or a delivery we cannot use: no event, a note, and
  *   the server answers 200 so that Missive keeps the rule enabled;
- * - any other body must be JSON (415 otherwise) and an object whose `conversation` has an id (400);
+ * - any other body must be JSON (415 otherwise), nested at most MAX_JSON_DEPTH levels (json-depth.ts;
+ *   checked on the raw bytes before parsing), and an object whose `conversation` has an id (400);
  * - every rule type becomes one event keyed by its conversation, known or not: an unknown type (Missive
  *   renamed one before without notice) means "re-sync the conversation", and the note says so.
  */
 import { randomUUID } from 'node:crypto';
 import { ConnectorError } from '../../errors.ts';
 import type { QueueEvent } from '../../model.ts';
+import { jsonTooDeep, tooDeepMessage } from '../json-depth.ts';
 import { hmacSha256Matches } from '../signature.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
 import { Id, MissiveRule } from './payloads.ts';
@@ -145,6 +147,9 @@ function assertJsonContentType(value: string | undefined): void {
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 function parseJsonObject(raw: Buffer): Record<string, unknown> {
+  // Before JSON.parse: a body nested thousands of levels deep parses, then breaks everything that
+  // walks it (the queue's JSON.stringify, the handler's schemas).
+  if (jsonTooDeep(raw)) throw new ConnectorError('CONN_ERR_WEBHOOK_MALFORMED', `Missive delivery: ${tooDeepMessage()}`, { status: 400 });
   let value: unknown;
   try {
     value = JSON.parse(utf8.decode(raw));

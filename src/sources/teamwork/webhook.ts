@@ -21,12 +21,14 @@
  * - TASKLIST.DELETED and PROJECT.DELETED: acknowledged with no events. Teamwork may not send
  *   TASK.DELETED for the tasks inside (reference §1.2), and once the list is gone its tasks can no
  *   longer be listed by list; the backfill's `deletedAfter` pass is what marks them deleted.
- * A task event whose body has no usable task id is malformed (400).
+ * A task event whose body has no usable task id is malformed (400), and so is a JSON body nested more
+ * than MAX_JSON_DEPTH levels (json-depth.ts) or a form key nested more than MAX_FORM_DEPTH.
  */
 import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { ConnectorError } from '../../errors.ts';
 import { withPayloadJson, type QueueEvent } from '../../model.ts';
+import { jsonTooDeep, tooDeepMessage } from '../json-depth.ts';
 import { hmacSha256Matches } from '../signature.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
 import { Id, keyToken, type WebhookEventPayload, type WebhookFormat } from './payloads.ts';
@@ -101,6 +103,9 @@ export function decodeBody(delivery: Delivery): DecodedBody {
   if (!/\S/.test(text)) throw malformed('Empty body');
 
   if (isJson) {
+    // Before JSON.parse: a body nested thousands of levels deep parses, then breaks everything that
+    // walks it (json-depth.ts). Form bodies are bounded by MAX_FORM_DEPTH in unflattenForm.
+    if (jsonTooDeep(delivery.rawBody)) throw malformed(tooDeepMessage());
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);

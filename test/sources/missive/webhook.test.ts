@@ -4,8 +4,15 @@
  * The server maps the thrown codes to 401/415/400; nothing is enqueued when anything throws.
  */
 import { createHmac } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConnectorError, type ErrorCode } from '../../../src/errors.ts';
+import { Lifecycle } from '../../../src/lifecycle.ts';
+import { FileQueue } from '../../../src/queue/file-queue.ts';
+import { buildApp } from '../../../src/server/app.ts';
+import { MAX_JSON_DEPTH } from '../../../src/sources/json-depth.ts';
 import { createMissiveSource } from '../../../src/sources/missive/index.ts';
 import type { Delivery } from '../../../src/sources/source.ts';
 import { config, delivery, fixtureBytes, logSink } from './helpers.ts';
@@ -187,6 +194,63 @@ describe('Missive webhook parsing', () => {
       const result = receive(signed(fixtureBytes(name)));
       expect(result.parsed?.events.map((e) => e.type), name).toEqual([type]);
       expect(result.parsed?.note, name).toBeUndefined();
+    }
+  });
+});
+
+/** A label_change delivery whose conversation carries `levels` nested objects (the body is levels + 2 deep). */
+function nestedBody(levels: number, pretty = false): string {
+  const nl = pretty ? '\n' : '';
+  const deep = `${`{${nl} "a": `.repeat(levels - 1)}{}${`${nl}}`.repeat(levels - 1)}`;
+  return `{${nl}"rule": {"type": "label_change"},${nl}"conversation": {${nl}"id": "conv-deep",${nl}"extra": ${deep}}}`;
+}
+
+describe('Missive webhook: nesting deeper than MAX_JSON_DEPTH is refused before parsing (issue 14)', () => {
+  const signed = (b: string) => delivery(b, { ...json, 'x-hook-signature': `sha256=${sign(b)}` });
+
+  it('refuses 4,200 levels, compact or pretty-printed, with 400 naming the depth', () => {
+    for (const pretty of [false, true]) {
+      const source = signedSource();
+      const d = signed(nestedBody(4_200, pretty));
+      let thrown: unknown;
+      try {
+        source.parseWebhook(d);
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(ConnectorError);
+      expect(thrown).toMatchObject({ code: 'CONN_ERR_WEBHOOK_MALFORMED', status: 400 });
+      expect((thrown as Error).message).toContain(`more than ${MAX_JSON_DEPTH} levels`);
+    }
+  });
+
+  it('takes a body exactly MAX_JSON_DEPTH deep and refuses one level more', () => {
+    expect(receive(signed(nestedBody(MAX_JSON_DEPTH - 2))).parsed?.events).toHaveLength(1);
+    expect(receive(signed(nestedBody(MAX_JSON_DEPTH - 1))).code).toBe('CONN_ERR_WEBHOOK_MALFORMED');
+  });
+
+  it('counts no bracket inside a string (escaped quotes included)', () => {
+    const b = JSON.stringify({ rule: { type: 'new_comment' }, conversation: { id: 'conv-s', subject: `\\"${'{['.repeat(3_000)}` } });
+    expect(receive(signed(b)).parsed?.events[0]).toMatchObject({ entityKey: 'conversation:conv-s' });
+  });
+
+  it('the server answers 400, not 503, and queues nothing', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'conn-missive-door-'));
+    const { log } = logSink('silent');
+    const queue = await FileQueue.open({ dir, log });
+    const app = await buildApp({ log, queue, sources: [signedSource()], lifecycle: new Lifecycle(), maxBodyBytes: 5 * 1024 * 1024 });
+    try {
+      for (const pretty of [true, false]) {
+        const b = nestedBody(4_200, pretty);
+        const answer = await app.inject({ method: 'POST', url: '/webhooks/missive', payload: b, headers: { ...json, 'x-hook-signature': `sha256=${sign(b)}` } });
+        expect(answer.statusCode, pretty ? 'pretty-printed' : 'compact').toBe(400);
+        expect(answer.json()).toMatchObject({ error: 'CONN_ERR_WEBHOOK_MALFORMED', message: expect.stringContaining(`${MAX_JSON_DEPTH} levels`) });
+      }
+      expect((await queue.stats()).pending).toBe(0);
+    } finally {
+      await app.close();
+      await queue.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

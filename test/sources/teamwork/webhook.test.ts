@@ -2,11 +2,19 @@
  * Teamwork deliveries at the source level: `verify` and `parseWebhook` of the Source made by
  * createTeamworkSource, one test per failure mode, and every body format the reference documents.
  */
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config.ts';
+import { Lifecycle } from '../../../src/lifecycle.ts';
 import { createLogger } from '../../../src/log.ts';
+import { FileQueue } from '../../../src/queue/file-queue.ts';
+import { buildApp } from '../../../src/server/app.ts';
+import { MAX_JSON_DEPTH } from '../../../src/sources/json-depth.ts';
 import { QueueEvent, eventJson } from '../../../src/model.ts';
 import { hmacSha256Hex } from '../../../src/sources/signature.ts';
+import type { Source } from '../../../src/sources/source.ts';
 import { createTeamworkSource } from '../../../src/sources/teamwork/index.ts';
 import type { WebhookEventPayload } from '../../../src/sources/teamwork/payloads.ts';
 import { FORM_TYPE, JSON_TYPE, delivery, fixtureBytes } from './fixtures.ts';
@@ -340,5 +348,121 @@ describe('parseWebhook: only what routing needs is checked at the door', () => {
     const event = QueueEvent.parse(src.parseWebhook(delivery({ body, event: 'TASK.UPDATED' })).events[0]);
     expect(eventJson(event)).not.toMatch(/[\n\r]/);
     expect(JSON.parse(eventJson(event))).toEqual(JSON.parse(JSON.stringify(event)));
+  });
+});
+
+/** A task body whose `task.extra` nests `levels` more arrays (the whole body is levels + 2 deep). */
+function nestedTaskBody(levels: number, pretty = false): string {
+  if (!pretty) return `{"task":{"id":42,"name":"deep","extra":${'['.repeat(levels)}${']'.repeat(levels)}}}`;
+  // Pretty-printed by hand (JSON.stringify itself cannot write thousands of levels); the indentation
+  // stops growing at 8 levels so that the body stays small, as the attack's 12.6 KB did.
+  const indent = (n: number) => '  '.repeat(Math.min(n, 8));
+  const open = Array.from({ length: levels }, (_, i) => `[\n${indent(i + 3)}`).join('');
+  const close = Array.from({ length: levels }, (_, i) => `\n${indent(levels - i + 1)}]`).join('');
+  return `{\n  "task": {\n    "id": 42,\n    "name": "deep",\n    "extra": ${open}${close}\n  }\n}`;
+}
+
+describe('parseWebhook: nesting deeper than MAX_JSON_DEPTH is refused before parsing (issue 14)', () => {
+  const src = source();
+
+  it('refuses 4,200 levels compact and pretty-printed with 400, naming the depth', () => {
+    for (const pretty of [false, true]) {
+      expectCode(() => src.parseWebhook(delivery({ body: nestedTaskBody(4_200, pretty), event: 'TASK.UPDATED' })), 'CONN_ERR_WEBHOOK_MALFORMED', new RegExp(`more than ${MAX_JSON_DEPTH} levels`));
+    }
+  });
+
+  it('takes a body exactly MAX_JSON_DEPTH deep and refuses one level more', () => {
+    expect(src.parseWebhook(delivery({ body: nestedTaskBody(MAX_JSON_DEPTH - 2), event: 'TASK.UPDATED' })).events).toHaveLength(1);
+    expect(src.parseWebhook(delivery({ body: nestedTaskBody(MAX_JSON_DEPTH - 2, true), event: 'TASK.UPDATED' })).events).toHaveLength(1);
+    expectCode(() => src.parseWebhook(delivery({ body: nestedTaskBody(MAX_JSON_DEPTH - 1), event: 'TASK.UPDATED' })), 'CONN_ERR_WEBHOOK_MALFORMED', /levels/);
+  });
+
+  it('counts no bracket inside a string', () => {
+    const body = JSON.stringify({ task: { id: 43, name: `${'['.repeat(5_000)}"{{{\\` } });
+    expect(src.parseWebhook(delivery({ body, event: 'TASK.UPDATED' })).events[0]).toMatchObject({ entityKey: 'task:43' });
+  });
+
+  it('a deeply nested form key is refused too (400)', () => {
+    const key = `Task${'[a]'.repeat(4_200)}`;
+    expectCode(() => src.parseWebhook(delivery({ body: `Task.ID=5&${encodeURIComponent(key)}=1`, contentType: FORM_TYPE, event: 'TASK.UPDATED' })), 'CONN_ERR_WEBHOOK_MALFORMED', /nested more than/);
+  });
+});
+
+describe('the server: a body we cannot accept is a 4xx, never a 503 (issue 14)', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'conn-tw-door-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  async function server() {
+    const queue = await FileQueue.open({ dir: path.join(dir, `q-${Math.random().toString(36).slice(2)}`), log });
+    const app = await buildApp({ log, queue, sources: [source()], lifecycle: new Lifecycle(), maxBodyBytes: 5 * 1024 * 1024 });
+    return { app, queue, close: async () => (await app.close(), await queue.close()) };
+  }
+
+  const post = (app: Awaited<ReturnType<typeof server>>['app'], body: string, contentType = JSON_TYPE) =>
+    app.inject({ method: 'POST', url: '/webhooks/teamwork', payload: body, headers: { 'content-type': contentType, 'x-projects-event': 'TASK.UPDATED', 'x-projects-signature': hmacSha256Hex(TOKEN, body) } });
+
+  it('answers 400 to a signed body nested 4,200 levels, compact or pretty-printed, and queues nothing', async () => {
+    const { app, queue, close } = await server();
+    try {
+      for (const pretty of [true, false]) {
+        const answer = await post(app, nestedTaskBody(4_200, pretty));
+        expect(answer.statusCode, pretty ? 'pretty-printed' : 'compact').toBe(400);
+        expect(answer.json()).toMatchObject({ error: 'CONN_ERR_WEBHOOK_MALFORMED', message: expect.stringContaining(`${MAX_JSON_DEPTH} levels`) });
+      }
+      expect((await queue.stats()).pending).toBe(0);
+      expect((await post(app, nestedTaskBody(10, true))).statusCode).toBe(200);
+      expect((await queue.stats()).pending).toBe(1);
+    } finally {
+      await close();
+    }
+  });
+
+  it('answers 400, not 503, when a source makes an event the queue cannot serialise (the body is the cause, storage is fine)', async () => {
+    const queue = await FileQueue.open({ dir: path.join(dir, 'q-unserialisable'), log });
+    const real = source();
+    // A source bug stand-in: the event's payload is a cycle, which no JSON can hold.
+    const buggy: Source = {
+      ...real,
+      name: real.name,
+      verify: (d) => real.verify(d),
+      handle: (e, c) => real.handle(e, c),
+      parseWebhook: (d) => {
+        const parsed = real.parseWebhook(d);
+        const cycle: Record<string, unknown> = {};
+        cycle.self = cycle;
+        return { ...parsed, events: parsed.events.map((e) => ({ ...e, payload: cycle })) };
+      },
+    };
+    const app = await buildApp({ log, queue, sources: [buggy], lifecycle: new Lifecycle(), maxBodyBytes: 1024 * 1024 });
+    try {
+      const answer = await post(app, nestedTaskBody(3));
+      expect(answer.statusCode).toBe(400);
+      expect(answer.json()).toMatchObject({ error: 'CONN_ERR_EVENT_INVALID' });
+      expect((await queue.stats()).pending).toBe(0);
+    } finally {
+      await app.close();
+      await queue.close();
+    }
+  });
+
+  it('answers 400 when a source throws something unexpected on a body (parsing is pure: the same body would fail the same way)', async () => {
+    const queue = await FileQueue.open({ dir: path.join(dir, 'q-throwing'), log });
+    const real = source();
+    const buggy: Source = { ...real, name: real.name, verify: (d) => real.verify(d), handle: (e, c) => real.handle(e, c), parseWebhook: () => { throw new RangeError('Maximum call stack size exceeded'); } };
+    const app = await buildApp({ log, queue, sources: [buggy], lifecycle: new Lifecycle(), maxBodyBytes: 1024 * 1024 });
+    try {
+      const answer = await post(app, nestedTaskBody(3));
+      expect(answer.statusCode).toBe(400);
+      expect(answer.json()).toMatchObject({ error: 'CONN_ERR_WEBHOOK_MALFORMED' });
+      // ...but a failed system call is the machine, not the body: the vendor should try again.
+      const ioError = Object.assign(new Error('EMFILE: too many open files, open'), { code: 'EMFILE', syscall: 'open' });
+      const io: Source = { ...buggy, name: real.name, verify: (d) => real.verify(d), handle: (e, c) => real.handle(e, c), parseWebhook: () => { throw ioError; } };
+      const ioApp = await buildApp({ log, queue, sources: [io], lifecycle: new Lifecycle(), maxBodyBytes: 1024 * 1024 });
+      expect((await post(ioApp, nestedTaskBody(3))).statusCode).toBe(503);
+      await ioApp.close();
+    } finally {
+      await app.close();
+      await queue.close();
+    }
   });
 });
