@@ -10,6 +10,7 @@ import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { ConnectorError } from './errors.ts';
+import { parseAllowedHost } from './http/guarded-fetch.ts';
 
 const LOG_LEVELS = { trace: 'trace', debug: 'debug', info: 'info', warn: 'warn', warning: 'warn', error: 'error', fatal: 'fatal', silent: 'silent' } as const;
 
@@ -17,6 +18,18 @@ const int = (min: number, max: number) => z.coerce.number({ error: 'must be a nu
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' }).transform((v) => v === 'true' || v === '1' || v === 'yes');
 const url = z.url({ error: 'must be an http(s) URL' }).refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL').transform((v) => v.replace(/\/+$/, ''));
 const secret = z.string().min(1);
+/** Comma-separated `host` or `host:port` entries (IPv6 in brackets), as a list. */
+const hostList = z.string().transform((value, ctx) => {
+  const entries = value.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  for (const entry of entries) {
+    const problem = parseAllowedHost(entry);
+    if (typeof problem === 'string') {
+      ctx.addIssue({ code: 'custom', message: `must be comma-separated host or host:port entries (${problem})` });
+      return z.NEVER;
+    }
+  }
+  return entries;
+});
 
 /** The schema: environment variable name -> rule and default. */
 export const ConfigSchema = z.object({
@@ -63,6 +76,8 @@ export const ConfigSchema = z.object({
   ATTACHMENTS_STORE: bool.default(false),
   ATTACHMENTS_DIR: z.string().min(1).optional(),
   ATTACHMENTS_MAX_BYTES: int(0, 2 * 1024 * 1024 * 1024).default(25 * 1024 * 1024),
+  /** Hosts attachment downloads may reach although private or loopback, and over http (tests, the demo). */
+  ATTACHMENTS_ALLOWED_HOSTS: hostList.default([]),
 
   NGROK_AUTHTOKEN: secret.optional(),
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
