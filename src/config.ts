@@ -77,7 +77,7 @@ export const ConfigSchema = z.object({
   ATTACHMENTS_DIR: z.string().min(1).optional(),
   ATTACHMENTS_MAX_BYTES: int(0, 2 * 1024 * 1024 * 1024).default(25 * 1024 * 1024),
   /** Hosts attachment downloads may reach although private or loopback, and over http (tests, the demo). */
-  ATTACHMENTS_ALLOWED_HOSTS: hostList.default([]),
+  ATTACHMENTS_ALLOWED_HOSTS: hostList.optional(),
 
   NGROK_AUTHTOKEN: secret.optional(),
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),

@@ -15,6 +15,7 @@ import { attachmentPath, AttachmentStore, contentTypeAgrees, safeFileName } from
 import { createMissiveLimiter, MissiveClient } from '../../../src/sources/missive/client.ts';
 import { removeTempDirs, startSystem, tempDir, type System } from '../../system/harness.ts';
 import { logSink } from './helpers.ts';
+import { startHarness, type Harness } from './sim-harness.ts';
 import { startFakeServer, type FakeServer } from './fake-server.ts';
 
 const EMAIL = 'e7f8a9b0-2c3d-4e5f-9a0b-1c2d3e4f5a6b';
@@ -418,5 +419,41 @@ describe('attachment URLs: only from the API, never to a private, loopback or li
     const text = JSON.stringify(sys.lines.filter((l) => JSON.stringify(l).includes(attachmentId)));
     expect(text).not.toContain('c2VjcmV0LXNpZ25hdHVyZQ');
     expect(text).not.toContain('Expires=');
+  });
+});
+
+describe('ATTACHMENTS_ALLOWED_HOSTS with the Missive simulator (http on 127.0.0.1)', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.close();
+    h = undefined;
+  });
+
+  async function receiveAndProcess(env: Record<string, string>): Promise<{ stored: Attachment; downloads: string[] }> {
+    h = await startHarness({ env: { ATTACHMENTS_STORE: 'true', ...env } });
+    const { message } = await h.sim.receiveEmail({ attachments: [{ filename: 'scan.pdf', extension: 'pdf', mediaType: 'application', subType: 'pdf', size: 300 }] });
+    const [event] = await h.take();
+    const before = h.sim.requests.entries.length;
+    await h.process(event!);
+    const downloads = h.sim.requests.entries.slice(before).map((r) => r.path).filter((p) => p.startsWith('/attachments/'));
+    const email = await h.db.getEmail(message.id);
+    return { stored: email!.attachments[0]!, downloads };
+  }
+
+  it('allowed (as the test harness and the demo set it): the simulator\'s attachment is stored', async () => {
+    const { stored, downloads } = await receiveAndProcess({});
+    expect(downloads).toHaveLength(1);
+    expect(stored.storedPath).not.toBeNull();
+    expect(stored.sha256).toBe(sha(readFileSync(stored.storedPath!)));
+  });
+
+  it('not allowed: metadata only, the simulator never asked for the file, the refusal logged once', async () => {
+    const { stored, downloads } = await receiveAndProcess({ ATTACHMENTS_ALLOWED_HOSTS: '' });
+    expect(downloads).toEqual([]);
+    expect(stored).toMatchObject({ filename: 'scan.pdf', size: 300, storedPath: null, sha256: null });
+    const refusals = h!.lines().filter((l) => l.attachmentId === stored.id && l.level === 'warn');
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]).toMatchObject({ code: 'CONN_ERR_ATTACHMENT_URL_REFUSED' });
+    expect(refusals[0]!.msg).toMatch(/only https is fetched from hosts not in the allow-list/);
   });
 });
