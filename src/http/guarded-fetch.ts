@@ -264,7 +264,7 @@ export function createGuardedFetch(options: GuardedFetchOptions = {}): typeof fe
   const resolve = options.resolve ?? defaultResolve;
 
   /** Checks one hop; returns the addresses to connect to (null: ordinary DNS, for allowed hosts). */
-  const check = async (url: URL, hop: number): Promise<ResolvedAddress[] | null> => {
+  const check = async (url: URL, hop: number, signal: AbortSignal | undefined): Promise<ResolvedAddress[] | null> => {
     const allowed = isAllowed(allowList, url);
     if (url.protocol !== 'https:' && !(allowed && url.protocol === 'http:')) {
       throw refused(url, url.protocol === 'http:' ? 'only https is fetched from hosts not in the allow-list' : `the ${url.protocol} scheme is never fetched`, hop);
@@ -276,7 +276,7 @@ export function createGuardedFetch(options: GuardedFetchOptions = {}): typeof fe
       if (kind !== 'public') throw refused(url, `${host} is a ${kind} address`, hop);
       return [{ address: host, family: isIP(host) === 6 ? 6 : 4 }];
     }
-    const addresses = await resolve(host);
+    const addresses = await abortable(resolve(host), signal);
     if (addresses.length === 0) throw Object.assign(new Error(`${host} has no address`), { code: 'ENOTFOUND' });
     for (const { address } of addresses) {
       const kind = classifyAddress(address);
@@ -296,8 +296,8 @@ export function createGuardedFetch(options: GuardedFetchOptions = {}): typeof fe
     const signal = init.signal ?? undefined;
     for (let hop = 0; ; hop++) {
       signal?.throwIfAborted();
-      const addresses = await check(url, hop);
-      const response = await send(url, method, headers, body, addresses, signal);
+      const addresses = await check(url, hop, signal);
+      const response = await sendOnce(url, method, headers, body, addresses, signal);
       const location = response.headers.get('location');
       if (!REDIRECT_STATUSES.has(response.status) || location === null) return response;
       await response.body?.cancel();
@@ -315,8 +315,32 @@ export function createGuardedFetch(options: GuardedFetchOptions = {}): typeof fe
   return guarded as typeof fetch;
 }
 
-/** One HTTP exchange over node:http(s), connecting only to `addresses` when given. */
-function send(url: URL, method: string, headers: Headers, body: string | undefined, addresses: ResolvedAddress[] | null, signal: AbortSignal | undefined): Promise<Response> {
+/** `promise`, or the signal's reason as soon as it aborts (a slow DNS answer must not outlive a timeout). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}
+
+/**
+ * One HTTP exchange over node:http(s), no redirect followed. With `addresses`, the socket connects only
+ * to them (a pinned `lookup`: the name is never resolved again) while the name stays the Host header
+ * and the TLS server name; with null, ordinary DNS. Exported for tests; use `createGuardedFetch`.
+ */
+export function sendOnce(url: URL, method: string, headers: Headers, body: string | undefined, addresses: ResolvedAddress[] | null, signal: AbortSignal | undefined): Promise<Response> {
   return new Promise((resolvePromise, reject) => {
     const outgoing: Record<string, string> = {};
     headers.forEach((value, name) => (outgoing[name] = value));

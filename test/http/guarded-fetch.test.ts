@@ -7,7 +7,7 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config.ts';
 import { ConnectorError } from '../../src/errors.ts';
-import { classifyAddress, createGuardedFetch, parseAllowedHost, type AddressKind, type ResolvedAddress } from '../../src/http/guarded-fetch.ts';
+import { classifyAddress, createGuardedFetch, parseAllowedHost, sendOnce, type AddressKind, type ResolvedAddress } from '../../src/http/guarded-fetch.ts';
 import { startTestServer, type TestServer } from './test-server.ts';
 
 const servers: TestServer[] = [];
@@ -222,5 +222,28 @@ describe('createGuardedFetch', () => {
     const shown = JSON.stringify({ message: err.message, details: err.details });
     expect(shown).toContain('https://127.0.0.1/file.pdf');
     expect(shown).not.toMatch(/abc123def456|Expires|user|pw@/);
+  });
+});
+
+describe('sendOnce (the pinned connection)', () => {
+  it('connects to the checked address, never resolving the name again, with the name as Host', async () => {
+    const files = await server((app) => app.get('/f', async (req) => `host=${req.headers.host}`));
+    const port = new URL(files.url).port;
+    // files.example.invalid does not resolve: the request arrives only because the lookup is pinned.
+    const url = new URL(`http://files.example.invalid:${port}/f`);
+    const response = await sendOnce(url, 'GET', new Headers(), undefined, [{ address: '127.0.0.1', family: 4 }], undefined);
+    expect(response.status).toBe(200);
+    expect(await response.text()).toBe(`host=files.example.invalid:${port}`);
+    const unpinned = await sendOnce(url, 'GET', new Headers(), undefined, null, undefined).catch((e: unknown) => e);
+    expect((unpinned as { code?: string }).code).toMatch(/ENOTFOUND|EAI_AGAIN/);
+    expect(files.seen).toHaveLength(1);
+  });
+
+  it('a caller abort during a slow DNS answer ends the request at once', async () => {
+    const controller = new AbortController();
+    const never = () => new Promise<ResolvedAddress[]>(() => {});
+    const pending = createGuardedFetch({ resolve: never })('https://slow.example.invalid/f', { signal: controller.signal });
+    controller.abort(new Error('timed out'));
+    await expect(pending).rejects.toThrow('timed out');
   });
 });
