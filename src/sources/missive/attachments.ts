@@ -18,8 +18,10 @@
  *
  * One attachment, step by step:
  *   already on disk (same path)          -> hash the file, done (content never changes for an id)
- *   URL refused by the guard             -> CONN_ERR_ATTACHMENT_URL_REFUSED (nothing fetched)
  *   metadata size > cap                  -> refused, CONN_ERR_ATTACHMENT_TOO_LARGE (nothing fetched)
+ *   URL refused by the guard (scheme, address, a redirect's)
+ *                                        -> refused, CONN_ERR_ATTACHMENT_URL_REFUSED (nothing fetched
+ *                                           from the refused target)
  *   download (plain GET, no API token)   -> body over the cap: refused, CONN_ERR_ATTACHMENT_TOO_LARGE
  *                                        -> 403 (signed URL expired): re-fetch the message, take the
  *                                           attachment's fresh URL by id, download once more

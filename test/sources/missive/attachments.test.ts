@@ -256,6 +256,23 @@ describe('AttachmentStore', () => {
     expect((err as ConnectorError).retryable).toBe(true);
   });
 
+  it('urls: delivery: fetches the URL the API gives by id, never the given one; one the API does not show keeps its metadata', async () => {
+    server = await fileServer({ api: { body: Buffer.from('from the API'), type: 'text/plain' }, given: { body: Buffer.from('from the delivery'), type: 'text/plain' } }, () => ({
+      id: EMAIL,
+      attachments: [{ id: 'known', filename: 'a.txt', url: `${server!.url}/files/api`, media_type: 'text', sub_type: 'plain', size: 12 }],
+    }));
+    const { log, lines } = logSink();
+    const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log });
+    const known = attachment({ id: 'known', filename: 'a.txt', mediaType: 'text/plain', url: `${server.url}/files/given` });
+    const unknown = attachment({ id: 'unknown', filename: 'b.txt', mediaType: 'text/plain', url: `${server.url}/files/given` });
+    const [a, b] = await store.storeAll([known, unknown], { urls: 'delivery' });
+    expect(readFileSync(a!.storedPath!, 'utf8')).toBe('from the API');
+    expect({ ...a, storedPath: null, sha256: null }).toEqual(known);
+    expect(b).toEqual(unknown);
+    expect(server.seen).toEqual([`GET /v1/messages/${EMAIL}`, 'GET /files/api']);
+    expect(lines().find((l) => l.attachmentId === 'unknown')).toMatchObject({ level: 'warn', code: 'CONN_ERR_ATTACHMENT_REJECTED' });
+  });
+
   it('does not download a file it already stored', async () => {
     server = await fileServer({ a: { body: Buffer.from('once'), type: 'application/pdf' } });
     const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log: logSink().log });
