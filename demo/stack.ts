@@ -118,6 +118,8 @@ export async function startStack(deps: StackDeps): Promise<DemoStack> {
       BACKFILL_INITIAL_HOURS: String(BACKFILL_INITIAL_HOURS),
       BACKFILL_OVERLAP_SECONDS: String(BACKFILL_OVERLAP_SECONDS),
       ATTACHMENTS_STORE: 'true',
+      // The simulator serves attachment content on this machine over http: downloads may reach it.
+      ATTACHMENTS_ALLOWED_HOSTS: new URL(missive.credentials.baseUrl).host,
     });
     const log = deps.makeLogger(config);
 

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { ConnectorError } from './errors.ts';
+import { parseAllowedHost } from './http/guarded-fetch.ts';
 
 const LOG_LEVELS = { trace: 'trace', debug: 'debug', info: 'info', warn: 'warn', warning: 'warn', error: 'error', fatal: 'fatal', silent: 'silent' } as const;
 
@@ -31,6 +32,18 @@ const headerToken = (base: z.ZodString) =>
     const kind = code < 0x20 || code === 0x7f ? 'a control character' : 'a non-ASCII character';
     ctx.addIssue({ code: 'custom', message: `must hold only printable ASCII characters (it goes in an HTTP header); found ${kind} at position ${at + 1}` });
   });
+/** Comma-separated `host` or `host:port` entries (IPv6 in brackets), as a list. */
+const hostList = z.string().transform((value, ctx) => {
+  const entries = value.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  for (const entry of entries) {
+    const problem = parseAllowedHost(entry);
+    if (typeof problem === 'string') {
+      ctx.addIssue({ code: 'custom', message: `must be comma-separated host or host:port entries (${problem})` });
+      return z.NEVER;
+    }
+  }
+  return entries;
+});
 
 /** The schema: environment variable name -> rule and default. */
 export const ConfigSchema = z.object({
@@ -87,6 +100,8 @@ export const ConfigSchema = z.object({
   ATTACHMENTS_STORE: bool.default(false),
   ATTACHMENTS_DIR: z.string().min(1).optional(),
   ATTACHMENTS_MAX_BYTES: int(0, 2 * 1024 * 1024 * 1024).default(25 * 1024 * 1024),
+  /** Hosts attachment downloads may reach although private or loopback, and over http (tests, the demo). */
+  ATTACHMENTS_ALLOWED_HOSTS: hostList.optional(),
 
   NGROK_AUTHTOKEN: headerToken(secret).optional(),
   ADMIN_TOKEN: headerToken(z.string().min(16, 'must be at least 16 characters')).optional(),

@@ -32,6 +32,7 @@ export const ERROR_CODES = {
   CONN_ERR_INTERNAL: { retryable: true, summary: 'An unexpected error; retried, then dead-lettered.' },
   CONN_ERR_ATTACHMENT_TOO_LARGE: { retryable: false, summary: 'An attachment was over ATTACHMENTS_MAX_BYTES; its metadata was kept, its content not stored.' },
   CONN_ERR_ATTACHMENT_REJECTED: { retryable: false, summary: 'An attachment download was refused (content type disagrees with the attachment, no URL, link expired); metadata kept.' },
+  CONN_ERR_ATTACHMENT_URL_REFUSED: { retryable: false, summary: 'An attachment URL was refused before any request (not https, or a private, loopback or link-local address, or a redirect to one); metadata kept.' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

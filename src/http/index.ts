@@ -9,3 +9,5 @@ export { BODY_EXCERPT_CHARS, codeForStatus } from './api-error.ts';
 export type { ApiErrorInit } from './api-error.ts';
 export { parseRateLimitReset, vendorWaitMs } from './rate-limit-headers.ts';
 export { safeUrl, looksSecret } from './safe-url.ts';
+export { classifyAddress, createGuardedFetch, isPublicAddress } from './guarded-fetch.ts';
+export type { AddressKind, GuardedFetchOptions, ResolvedAddress } from './guarded-fetch.ts';

@@ -40,6 +40,8 @@ beforeAll(async () => {
       ATTACHMENTS_STORE: 'true',
       ATTACHMENTS_DIR: filesDir,
       ATTACHMENTS_MAX_BYTES: String(MAX_ATTACHMENT),
+      // The simulator serves attachments on 127.0.0.1 over http, which only the allow-list permits.
+      ATTACHMENTS_ALLOWED_HOSTS: new URL(sim.credentials.baseUrl).host,
       WEBHOOK_MAX_BODY_BYTES: '4096',
     },
   });

@@ -8,9 +8,20 @@
  * characters, characters Windows forbids and reserved device names are removed, length is capped, and
  * the final path is checked to lie inside the email's folder.
  *
+ * Where URLs come from. Content is fetched only from URLs Missive's API gave us: a URL that came in a
+ * webhook delivery (or in any event we did not build from an API answer ourselves) is never fetched;
+ * `storeAll(..., { urls: 'delivery' })` re-reads the message (GET /messages/:id) once per email and
+ * takes each attachment's URL, size and type from it by id. An attachment the API does not show is
+ * kept as metadata only. Every download then goes through the SSRF-guarded fetch of the client
+ * (src/http/guarded-fetch.ts): https to public addresses only, checked after DNS and on every
+ * redirect, unless the host is in ATTACHMENTS_ALLOWED_HOSTS.
+ *
  * One attachment, step by step:
  *   already on disk (same path)          -> hash the file, done (content never changes for an id)
  *   metadata size > cap                  -> refused, CONN_ERR_ATTACHMENT_TOO_LARGE (nothing fetched)
+ *   URL refused by the guard (scheme, address, a redirect's)
+ *                                        -> refused, CONN_ERR_ATTACHMENT_URL_REFUSED (nothing fetched
+ *                                           from the refused target)
  *   download (plain GET, no API token)   -> body over the cap: refused, CONN_ERR_ATTACHMENT_TOO_LARGE
  *                                        -> 403 (signed URL expired): re-fetch the message, take the
  *                                           attachment's fresh URL by id, download once more
@@ -20,9 +31,10 @@
  * Nothing is written before the whole body is in memory and checked, and the temp file is removed on
  * any failure: a refused or failed attachment never leaves a partial file.
  *
- * A refusal is permanent (the same file will be refused again), so `storeAll` logs it and keeps the
- * metadata; the email is still written. A transient failure (network, 5xx, 429 after the core's retries)
- * is thrown, so the dispatcher retries the event.
+ * A refusal is permanent (the same file will be refused again), so `storeAll` logs it once (the URL
+ * without its query, which is a credential) and keeps the metadata; the email is still written. A
+ * transient failure (network, 5xx, 429 after the core's retries) is thrown, so the dispatcher retries
+ * the event.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -32,12 +44,23 @@ import { ConnectorError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import type { Attachment } from '../../model.ts';
 import { mediaTypeOf } from './map.ts';
-import type { MissiveMessage } from './payloads.ts';
+import type { MissiveAttachment, MissiveMessage } from './payloads.ts';
 
 /** What storing attachments needs from the Missive client. */
 export interface AttachmentFetcher {
   downloadAttachment(url: string, maxBytes: number, signal?: AbortSignal): Promise<{ body: Buffer; contentType: string | null }>;
   getMessages(ids: readonly string[], signal?: AbortSignal): Promise<MissiveMessage[]>;
+}
+
+/**
+ * Where an email's attachment URLs came from: `api`, an answer of Missive's API read while handling
+ * this event (or by our own backfill); `delivery`, anything else (a webhook body), never fetched.
+ */
+export type UrlOrigin = 'api' | 'delivery';
+
+export interface StoreAllOptions {
+  urls: UrlOrigin;
+  signal?: AbortSignal;
 }
 
 export interface AttachmentStoreOptions {
@@ -134,14 +157,29 @@ export class AttachmentStore {
   }
 
   /**
-   * Stores each attachment's content; returns the attachments with `storedPath` and `sha256` set for
-   * those stored. Refusals are logged and leave the metadata as it was; transient failures throw.
+   * Stores each attachment's content; returns the attachments (their metadata as given) with
+   * `storedPath` and `sha256` set for those stored. With `urls: 'delivery'` the URLs are re-read from
+   * the API first (see the header). Refusals are logged and leave the metadata as it was; transient
+   * failures throw.
    */
-  async storeAll(attachments: readonly Attachment[], signal?: AbortSignal): Promise<Attachment[]> {
+  async storeAll(attachments: readonly Attachment[], options: StoreAllOptions): Promise<Attachment[]> {
+    const { signal } = options;
+    /** Per email id: the API's attachments by id (re-read once, only when something must be fetched). */
+    const fromApi = new Map<string, Map<string, MissiveAttachment>>();
     const out: Attachment[] = [];
     for (const attachment of attachments) {
       try {
-        out.push(await this.store(attachment, signal));
+        let source = attachment;
+        if (options.urls === 'delivery' && (await sha256OfFile(attachmentPath(this.root, attachment))) === null) {
+          let known = fromApi.get(attachment.emailId);
+          if (known === undefined) {
+            known = await this.apiAttachments(attachment.emailId, signal);
+            fromApi.set(attachment.emailId, known);
+          }
+          source = withApiFacts(attachment, known.get(attachment.id));
+        }
+        const stored = await this.store(source, signal);
+        out.push({ ...attachment, storedPath: stored.storedPath, sha256: stored.sha256 });
       } catch (err) {
         if (err instanceof ConnectorError && !err.retryable) {
           this.options.log.warn(
@@ -155,6 +193,13 @@ export class AttachmentStore {
       }
     }
     return out;
+  }
+
+  /** The attachments of message `emailId` as the API shows them now, by id (none when it is gone). */
+  private async apiAttachments(emailId: string, signal?: AbortSignal): Promise<Map<string, MissiveAttachment>> {
+    const messages = await this.options.fetcher.getMessages([emailId], signal);
+    const message = messages.find((m) => m.id === emailId);
+    return new Map((message?.attachments ?? []).map((a) => [a.id, a]));
   }
 
   /** Stores one attachment's content (see the header). Throws a ConnectorError when refused. */
@@ -225,6 +270,21 @@ export class AttachmentStore {
       throw err;
     }
   }
+}
+
+/**
+ * The attachment with the URL, size and type the API gives for it; refused when the API does not show
+ * it (the delivery's URL is never used).
+ */
+function withApiFacts(attachment: Attachment, api: MissiveAttachment | undefined): Attachment {
+  if (api === undefined || typeof api.url !== 'string' || api.url === '') {
+    throw new ConnectorError(
+      'CONN_ERR_ATTACHMENT_REJECTED',
+      `attachment ${attachment.id} is not on message ${attachment.emailId} as Missive's API shows it; URLs from a delivery are never fetched`,
+      { details: { attachmentId: attachment.id, emailId: attachment.emailId } },
+    );
+  }
+  return { ...attachment, url: api.url, size: api.size ?? attachment.size, mediaType: mediaTypeOf(api) ?? attachment.mediaType };
 }
 
 /** Whether the HTTP core refused a download for going over its byte cap. */

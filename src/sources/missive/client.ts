@@ -29,6 +29,7 @@
 import { ConnectorError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { systemClock, type Clock } from '../../http/clock.ts';
+import { createGuardedFetch } from '../../http/guarded-fetch.ts';
 import { HttpClient } from '../../http/http-client.ts';
 import { RateLimiter } from '../../http/rate-limiter.ts';
 import { MINUTE, SECOND } from '../../retry-policy.ts';
@@ -100,6 +101,12 @@ export interface MissiveClientOptions {
   timeoutMs?: number;
   /** Attempts per request for network errors, timeouts, 429 and 5xx. Default 5. */
   maxAttempts?: number;
+  /**
+   * Hosts (`host` or `host:port`) attachment downloads may reach although private or loopback, and
+   * over http (ATTACHMENTS_ALLOWED_HOSTS). Every other download is https to a public address only
+   * (src/http/guarded-fetch.ts). Default none.
+   */
+  attachmentHosts?: readonly string[];
 }
 
 export interface ConversationPage {
@@ -151,6 +158,8 @@ export function createMissiveLimiter(options: MissiveRateLimitOptions = {}, cloc
 
 export class MissiveClient {
   private readonly http: HttpClient;
+  /** For attachment downloads: the same budget, through the SSRF-guarded fetch. */
+  private readonly downloads: HttpClient;
   private readonly clock: Clock;
   readonly limiter: RateLimiter;
 
@@ -165,6 +174,16 @@ export class MissiveClient {
       limiter: this.limiter,
       clock: this.clock,
       ...(options.fetch !== undefined ? { fetch: options.fetch } : {}),
+      ...(options.log !== undefined ? { log: options.log } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+      ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+    });
+    this.downloads = new HttpClient({
+      vendor: 'missive',
+      baseUrl,
+      limiter: this.limiter,
+      clock: this.clock,
+      fetch: createGuardedFetch({ allowedHosts: options.attachmentHosts ?? [] }),
       ...(options.log !== undefined ? { log: options.log } : {}),
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
       ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
@@ -266,9 +285,11 @@ export class MissiveClient {
   /**
    * Downloads an attachment from its signed URL: a plain GET without our token (reference 4), at most
    * `maxBytes` (CONN_ERR_HTTP_BAD_RESPONSE when over). An expired URL answers 403 (CONN_ERR_HTTP_AUTH).
+   * Only https to public addresses, or a host in `attachmentHosts`, on every redirect too; anything
+   * else is CONN_ERR_ATTACHMENT_URL_REFUSED before a connection is opened.
    */
   async downloadAttachment(url: string, maxBytes: number, signal?: AbortSignal): Promise<{ body: Buffer; contentType: string | null }> {
-    const response = await this.http.download(url, { maxBytes, absolute: true, ...(signal !== undefined ? { signal } : {}) });
+    const response = await this.downloads.download(url, { maxBytes, absolute: true, ...(signal !== undefined ? { signal } : {}) });
     return { body: response.body, contentType: response.headers.get('content-type') };
   }
 

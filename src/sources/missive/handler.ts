@@ -30,13 +30,15 @@
  * conversation every user has trashed yields emails with `deleted: true`, a restored one `false`.
  *
  * With attachment storage on, each email's attachments are stored before the email is returned (see
- * attachments.ts); refusals are logged, transient failures fail the event so it is retried.
+ * attachments.ts); refusals are logged, transient failures fail the event so it is retried. Attachment
+ * URLs are fetched only when they came from an API answer (this handling's, or our own backfill's);
+ * an email taken from a delivery body has its URLs re-read from GET /messages/:id first.
  */
 import { ConnectorError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { noChanges, type Changes, type Email, type QueueEvent } from '../../model.ts';
 import type { HandlerContext } from '../source.ts';
-import type { AttachmentStore } from './attachments.ts';
+import type { AttachmentStore, UrlOrigin } from './attachments.ts';
 import type { MissiveClient } from './client.ts';
 import { toEmail } from './map.ts';
 import {
@@ -110,7 +112,9 @@ export class MissiveHandler {
       });
     }
     const { conversation, messages, observedAt } = parsed.data;
-    return this.changes(messages.map((m, i) => toEmail(m, conversation, { observedAt, field: `messages[${i}]` })), context);
+    // Only our own backfill makes snapshots from API answers; one that came in a delivery is a body.
+    const urls: UrlOrigin = event.origin === 'backfill' ? 'api' : 'delivery';
+    return this.changes(messages.map((m, i) => toEmail(m, conversation, { observedAt, field: `messages[${i}]` })), context, urls);
   }
 
   /** No API: what the delivery body says, nothing more; a row, or a dead letter naming why not (see the header). */
@@ -148,13 +152,13 @@ export class MissiveHandler {
       });
     }
     if (full.conversation !== null && full.conversation !== undefined) {
-      return this.changes([toEmail(full, full.conversation, { observedAt })], context);
+      return this.changes([toEmail(full, full.conversation, { observedAt })], context, 'api');
     }
     // The message came without its conversation: ask for it; if that fails, the body's (older) state
     // is all there is, versioned by when the delivery arrived.
     const current = await client.getConversation(conversation.id, context.signal);
-    if (current !== null) return this.changes([toEmail(full, current, { observedAt })], context);
-    return this.changes([toEmail(full, conversation, { observedAt: receivedAt(event) })], context);
+    if (current !== null) return this.changes([toEmail(full, current, { observedAt })], context, 'api');
+    return this.changes([toEmail(full, conversation, { observedAt: receivedAt(event) })], context, 'api');
   }
 
   private async wholeConversation(client: MissiveClient, conversationId: string, named: MissiveMessage | null, context: HandlerContext): Promise<Changes> {
@@ -177,14 +181,20 @@ export class MissiveHandler {
       }
       emails.push(toEmail(message, conversation, { observedAt }));
     }
-    return this.changes(emails, context);
+    return this.changes(emails, context, 'api');
   }
 
-  private async changes(emails: Email[], context: HandlerContext): Promise<Changes> {
+  /**
+   * The emails, their attachments stored first. `urls` says where the attachments' URLs came from:
+   * anything but an API answer is re-read from the API before a download (see attachments.ts).
+   */
+  private async changes(emails: Email[], context: HandlerContext, urls: UrlOrigin = 'delivery'): Promise<Changes> {
     const store = this.options.attachments;
     if (store !== null) {
       for (const email of emails) {
-        if (email.attachments.length > 0) email.attachments = await store.storeAll(email.attachments, context.signal);
+        if (email.attachments.length > 0) {
+          email.attachments = await store.storeAll(email.attachments, { urls, ...(context.signal !== undefined ? { signal: context.signal } : {}) });
+        }
       }
     }
     return { ...noChanges(), emails };

@@ -51,6 +51,7 @@ export function createMissiveSource(config: Config, deps: MissiveSourceDeps): Mi
       : new MissiveClient({
           token,
           baseUrl: config.MISSIVE_BASE_URL,
+          attachmentHosts: config.ATTACHMENTS_ALLOWED_HOSTS ?? [],
           clock,
           log,
           ...(deps.fetch !== undefined ? { fetch: deps.fetch } : {}),

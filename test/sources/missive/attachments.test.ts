@@ -3,16 +3,19 @@
  * oversize and mistyped files are refused without leaving anything behind, an expired URL is refreshed
  * exactly once, two emails never share a file, and a stored file is not downloaded again.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConnectorError } from '../../../src/errors.ts';
 import type { Attachment } from '../../../src/model.ts';
 import { attachmentPath, AttachmentStore, contentTypeAgrees, safeFileName } from '../../../src/sources/missive/attachments.ts';
 import { createMissiveLimiter, MissiveClient } from '../../../src/sources/missive/client.ts';
+import { removeTempDirs, startSystem, tempDir, type System } from '../../system/harness.ts';
 import { logSink } from './helpers.ts';
+import { startHarness, type Harness } from './sim-harness.ts';
 import { startFakeServer, type FakeServer } from './fake-server.ts';
 
 const EMAIL = 'e7f8a9b0-2c3d-4e5f-9a0b-1c2d3e4f5a6b';
@@ -65,8 +68,9 @@ async function fileServer(files: Record<string, Served>, message?: () => unknown
   });
 }
 
+/** A client for the file server; its host is allowed for downloads (it is on 127.0.0.1, over http). */
 function client(url: string): MissiveClient {
-  return new MissiveClient({ token: 't', baseUrl: `${url}/v1`, limiter: createMissiveLimiter({ windowMarginMs: 0 }), maxAttempts: 1 });
+  return new MissiveClient({ token: 't', baseUrl: `${url}/v1`, limiter: createMissiveLimiter({ windowMarginMs: 0 }), maxAttempts: 1, attachmentHosts: [new URL(url).host] });
 }
 
 function attachment(overrides: Partial<Attachment>): Attachment {
@@ -143,7 +147,7 @@ describe('AttachmentStore', () => {
     server = await fileServer(Object.fromEntries(names.map((_, i) => [`f${i}`, { body: content(`f${i}`), type: 'text/plain' }])));
     const store = new AttachmentStore({ dir, maxBytes: 1024, fetcher: client(server.url), log: logSink().log });
     const input = names.map((filename, i) => attachment({ id: `att-${i}`, filename, mediaType: 'text/plain', url: `${server!.url}/files/f${i}` }));
-    const stored = await store.storeAll(input);
+    const stored = await store.storeAll(input, { urls: 'api' });
     for (const [i, a] of stored.entries()) {
       expect(a.storedPath).not.toBeNull();
       expect(path.dirname(a.storedPath!)).toBe(path.join(dir, EMAIL));
@@ -241,15 +245,32 @@ describe('AttachmentStore', () => {
     const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log });
     const refused = attachment({ id: 'r', mediaType: 'image/png', url: `${server.url}/files/html` });
     const good = attachment({ id: 'g', filename: 'good.txt', mediaType: 'text/plain', url: `${server.url}/files/good` });
-    const result = await store.storeAll([refused, good]);
+    const result = await store.storeAll([refused, good], { urls: 'api' });
     expect(result[0]).toEqual(refused);
     expect(result[1]?.sha256).toBe(sha(Buffer.from('good')));
     const warning = lines().find((l) => l.level === 'warn');
     expect(warning).toMatchObject({ attachmentId: 'r', emailId: EMAIL, code: 'CONN_ERR_ATTACHMENT_REJECTED' });
 
-    const err = await store.storeAll([attachment({ id: 'd', mediaType: 'text/plain', url: `${server.url}/files/down` })]).catch((e: unknown) => e);
+    const err = await store.storeAll([attachment({ id: 'd', mediaType: 'text/plain', url: `${server.url}/files/down` })], { urls: 'api' }).catch((e: unknown) => e);
     expect((err as ConnectorError).code).toBe('CONN_ERR_HTTP_SERVER');
     expect((err as ConnectorError).retryable).toBe(true);
+  });
+
+  it('urls: delivery: fetches the URL the API gives by id, never the given one; one the API does not show keeps its metadata', async () => {
+    server = await fileServer({ api: { body: Buffer.from('from the API'), type: 'text/plain' }, given: { body: Buffer.from('from the delivery'), type: 'text/plain' } }, () => ({
+      id: EMAIL,
+      attachments: [{ id: 'known', filename: 'a.txt', url: `${server!.url}/files/api`, media_type: 'text', sub_type: 'plain', size: 12 }],
+    }));
+    const { log, lines } = logSink();
+    const store = new AttachmentStore({ dir, maxBytes: 1000, fetcher: client(server.url), log });
+    const known = attachment({ id: 'known', filename: 'a.txt', mediaType: 'text/plain', url: `${server.url}/files/given` });
+    const unknown = attachment({ id: 'unknown', filename: 'b.txt', mediaType: 'text/plain', url: `${server.url}/files/given` });
+    const [a, b] = await store.storeAll([known, unknown], { urls: 'delivery' });
+    expect(readFileSync(a!.storedPath!, 'utf8')).toBe('from the API');
+    expect({ ...a, storedPath: null, sha256: null }).toEqual(known);
+    expect(b).toEqual(unknown);
+    expect(server.seen).toEqual([`GET /v1/messages/${EMAIL}`, 'GET /files/api']);
+    expect(lines().find((l) => l.attachmentId === 'unknown')).toMatchObject({ level: 'warn', code: 'CONN_ERR_ATTACHMENT_REJECTED' });
   });
 
   it('does not download a file it already stored', async () => {
@@ -259,5 +280,197 @@ describe('AttachmentStore', () => {
     const second = await store.store(attachment({ url: `${server.url}/files/a?expired=1` }));
     expect({ storedPath: second.storedPath, sha256: second.sha256 }).toEqual({ storedPath: first.storedPath, sha256: first.sha256 });
     expect(server.seen).toEqual(['GET /files/a']);
+  });
+});
+
+/**
+ * SSRF through attachment URLs (issue 14, item 6), through the running connector: signed deliveries
+ * whose message carries a body and attachments, a fake Missive API answering GET /v1/messages/:id, a
+ * "forbidden" server with a request log (what an attacker would like us to reach), a raw TCP server
+ * counting connections (for https://localhost), and one allowed host (ATTACHMENTS_ALLOWED_HOSTS) that
+ * serves a file and redirects. Each case ends with the email stored, the attachment's metadata stored
+ * without content, nothing reaching the forbidden target, and nothing dead-lettered.
+ */
+describe('attachment URLs: only from the API, never to a private, loopback or link-local address', () => {
+  const SECRET = 'ssrf-test-secret-5d1e';
+  /** What the fake API answers for GET /v1/messages/:id (the message, with its attachments). */
+  const apiMessages = new Map<string, Record<string, unknown>>();
+  let api: FakeServer;
+  let forbidden: FakeServer;
+  let allowed: FakeServer;
+  let tcp: net.Server;
+  let tcpConnections = 0;
+  let tcpPort = 0;
+  let sys: System;
+  let filesDir: string;
+  let n = 0;
+
+  beforeAll(async () => {
+    api = await startFakeServer((app) => {
+      app.get('/v1/messages/:id', async (request, reply) => {
+        const message = apiMessages.get((request.params as { id: string }).id);
+        return message === undefined ? reply.code(404).send({ error: 'not found' }) : { messages: message };
+      });
+    });
+    forbidden = await startFakeServer((app) => {
+      app.get('/metrics', async (_request, reply) => reply.header('content-type', 'text/plain').send('connector_secret_metric 1\n'));
+    });
+    allowed = await startFakeServer((app) => {
+      app.get('/files/good.txt', async (_request, reply) => reply.header('content-type', 'text/plain').send('good content'));
+      app.get('/to', async (request, reply) => reply.redirect((request.query as { location: string }).location, 302));
+    });
+    tcp = net.createServer((socket) => {
+      tcpConnections++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
+    tcpPort = (tcp.address() as net.AddressInfo).port;
+    filesDir = path.join(tempDir('conn-ssrf'), 'attachments');
+    sys = await startSystem({
+      env: {
+        MISSIVE_BASE_URL: `${api.url}/v1`,
+        MISSIVE_API_TOKEN: 'ssrf-test-token',
+        MISSIVE_WEBHOOK_SECRET: SECRET,
+        ATTACHMENTS_STORE: 'true',
+        ATTACHMENTS_DIR: filesDir,
+        ATTACHMENTS_ALLOWED_HOSTS: new URL(allowed.url).host,
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await sys?.stop();
+    await Promise.all([api?.close(), forbidden?.close(), allowed?.close(), new Promise((resolve) => tcp?.close(resolve))]);
+    removeTempDirs();
+  });
+
+  /**
+   * Sends a signed incoming_email delivery whose message has a body and one text attachment at
+   * `deliveryUrl`; the API shows the same message with the attachment at `apiUrl`. Waits until handled.
+   */
+  async function deliver(deliveryUrl: string, apiUrl = deliveryUrl): Promise<{ messageId: string; attachmentId: string }> {
+    n++;
+    const messageId = `ssrf-message-${n}`;
+    const attachmentId = `ssrf-attachment-${n}`;
+    const conversation = { id: `ssrf-conversation-${n}`, subject: 'Invoice', users: [{ id: 'u1', name: 'A', email: 'a@example.com', trashed: false }] };
+    const attachment = (url: string) => ({ id: attachmentId, filename: 'note.txt', extension: 'txt', media_type: 'text', sub_type: 'plain', size: 12, url });
+    const message = {
+      id: messageId,
+      subject: 'Invoice',
+      preview: 'hello',
+      type: 'email',
+      body: '<p>hello</p>',
+      delivered_at: 1732795230,
+      created_at: 1732795230,
+      updated_at: 1732795230,
+      from_field: { name: 'Sender', address: 'sender@example.com' },
+      to_fields: [{ name: 'Us', address: 'us@example.com' }],
+    };
+    apiMessages.set(messageId, { ...message, attachments: [attachment(apiUrl)], conversation });
+    const body = JSON.stringify({ rule: { id: 'rule-1', type: 'incoming_email' }, conversation, message: { ...message, attachments: [attachment(deliveryUrl)] } });
+    const signature = `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`;
+    const response = await fetch(`${sys.url}/webhooks/missive`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-hook-signature': signature }, body });
+    expect(response.status).toBe(200);
+    await sys.waitIdle(30_000);
+    return { messageId, attachmentId };
+  }
+
+  /** The email and the attachment's metadata are stored, its content is not, nothing dead-lettered. */
+  async function expectMetadataOnly(messageId: string, attachmentId: string): Promise<void> {
+    const email = await sys.db.getEmail(messageId);
+    expect(email?.id).toBe(messageId);
+    expect(email?.attachments).toEqual([expect.objectContaining({ id: attachmentId, filename: 'note.txt', mediaType: 'text/plain', size: 12, storedPath: null, sha256: null })]);
+    expect(filesUnder(path.join(filesDir, messageId))).toEqual([]);
+    expect((await sys.stats()).deadLettered).toBe(0);
+  }
+
+  it('http://127.0.0.1:<port>/metrics: refused, no request reaches it', async () => {
+    const { messageId, attachmentId } = await deliver(`${forbidden.url}/metrics`);
+    await expectMetadataOnly(messageId, attachmentId);
+    expect(forbidden.seen).toEqual([]);
+    const refusal = sys.lines.find((l) => l.attachmentId === attachmentId && l.level === 'warn');
+    expect(refusal?.code).toBe('CONN_ERR_ATTACHMENT_URL_REFUSED');
+    expect(sys.lines.filter((l) => l.attachmentId === attachmentId && l.level === 'warn')).toHaveLength(1);
+  });
+
+  it('a data: URL: refused, nothing stored', async () => {
+    const { messageId, attachmentId } = await deliver(`data:text/plain;base64,${Buffer.from('planted content').toString('base64')}`);
+    await expectMetadataOnly(messageId, attachmentId);
+  });
+
+  it('a file: URL: refused at once, not retried, the email not dead-lettered', async () => {
+    const retries = sys.counters['event:retrying'];
+    const { messageId, attachmentId } = await deliver('file:///etc/hostname');
+    await expectMetadataOnly(messageId, attachmentId);
+    expect(sys.counters['event:retrying']).toBe(retries);
+  });
+
+  it('https to a name that resolves to 127.0.0.1 (localhost): refused, no connection made', async () => {
+    const { messageId, attachmentId } = await deliver(`https://localhost:${tcpPort}/file.txt`);
+    await expectMetadataOnly(messageId, attachmentId);
+    expect(tcpConnections).toBe(0);
+  });
+
+  it('a redirect from an allowed host to a loopback address: refused, the loopback target never asked', async () => {
+    const location = `${forbidden.url}/metrics`;
+    const { messageId, attachmentId } = await deliver(`${allowed.url}/to?location=${encodeURIComponent(location)}`);
+    await expectMetadataOnly(messageId, attachmentId);
+    expect(forbidden.seen).toEqual([]);
+    expect(allowed.seen.filter((s) => s.startsWith('GET /to?'))).toHaveLength(1);
+    const refusal = sys.lines.find((l) => l.attachmentId === attachmentId && l.level === 'warn');
+    expect(refusal?.msg).toMatch(/redirect/);
+  });
+
+  it('the delivery\'s URL is never fetched: the content comes from the URL the API gives', async () => {
+    const { messageId, attachmentId } = await deliver(`${forbidden.url}/metrics`, `${allowed.url}/files/good.txt`);
+    const email = await sys.db.getEmail(messageId);
+    const stored = email?.attachments.find((a) => a.id === attachmentId);
+    expect(stored?.storedPath).not.toBeNull();
+    expect(readFileSync(stored!.storedPath!, 'utf8')).toBe('good content');
+    expect(forbidden.seen).toEqual([]);
+    expect((await sys.stats()).deadLettered).toBe(0);
+  });
+
+  it('never logs the signed URL\'s query string', async () => {
+    const { attachmentId } = await deliver(`${forbidden.url}/metrics?Signature=c2VjcmV0LXNpZ25hdHVyZQ&Expires=1732795230`);
+    const text = JSON.stringify(sys.lines.filter((l) => JSON.stringify(l).includes(attachmentId)));
+    expect(text).not.toContain('c2VjcmV0LXNpZ25hdHVyZQ');
+    expect(text).not.toContain('Expires=');
+  });
+});
+
+describe('ATTACHMENTS_ALLOWED_HOSTS with the Missive simulator (http on 127.0.0.1)', () => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.close();
+    h = undefined;
+  });
+
+  async function receiveAndProcess(env: Record<string, string>): Promise<{ stored: Attachment; downloads: string[] }> {
+    h = await startHarness({ env: { ATTACHMENTS_STORE: 'true', ...env } });
+    const { message } = await h.sim.receiveEmail({ attachments: [{ filename: 'scan.pdf', extension: 'pdf', mediaType: 'application', subType: 'pdf', size: 300 }] });
+    const [event] = await h.take();
+    const before = h.sim.requests.entries.length;
+    await h.process(event!);
+    const downloads = h.sim.requests.entries.slice(before).map((r) => r.path).filter((p) => p.startsWith('/attachments/'));
+    const email = await h.db.getEmail(message.id);
+    return { stored: email!.attachments[0]!, downloads };
+  }
+
+  it('allowed (as the test harness and the demo set it): the simulator\'s attachment is stored', async () => {
+    const { stored, downloads } = await receiveAndProcess({});
+    expect(downloads).toHaveLength(1);
+    expect(stored.storedPath).not.toBeNull();
+    expect(stored.sha256).toBe(sha(readFileSync(stored.storedPath!)));
+  });
+
+  it('not allowed: metadata only, the simulator never asked for the file, the refusal logged once', async () => {
+    const { stored, downloads } = await receiveAndProcess({ ATTACHMENTS_ALLOWED_HOSTS: '' });
+    expect(downloads).toEqual([]);
+    expect(stored).toMatchObject({ filename: 'scan.pdf', size: 300, storedPath: null, sha256: null });
+    const refusals = h!.lines().filter((l) => l.attachmentId === stored.id && l.level === 'warn');
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]).toMatchObject({ code: 'CONN_ERR_ATTACHMENT_URL_REFUSED' });
+    expect(refusals[0]!.msg).toMatch(/only https is fetched from hosts not in the allow-list/);
   });
 });

@@ -53,7 +53,14 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const sim = await startMissiveSimulator({ data: { conversations: 8, maxMessages: 5 }, ...options.sim });
   const attachmentsDir = mkdtempSync(path.join(os.tmpdir(), 'missive-source-'));
   const { log, lines } = logSink();
-  const env: Record<string, string> = { MISSIVE_WEBHOOK_SECRET: SECRET, MISSIVE_BASE_URL: sim.credentials.baseUrl, ATTACHMENTS_DIR: attachmentsDir, ...options.env };
+  // The simulator serves attachment content on 127.0.0.1 over http: allowed, as the demo allows it.
+  const env: Record<string, string> = {
+    MISSIVE_WEBHOOK_SECRET: SECRET,
+    MISSIVE_BASE_URL: sim.credentials.baseUrl,
+    ATTACHMENTS_DIR: attachmentsDir,
+    ATTACHMENTS_ALLOWED_HOSTS: new URL(sim.credentials.baseUrl).host,
+    ...options.env,
+  };
   if (!options.offline) env.MISSIVE_API_TOKEN = sim.credentials.token;
   const source = createMissiveSource(config(env), { log, limiter: createMissiveLimiter({ windowMarginMs: 0 }), ...options.deps });
   const db = new SqliteDatabase({ file: ':memory:' });
