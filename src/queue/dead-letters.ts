@@ -110,6 +110,31 @@ export async function readDeadLetterFile(file: string, onFault: (line: Unreadabl
   }
 }
 
+/**
+ * The event of a stored dead letter as JSON text for its replay: serialised again, or, when that cannot
+ * be done (JSON.stringify cannot write everything JSON.parse reads: a payload nested thousands of levels,
+ * from a queue written before the door's depth limit), the event's text exactly as its line holds it.
+ * The line is `...,"error":<error>,"event":<event>}`: the error's text is found by writing it again and
+ * comparing bytes, so that an `"event"` key inside the error's details cannot mislead the cut.
+ */
+export function deadLetterEventJson(stored: StoredDeadLetter): string {
+  try {
+    return JSON.stringify(stored.event);
+  } catch (err) {
+    const line = stored.line.toString('utf8').replace(/\n$/, '');
+    const errorAt = line.indexOf(',"error":');
+    const tail = `,"error":${JSON.stringify(stored.error)},"event":`;
+    if (errorAt < 0 || !line.startsWith(tail, errorAt) || !line.endsWith('}')) throw err;
+    return line.slice(errorAt + tail.length, -1);
+  }
+}
+
+/** The first of each dead letter that dlq.jsonl holds more than once (same queue and seq). */
+export function uniqueByKey(stored: readonly StoredDeadLetter[]): StoredDeadLetter[] {
+  const seen = new Set<string>();
+  return stored.filter((d) => !seen.has(d.key) && seen.add(d.key) !== undefined);
+}
+
 /** The contract's view of a stored dead letter. */
 export function toDeadLetter(stored: StoredDeadLetter): DeadLetter {
   return {

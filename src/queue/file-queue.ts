@@ -96,7 +96,7 @@ import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
 import { QueueEvent, checkQueueEvent, eventJson } from '../model.ts';
 import type { ClaimedEvent, ClaimOptions, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
-import { deadLetterKey, matchesFilter, readDeadLetterFile, sealDeadLetter, toDeadLetter, type StoredDeadLetter, type UnreadableLine } from './dead-letters.ts';
+import { deadLetterEventJson, deadLetterKey, matchesFilter, readDeadLetterFile, sealDeadLetter, toDeadLetter, uniqueByKey, type StoredDeadLetter, type UnreadableLine } from './dead-letters.ts';
 import { appendDurably, fsyncDir, replaceFile, writeAll, writeAllSync } from '../durable-file.ts';
 import { FileLock } from './file-lock.ts';
 import { BufferedWriter, lastLineEnd, readAt, readLines } from './line-reader.ts';
@@ -596,7 +596,7 @@ export class FileQueue implements Queue {
     await this.viewMutex.run(() => this.refreshUnlocked());
     const everything = filter === undefined || (filter.source === undefined && filter.ids === undefined);
     const stored = await readDeadLetterFile(this.files.dlq);
-    return stored.filter((d) => !this.replayKeys.has(d.key) && (everything || matchesFilter(d, filter))).map(toDeadLetter);
+    return uniqueByKey(stored.filter((d) => !this.replayKeys.has(d.key) && (everything || matchesFilter(d, filter)))).map(toDeadLetter);
   }
 
   async replayDeadLetters(filter: DeadLetterFilter, options: { dryRun?: boolean } = {}): Promise<DeadLetter[]> {
@@ -604,7 +604,7 @@ export class FileQueue implements Queue {
     if (options.dryRun === true) {
       await this.viewMutex.run(() => this.refreshUnlocked());
       const stored = await readDeadLetterFile(this.files.dlq);
-      return stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter)).map(toDeadLetter);
+      return uniqueByKey(stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter))).map(toDeadLetter);
     }
     return this.exclusive(async () => {
       await this.viewMutex.run(() => this.refreshUnlocked());
@@ -613,7 +613,9 @@ export class FileQueue implements Queue {
           await this.refreshLocked();
           const faults: UnreadableLine[] = [];
           const stored = await readDeadLetterFile(this.files.dlq, (f) => faults.push(f));
-          const chosen = stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter));
+          // One replay per dead letter even if dlq.jsonl holds it twice (a move written there and then
+          // tried again after its inbox half failed).
+          const chosen = uniqueByKey(stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter)));
           if (chosen.length === 0) return chosen;
           // A chosen dead letter whose inbox copy is still live is a move a crash interrupted (dlq.jsonl
           // written, the inbox's `dead` line not): the consumer would finish it on open, but only while
@@ -631,7 +633,7 @@ export class FileQueue implements Queue {
               r: Date.parse(String(d.event.receivedAt)),
               a: 1,
               rep: d.key,
-              evJson: JSON.stringify(d.event),
+              evJson: deadLetterEventJson(d),
             },
           }));
           await this.writeRecordsLocked([...interrupted, ...replayed]);

@@ -5,7 +5,7 @@
  * queue object, or the `replay-dlq` command in another process), each replayed event must exist
  * exactly once afterwards: never both a live original and a replayed copy (issue 14, item 9).
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -14,6 +14,7 @@ import type { ErrorRecord } from '../../src/errors.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
 import type { QueueEvent } from '../../src/model.ts';
 import { FileQueue, type CrashPoint, type FileQueueOptions } from '../../src/queue/file-queue.ts';
+import { sealLine } from '../../src/queue/record.ts';
 import { runCli } from '../cli/run-cli.ts';
 
 const PERMANENT: ErrorRecord = { code: 'CONN_ERR_EVENT_INVALID', message: 'no such task', retryable: false };
@@ -230,5 +231,48 @@ describe('dead-letter moves after an interrupted replay, and replays at once', (
     const count = (out: string) => Number(/replayed (\d+) dead letter/.exec(out)?.[1] ?? 0);
     expect(count(one.stdout) + count(two.stdout)).toBe(11);
     await expectEachOnce(dir, range(0, 30).map((k) => `e${k}`));
+  });
+});
+
+describe('dead letters dlq.jsonl holds twice, or cannot serialise again', () => {
+  it('a dead letter written twice (its move tried again) is listed and replayed once', async () => {
+    const dir = tempDir();
+    const q = await openQueue(dir);
+    await q.enqueue([event(1)]);
+    await q.claim();
+    await q.deadLetter('e1', PERMANENT);
+    await q.close();
+    // The same dead letter a second time, as a move whose inbox half failed and was tried again leaves it.
+    const dlq = path.join(dir, 'dlq.jsonl');
+    const line = readFileSync(dlq);
+    writeFileSync(dlq, Buffer.concat([line, line]));
+    const again = await openQueue(dir);
+    expect(await again.listDeadLetters()).toHaveLength(1);
+    expect(await again.replayDeadLetters({ all: true })).toHaveLength(1);
+    expect(await drain(again)).toEqual([['e1', 1]]);
+    expect(await again.listDeadLetters()).toHaveLength(0);
+  });
+
+  it('a dead letter whose payload JSON.stringify cannot write (nested 5,000 levels) is replayed from its stored text', async () => {
+    const dir = tempDir();
+    const q = await openQueue(dir);
+    await q.enqueue([event(2)]);
+    await q.claim();
+    await q.deadLetter('e2', PERMANENT);
+    await q.close();
+    // Put a payload nested 5,000 levels into the stored dead letter (a queue from before the door's
+    // depth limit could hold one), keeping the line's checksum right.
+    const dlq = path.join(dir, 'dlq.jsonl');
+    const text = readFileSync(dlq, 'utf8').trimEnd();
+    const deep = '['.repeat(5000) + ']'.repeat(5000);
+    const body = text.slice(text.indexOf(',') + 1).replace('"payload":{"n":2}', `"payload":${deep}`);
+    expect(body).toContain(deep);
+    writeFileSync(dlq, sealLine(body));
+    const again = await openQueue(dir);
+    expect(await again.replayDeadLetters({ all: true })).toHaveLength(1);
+    const [claimed] = await again.claim();
+    expect(claimed?.event.id).toBe('e2');
+    await again.ack('e2');
+    expect(await again.listDeadLetters()).toHaveLength(0);
   });
 });
