@@ -147,7 +147,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
           return refuse(request, reply, parsed.status, parsed.code, parsed.message);
         }
         // The same bytes accepted within the replay window: 200, not enqueued again (replay-window.ts).
-        const replay = parsed.events.length > 0 ? options.replayWindow?.check(source.name, delivery.rawBody) : undefined;
+        const replay = parsed.events.length > 0 ? options.replayWindow?.check(source.name, delivery.rawBody, parsed.replayWindowMs) : undefined;
         if (replay?.duplicate === true) {
           request.log.debug({ reqId: request.id, source: source.name, acceptedAt: replay.acceptedAt }, replay.note);
           return reply.code(200).send({ ok: true, events: 0, duplicate: true, note: replay.note });

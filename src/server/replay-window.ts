@@ -14,9 +14,12 @@
  * What it cannot tell apart: a retry, and a new event whose body happens to be the same bytes (Missive
  * sends no delivery id; a conversation labelled A, unlabelled, labelled A again within the window may
  * send the same body twice if nothing else in it moved). The second is then dropped as a duplicate,
- * and the row keeps the state in between until the next delivery about that conversation (with the
- * API, any later event of it re-reads the whole conversation). That is the price of refusing the retry, and why the window is no longer
- * than the vendors' retries need.
+ * and the row keeps the state in between until the next delivery about that conversation. So a source
+ * narrows the window for such deliveries (`ParsedDelivery.replayWindowMs`): Missive's conversation-level
+ * deliveries get none at all when its API is configured (the handler re-reads the conversation, so a
+ * repeat is harmless and a real change must not be dropped) and 15 minutes without it (Missive's
+ * retries span about 8); a Teamwork body carries the task's `dateUpdated`, so the same bytes are the
+ * same change, and a message rule's body is about one message: those get the whole window.
  *
  * States of one key: unknown -> remembered (at its acceptance time) -> forgotten, when it leaves the
  * window (older than `windowMs`), or when more than `maxEntries` keys are remembered (the oldest go
@@ -119,13 +122,15 @@ export class ReplayWindow {
 
   /**
    * Looks a delivery up. A duplicate says when the original was accepted; otherwise `accepted()` is to
-   * be called once its events are durable (never before: see the header).
+   * be called once its events are durable (never before: see the header). `windowMs` narrows the window
+   * for this delivery (the source's say, `ParsedDelivery.replayWindowMs`); 0 never finds a duplicate.
    */
-  check(source: string, rawBody: Buffer): ReplayCheck {
+  check(source: string, rawBody: Buffer, windowMs = this.options.windowMs): ReplayCheck {
     const key = createHash('sha256').update(source).update('\0').update(rawBody).digest().toString('latin1', 0, KEY_BYTES);
     this.expire();
     const at = this.keys.get(key);
-    if (at !== undefined) {
+    const cutoff = Math.floor((this.now() - Math.min(windowMs, this.options.windowMs)) / 1000) - EPOCH_SECONDS;
+    if (at !== undefined && windowMs > 0 && at > cutoff) {
       const acceptedAt = new Date((at + EPOCH_SECONDS) * 1000);
       this.duplicates.inc({ source });
       return { duplicate: true, acceptedAt, note: `duplicate of a delivery accepted at ${acceptedAt.toISOString()}; not enqueued again` };

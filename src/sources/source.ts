@@ -32,6 +32,13 @@ export interface ParsedDelivery {
   note?: string;
   /** The vendor's event name, when known (for logs and metrics). */
   eventType?: string;
+  /**
+   * How long a later delivery byte for byte this one is taken for a repeat of it (a vendor's retry, a
+   * replay) and not enqueued again, ms; the door uses the shorter of this and
+   * DELIVERY_REPLAY_WINDOW_HOURS. Unset: that setting. 0: never, for a body that a genuinely new change
+   * can repeat byte for byte and whose handler re-reads the vendor anyway (src/server/replay-window.ts).
+   */
+  replayWindowMs?: number;
 }
 
 export interface HandlerContext {

@@ -52,6 +52,17 @@ function accept(w: ReplayWindow, source: string, body: string): void {
 }
 
 describe('ReplayWindow', () => {
+  it('a source may narrow the window for one delivery (replayWindowMs), or turn it off with 0', async () => {
+    const c = clock();
+    const w = await openWindow(path.join(tempDir(), REPLAY_WINDOW_FILE), c.now);
+    accept(w, 'missive', '{"label":"A"}');
+    c.advance(20 * 60_000);
+    expect(w.check('missive', Buffer.from('{"label":"A"}'), 15 * 60_000).duplicate).toBe(false);
+    expect(w.check('missive', Buffer.from('{"label":"A"}'), 0).duplicate).toBe(false);
+    expect(w.check('missive', Buffer.from('{"label":"A"}'), 30 * 60_000).duplicate).toBe(true);
+    expect(w.check('missive', Buffer.from('{"label":"A"}')).duplicate).toBe(true);
+  });
+
   it('recognises the same bytes from the same source, not from the other source, and not different bytes', async () => {
     const c = clock();
     const w = await openWindow(path.join(tempDir(), REPLAY_WINDOW_FILE), c.now);

@@ -67,7 +67,7 @@ export function createMissiveSource(config: Config, deps: MissiveSourceDeps): Mi
   }
   const handler = new MissiveHandler({ client, attachments, log });
   const secret = config.MISSIVE_WEBHOOK_SECRET;
-  const parseOptions = deps.newId !== undefined ? { newId: deps.newId } : {};
+  const parseOptions = { apiConfigured: client !== null, ...(deps.newId !== undefined ? { newId: deps.newId } : {}) };
 
   const source: MissiveSource = {
     name: 'missive',

@@ -73,7 +73,23 @@ export function verifyMissiveSignature(delivery: Delivery, secret: string | unde
 export interface ParseOptions {
   /** Event ids; default crypto.randomUUID. */
   newId?: () => string;
+  /** Whether the handler can re-read conversations from the API (MISSIVE_API_TOKEN set). Default false. */
+  apiConfigured?: boolean;
 }
+
+/**
+ * How long a byte-identical copy of a conversation-level delivery (label change, close, assignment,
+ * an unknown rule type) counts as a repeat of it. Missive's bodies carry no time of the change, so
+ * labelling A, unlabelling and labelling A again can send the same bytes twice for two real changes.
+ * With the API the handler re-reads the conversation on every such event: a repeat is harmless and a
+ * real change must never be dropped, so no window. Without it the row is versioned by the delivery's
+ * arrival, so a late retry would bring back the older state: the window covers Missive's retries
+ * (up to 5 over about 8 minutes, reference 1.7) and no more. A message rule's body is about one message
+ * and cannot repeat for a new change: it gets the whole window.
+ */
+export const CONVERSATION_RULE_REPLAY_WINDOW_MS = 15 * 60 * 1000;
+
+const MESSAGE_RULES: ReadonlySet<string> = new Set(MESSAGE_RULE_TYPES);
 
 /** Turns a verified delivery into events (see the header for the rules). */
 export function parseMissiveDelivery(delivery: Delivery, options: ParseOptions = {}): ParsedDelivery {
@@ -113,6 +129,7 @@ export function parseMissiveDelivery(delivery: Delivery, options: ParseOptions =
     payload: body,
   };
   const parsed: ParsedDelivery = { events: [event], eventType: type };
+  if (!MESSAGE_RULES.has(type)) parsed.replayWindowMs = options.apiConfigured === true ? 0 : CONVERSATION_RULE_REPLAY_WINDOW_MS;
   if (!isKnownRuleType(type)) {
     parsed.note = `Missive rule type "${type}" is not one we know: the conversation will be re-synced`;
   }

@@ -14,6 +14,7 @@ import { FileQueue } from '../../../src/queue/file-queue.ts';
 import { buildApp } from '../../../src/server/app.ts';
 import { MAX_JSON_DEPTH } from '../../../src/sources/json-depth.ts';
 import { createMissiveSource } from '../../../src/sources/missive/index.ts';
+import { CONVERSATION_RULE_REPLAY_WINDOW_MS } from '../../../src/sources/missive/webhook.ts';
 import type { Delivery } from '../../../src/sources/source.ts';
 import { config, delivery, fixtureBytes, logSink } from './helpers.ts';
 
@@ -119,6 +120,16 @@ describe('Missive webhook parsing', () => {
         },
       ],
     });
+  });
+
+  it('a conversation-level delivery is a repeat within 15 minutes without the API, never with it; a message rule gets the whole window', () => {
+    const labelChange = JSON.stringify({ rule: { id: 'r1', type: 'label_change' }, conversation: { id: 'c-1', shared_labels: [{ id: 'l1', name: 'A' }] } });
+    const offline = createMissiveSource(config(), { log: logSink().log });
+    const online = createMissiveSource(config({ MISSIVE_API_TOKEN: 'missive-token', MISSIVE_BASE_URL: 'http://127.0.0.1:9' }), { log: logSink().log });
+    expect(offline.parseWebhook(delivery(labelChange)).replayWindowMs).toBe(CONVERSATION_RULE_REPLAY_WINDOW_MS);
+    expect(online.parseWebhook(delivery(labelChange)).replayWindowMs).toBe(0);
+    expect(offline.parseWebhook(delivery(body)).replayWindowMs).toBeUndefined();
+    expect(online.parseWebhook(delivery(body)).replayWindowMs).toBeUndefined();
   });
 
   it('accepts application/json with a charset', () => {
