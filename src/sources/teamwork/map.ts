@@ -99,6 +99,32 @@ export function parseInstant(value: string | null | undefined): Date | null {
   return Number.isNaN(ms) ? null : new Date(ms);
 }
 
+/** No Teamwork version is older than this (Teamwork began in 2007): a year-0 or epoch time is a broken value. */
+export const EARLIEST_VERSION = new Date('2000-01-01T00:00:00.000Z');
+/** How far a version may lie after its reference time (receipt, or our clock for an API read): clock skew. */
+export const VERSION_SKEW_MS = 60 * 60 * 1000;
+
+/** A vendor update time checked for use as a version (see checkVersion). */
+export type VersionCheck = { version: Date; problem: null } | { version: null; problem: string };
+
+/**
+ * A vendor update time (`dateUpdated`, `updatedAt`) as the stale-write guard's version, or why it
+ * cannot be one: missing, not a timestamp, before EARLIEST_VERSION, or later than `reference` plus
+ * VERSION_SKEW_MS (Teamwork cannot have changed a task after it told us, or after we asked). A version
+ * in the far future would make every later write look stale, for good. `problem` shows the value as
+ * JSON, cut to 60 characters: a time is not customer data, and an operator needs to see it.
+ */
+export function checkVersion(value: unknown, reference: Date): VersionCheck {
+  if (value === undefined) return { version: null, problem: 'missing' };
+  const shown = (JSON.stringify(value) ?? String(value)).slice(0, 60);
+  const parsed = typeof value === 'string' ? parseInstant(value) : null;
+  if (parsed === null) return { version: null, problem: `${shown}, not a timestamp` };
+  if (parsed.getTime() < EARLIEST_VERSION.getTime()) return { version: null, problem: `${shown}, before ${EARLIEST_VERSION.toISOString()}` };
+  const latest = reference.getTime() + VERSION_SKEW_MS;
+  if (parsed.getTime() > latest) return { version: null, problem: `${shown}, later than ${new Date(latest).toISOString()}` };
+  return { version: parsed, problem: null };
+}
+
 /**
  * A date-only field as `YYYY-MM-DD`, cut from the text so no zone can shift the day: `2026-11-05`,
  * `20261105`, or a timestamp whose date part is taken as written. An impossible day is null.
