@@ -28,9 +28,23 @@ export function describeIssues(error: z.ZodError): string {
 // ---------------------------------------------------------------------------------------------------
 // Primitives
 
-/** An id: a whole number, sent as a number or (v1, forms) as a numeric string. */
-export const Id = z.union([z.number().int().nonnegative(), z.string().regex(/^\s*\d+\s*$/, 'expected a numeric id')]);
+/**
+ * An id: a whole number, sent as a number or (v1, forms) as a numeric string. A number beyond 2^53 is
+ * refused: JavaScript could not keep it exactly (send it as a string).
+ */
+export const Id = z.union([z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER, 'expected a numeric id'), z.string().regex(/^\s*\d+\s*$/, 'expected a numeric id')]);
 export type Id = z.infer<typeof Id>;
+
+/**
+ * The one text of an id, whatever its spelling: `4343`, `"04343"` and `" 004343 "` are all `4343`.
+ * Every id we store or key by (the task id, the entity key, the ids a task refers to) goes through
+ * this, so one task is one row on every path (webhooks in any format, API reads, backfill). Anything
+ * that is not a whole number is returned trimmed (the schemas refuse it before it gets here).
+ */
+export function canonicalId(id: number | string): string {
+  const text = String(id).trim();
+  return /^\d+$/.test(text) ? text.replace(/^0+(?=\d)/, '') : text;
+}
 
 /** An optional reference where `0`, `""` and null all mean "none" (v2 `parentId`, v1 `parentTaskId`). */
 export const Ref = z.union([z.number().int().nonnegative(), z.string().regex(/^\s*\d*\s*$/, 'expected a numeric id or ""'), z.null()]);
@@ -93,14 +107,24 @@ function blankable<T extends z.ZodType>(schema: T) {
   return z.preprocess((input) => (input === '' ? null : input), schema.nullish());
 }
 
-/** A map keyed by string id; an array of objects with `id` is accepted and keyed by it. */
+/**
+ * A map keyed by id; an array of objects with `id` is accepted and keyed by it. Keys are canonical
+ * (canonicalId), so a lookup by a canonical id finds `"0123"` and `123` alike.
+ */
 function idMap<T extends z.ZodType>(item: T) {
   return z.preprocess((input) => {
-    if (!Array.isArray(input)) return input;
     const out: Record<string, unknown> = {};
-    for (const entry of input) {
-      const id = (entry as { id?: unknown } | null)?.id;
-      if (id !== undefined && id !== null) out[String(id)] = entry;
+    if (Array.isArray(input)) {
+      for (const entry of input) {
+        const id = (entry as { id?: unknown } | null)?.id;
+        if (typeof id === 'number' || typeof id === 'string') out[canonicalId(id)] = entry;
+      }
+      return out;
+    }
+    if (typeof input !== 'object' || input === null) return input;
+    for (const [key, entry] of Object.entries(input)) {
+      const id = canonicalId(key);
+      if (!(id in out) || id === key) out[id] = entry;
     }
     return out;
   }, z.record(z.string(), item));

@@ -130,6 +130,27 @@ describe('handleTeamworkEvent without the API', () => {
     await db.close();
   });
 
+  it('one task, one row: "id":4343, "id":"04343" and Task.ID=004343 are the same task', async () => {
+    const db = await memoryDb();
+    const bodies: Array<[string, string | undefined]> = [
+      [versioned('2026-11-04T10:00:00Z', { id: 4343 }), undefined],
+      [versioned('2026-11-04T11:00:00Z', { id: '04343' }), undefined],
+      [`Task.ID=004343&Task.Name=form&Task.DateUpdated=2026-11-04T12%3A00%3A00Z&Task.ProjectId=0512345&Task.TaskListId=01518601&Task.ParentId=00&Task.AssignedUserIds=0238861`, FORM_TYPE],
+    ];
+    for (const [body, contentType] of bodies) {
+      const event = eventFrom(body, { event: 'TASK.UPDATED', contentType });
+      expect(event.entityKey).toBe('task:4343');
+      const changes = await handleTeamworkEvent(event, deps, context);
+      expect(changes.tasks[0]?.id).toBe('4343');
+      await db.apply(changes);
+    }
+    expect((await db.counts()).tasks).toBe(1);
+    expect(await db.getTask('4343')).toMatchObject({ title: 'form', projectId: '512345', tasklistId: '1518601', parentTaskId: null, assignees: [{ id: '238861' }] });
+    const deletion = await handleTeamworkEvent(eventFrom('{"id":" 0004343 "}', { event: 'TASK.DELETED' }), deps, context);
+    expect(deletion.deletedTasks).toEqual([{ id: '4343', at: RECEIVED }]);
+    await db.close();
+  });
+
   it('refuses events it cannot read with CONN_ERR_EVENT_INVALID', async () => {
     const base = eventFrom(fixtureBytes('v2-json-task-created.json'), { event: 'TASK.CREATED' });
     await expect(handleTeamworkEvent({ ...base, payload: { nonsense: true } }, deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_INVALID' });
