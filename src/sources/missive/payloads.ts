@@ -11,8 +11,23 @@
  */
 import { z } from 'zod';
 
-/** A vendor id: a non-empty string, or a number read as its decimal text. */
-export const Id = z.union([z.string().min(1), z.number().finite().transform((n) => String(n))]);
+/**
+ * A vendor id: a non-empty string, or a number read as its decimal text, in its one canonical spelling:
+ * trimmed, and lower-cased when it is a UUID (Missive's ids are; a UUID's case carries no meaning), so
+ * that one message or conversation is one row and one entity key however a delivery spells it.
+ */
+export const Id = z
+  .union([z.string(), z.number().finite().transform((n) => String(n))])
+  .transform(canonicalId)
+  .pipe(z.string().min(1));
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** See `Id`: trimmed, and lower case when a UUID. */
+export function canonicalId(id: string): string {
+  const text = id.trim();
+  return UUID.test(text) ? text.toLowerCase() : text;
+}
 
 /** A string, or null when absent or of another type. */
 const Text = z.string().nullish().catch(null);
