@@ -50,6 +50,28 @@ export const Address = z.object({
 });
 export type Address = z.infer<typeof Address>;
 
+/**
+ * One id, one spelling (issue 14, item 4): every id stored or keyed by goes through one of these, on
+ * every path (webhooks in any format, API reads, backfill), so one vendor entity is one row.
+ * - A Teamwork id is a whole number: its decimal text without leading zeros or surrounding space
+ *   (`4343`, `"04343"` and `" 004343 "` are all `4343`). Text that is not a whole number is only trimmed.
+ * - A Missive id is trimmed, and lower-cased when it is a UUID (Missive's are; a UUID's case carries
+ *   no meaning).
+ * The SQL migrations (version 2) and `airtable-setup` apply the same rules to rows stored before.
+ */
+export function canonicalTaskId(id: number | string): string {
+  const text = String(id).trim();
+  return /^\d+$/.test(text) ? text.replace(/^0+(?=\d)/, '') : text;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** See canonicalTaskId. */
+export function canonicalEmailId(id: string): string {
+  const text = id.trim();
+  return UUID.test(text) ? text.toLowerCase() : text;
+}
+
 /** A Teamwork task. `id` is Teamwork's task id as text. */
 export const Task = z.object({
   id: z.string().min(1),

@@ -17,6 +17,7 @@
  * - v1 webhooks API: `{ webhook: {...} }`, `{ webhooks: [...] }`.
  */
 import { z } from 'zod';
+import { canonicalTaskId } from '../../model.ts';
 
 /** A zod error as one line of paths and rules (never values: a body may hold customer data). */
 export function describeIssues(error: z.ZodError): string {
@@ -38,13 +39,10 @@ export type Id = z.infer<typeof Id>;
 /**
  * The one text of an id, whatever its spelling: `4343`, `"04343"` and `" 004343 "` are all `4343`.
  * Every id we store or key by (the task id, the entity key, the ids a task refers to) goes through
- * this, so one task is one row on every path (webhooks in any format, API reads, backfill). Anything
- * that is not a whole number is returned trimmed (the schemas refuse it before it gets here).
+ * this, so one task is one row on every path (webhooks in any format, API reads, backfill). The rule is
+ * model.ts `canonicalTaskId`, which the database migrations share.
  */
-export function canonicalId(id: number | string): string {
-  const text = String(id).trim();
-  return /^\d+$/.test(text) ? text.replace(/^0+(?=\d)/, '') : text;
-}
+export const canonicalId = canonicalTaskId;
 
 /** An optional reference where `0`, `""` and null all mean "none" (v2 `parentId`, v1 `parentTaskId`). */
 export const Ref = z.union([z.number().int().nonnegative(), z.string().regex(/^\s*\d*\s*$/, 'expected a numeric id or ""'), z.null()]);
