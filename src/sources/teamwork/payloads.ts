@@ -111,20 +111,21 @@ function blankable<T extends z.ZodType>(schema: T) {
  */
 function idMap<T extends z.ZodType>(item: T) {
   return z.preprocess((input) => {
-    const out: Record<string, unknown> = {};
+    // A Map, then Object.fromEntries: every key (even `__proto__`) becomes an own property.
+    const out = new Map<string, unknown>();
     if (Array.isArray(input)) {
       for (const entry of input) {
         const id = (entry as { id?: unknown } | null)?.id;
-        if (typeof id === 'number' || typeof id === 'string') out[canonicalId(id)] = entry;
+        if (typeof id === 'number' || typeof id === 'string') out.set(canonicalId(id), entry);
       }
-      return out;
+      return Object.fromEntries(out);
     }
     if (typeof input !== 'object' || input === null) return input;
     for (const [key, entry] of Object.entries(input)) {
       const id = canonicalId(key);
-      if (!(id in out) || id === key) out[id] = entry;
+      if (!out.has(id) || id === key) out.set(id, entry);
     }
-    return out;
+    return Object.fromEntries(out);
   }, z.record(z.string(), item));
 }
 
