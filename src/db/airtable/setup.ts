@@ -9,6 +9,9 @@
  * Several processes may run it at once: when a create fails because another process just made the
  * same table or field, the schema is read again and the run goes on.
  *
+ * `npm run airtable-setup` (not migrate()) then merges records stored under other spellings of one id
+ * (mergeDuplicateIds): the one place where the connector deletes Airtable records, and only duplicates.
+ *
  * Scopes: reading the schema needs schema.bases:read; creating needs schema.bases:write and the base
  * creator role. A token without schema.bases:read can still run the connector if the tables exist:
  * `verifyThroughRecords` checks them with one list request per table naming every field.
@@ -132,7 +135,7 @@ export async function airtableSetup(
   report.mergedRecords = await mergeDuplicateIds(client, report.tableIds, { log });
   const changed = report.createdTables.length + report.createdFields.length;
   log.info(
-    { baseId: report.baseId, createdTables: report.createdTables, createdFields: report.createdFields.length, problems: report.problems.length },
+    { baseId: report.baseId, createdTables: report.createdTables, createdFields: report.createdFields.length, problems: report.problems.length, mergedRecords: report.mergedRecords },
     changed === 0 ? `Airtable base ${report.baseId} already has every table and field` : `Airtable base ${report.baseId}: created ${report.createdTables.length} tables and ${report.createdFields.length} fields`,
   );
   return report;
