@@ -18,7 +18,8 @@
  * - attempt      One try at handling an event and writing its changes. Attempts are counted from 1.
  * - dead letter  An event that failed permanently, or `MAX_QUEUE_ATTEMPTS` times; kept in the dead-letter
  *                file with its error until an operator replays it.
- * - stale write  A write whose vendor update time is older than the stored one; skipped and counted.
+ * - stale write  A write whose vendor update time is older than the stored one, or that has none while the
+ *                stored row has one; skipped and counted.
  *
  * Times are `Date` objects in memory and UTC ISO-8601 strings on disk and in JSON. Date-only vendor
  * fields (a task's start and due dates) stay `YYYY-MM-DD` strings: shifting them by a time zone would
@@ -50,6 +51,28 @@ export const Address = z.object({
 });
 export type Address = z.infer<typeof Address>;
 
+/**
+ * One id, one spelling (issue 14, item 4): every id stored or keyed by goes through one of these, on
+ * every path (webhooks in any format, API reads, backfill), so one vendor entity is one row.
+ * - A Teamwork id is a whole number: its decimal text without leading zeros or surrounding space
+ *   (`4343`, `"04343"` and `" 004343 "` are all `4343`). Text that is not a whole number is only trimmed.
+ * - A Missive id is trimmed, and lower-cased when it is a UUID (Missive's are; a UUID's case carries
+ *   no meaning).
+ * The SQL migrations (version 2) and `airtable-setup` apply the same rules to rows stored before.
+ */
+export function canonicalTaskId(id: number | string): string {
+  const text = String(id).trim();
+  return /^\d+$/.test(text) ? text.replace(/^0+(?=\d)/, '') : text;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** See canonicalTaskId. */
+export function canonicalEmailId(id: string): string {
+  const text = id.trim();
+  return UUID.test(text) ? text.toLowerCase() : text;
+}
+
 /** A Teamwork task. `id` is Teamwork's task id as text. */
 export const Task = z.object({
   id: z.string().min(1),
@@ -71,7 +94,13 @@ export const Task = z.object({
   dueDate: DateOnly.nullable(),
   estimateMinutes: z.number().nullable(),
   createdAt: Instant.nullable(),
-  /** Teamwork's own update time: the version used by the stale-write guard. */
+  /**
+   * Teamwork's own update time: the version used by the stale-write guard. Every task a source hands
+   * the database has one (the Teamwork handler checks it and dead-letters an event that has none it
+   * can trust). It stays nullable in the type because records are also what the database gives back:
+   * a tombstone (a deletion of an id never seen) and a row written before versions were required have
+   * none. The database never lets a record without one overwrite a row that has one (rows.ts isStale).
+   */
   updatedAt: Instant.nullable(),
   completedAt: Instant.nullable(),
   createdBy: Person.nullable(),
@@ -118,7 +147,10 @@ export const Email = z.object({
   bodyText: z.string().nullable(),
   deliveredAt: Instant.nullable(),
   createdAt: Instant.nullable(),
-  /** The vendor's update time: the version used by the stale-write guard. */
+  /**
+   * The version used by the stale-write guard (see missive/map.ts). Nullable for the reasons given at
+   * `Task.updatedAt`: stored tombstones and rows written before versions were required have none.
+   */
   updatedAt: Instant.nullable(),
   /** The RFC 5322 Message-ID header, angle brackets kept. */
   messageIdHeader: z.string().nullable(),

@@ -6,7 +6,9 @@
  * - Upserts are keyed by the vendor's id: writing the same record twice leaves one row.
  * - Stale-write guard: a record whose `updatedAt` is older than the stored version (its `updatedAt`,
  *   or its `deletedAt` once deleted) is skipped and counted in `stale`; an equal time writes again
- *   (idempotent). A record without `updatedAt` always writes.
+ *   (idempotent). A record without `updatedAt` never overwrites a stored row that has a version (it
+ *   counts as stale); a stored row without one (written before versions were required) is overwritten
+ *   by any versioned record.
  * - Deletes are soft: `deleted` and `deletedAt` are set and the row is kept. `markTaskDeleted` on an id
  *   never seen stores a tombstone row with only the id and the deletion. A later, newer upsert with
  *   `deleted: false` clears them (undelete).

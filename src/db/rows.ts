@@ -206,10 +206,14 @@ export function rowToAttachment(row: Record<string, unknown>): Attachment {
 /**
  * The stale-write rule, in one place for every backend: an incoming version older than the stored
  * one is skipped. The stored version is the later of `updated_at` and, once deleted, `deleted_at`.
- * Missing times never make a write stale.
+ * A record without a version cannot be ordered against anything, so it never replaces a stored row
+ * that has one (it is stale against it); it writes only where nothing versioned is stored (no row, or
+ * a row itself without a version, written before versions were required). Conversely a stored row
+ * without a version is overwritten by any versioned record.
  */
 export function isStale(incoming: Date | null, storedUpdatedAt: Date | null, storedDeletedAt: Date | null): boolean {
-  if (incoming === null) return false;
+  if (storedUpdatedAt === null && storedDeletedAt === null) return false;
+  if (incoming === null) return true;
   const stored = Math.max(storedUpdatedAt?.getTime() ?? -Infinity, storedDeletedAt?.getTime() ?? -Infinity);
   return incoming.getTime() < stored;
 }

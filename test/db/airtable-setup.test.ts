@@ -51,8 +51,36 @@ describe('airtableSetup', () => {
     sim.requests.clear();
     const again = await airtableSetup(settings(), { log: log(), limiter: limiter() });
     expect(again).toMatchObject({ createdTables: [], createdFields: [], problems: [] });
-    expect(sim.requests.entries.map((r) => `${r.method} ${r.status}`)).toEqual(['GET 200']);
+    // The schema read, then one list request per table for the duplicate-id merge (empty tables).
+    expect(sim.requests.entries.map((r) => `${r.method} ${r.status}`)).toEqual(['GET 200', 'POST 200', 'POST 200']);
     expect(lines.at(-1)?.msg).toBe(`Airtable base ${sim.baseId} already has every table and field`);
+  });
+
+  it('merges records stored under other spellings of one id into the canonical id, keeping the newest version', async () => {
+    await airtableSetup(settings(), { log: log(), limiter: limiter() });
+    const at = (hour: number) => `2026-11-04T${String(hour).padStart(2, '0')}:00:00.000Z`;
+    sim.tables.insert('Tasks', { 'Task ID': '4343', Title: 'ten', 'Updated At': at(10) });
+    sim.tables.insert('Tasks', { 'Task ID': '04343', Title: 'twelve', 'Updated At': at(12) });
+    sim.tables.insert('Tasks', { 'Task ID': ' 004343', Title: 'eleven', 'Updated At': at(11) });
+    sim.tables.insert('Tasks', { 'Task ID': '0099', Title: 'only spelling', 'Updated At': at(10) });
+    sim.tables.insert('Tasks', { 'Task ID': '12', Title: 'untouched', 'Updated At': at(10) });
+    const uuid = '0f3a6c2e-1b7d-4c88-9e2f-5a1b2c3d4e5f';
+    sim.tables.insert('Emails', { 'Email ID': uuid, Subject: 'older', 'Updated At': at(10) });
+    sim.tables.insert('Emails', { 'Email ID': uuid.toUpperCase(), Subject: 'newer', 'Updated At': at(11), 'Conversation ID': 'conv-1' });
+
+    const report = await airtableSetup(settings(), { log: log(), limiter: limiter() });
+    // Deleted: ten, eleven, the older email; renamed: 04343, 0099, the upper-case email.
+    expect(report.mergedRecords).toBe(6);
+    const tasks = sim.tables.records('Tasks').map((r) => [r.fields['Task ID'], r.fields.Title]);
+    expect(tasks.sort()).toEqual([['12', 'untouched'], ['4343', 'twelve'], ['99', 'only spelling']]);
+    expect(sim.tables.records('Emails').map((r) => [r.fields['Email ID'], r.fields.Subject])).toEqual([[uuid, 'newer']]);
+
+    // The backend reads them under their canonical ids, and a third run has nothing to merge.
+    const db = new AirtableDatabase({ token: sim.token, baseId: sim.baseId, baseUrl: sim.url, checkpointDir: path.join(dir, 'checkpoints'), limiter: limiter() });
+    await db.migrate();
+    expect(await db.getTask('4343')).toMatchObject({ title: 'twelve', updatedAt: new Date(at(12)) });
+    expect(await db.upsertTask(makeTask({ id: '4343', updatedAt: new Date(at(11)) }))).toEqual({ written: 0, stale: 1 });
+    expect((await airtableSetup(settings(), { log: log(), limiter: limiter() })).mergedRecords).toBe(0);
   });
 
   it('adds missing fields, never deletes, and reports fields with another type or spelling', async () => {

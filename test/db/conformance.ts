@@ -132,6 +132,68 @@ export function databaseConformance(name: string, make: () => Promise<DatabaseUn
       expect((await db.getTask(task.id))?.deleted).toBe(false);
     });
 
+    it('a record without a version never overwrites a stored row that has one (tasks and emails, single and batch)', async () => {
+      const task = makeTask({ title: 'versioned' });
+      await db.upsertTask(task);
+      expect(await db.upsertTask(makeTask({ title: 'no version', updatedAt: null }))).toEqual({ written: 0, stale: 1 });
+      expect(await db.getTask(task.id)).toEqual(task);
+      // 12:00, then no version, then 10:00: the 10:00 one is older than what is stored, so 12:00 stays.
+      expect(await db.upsertTask(makeTask({ title: 'older', updatedAt: later(task.updatedAt, -7200) }))).toEqual({ written: 0, stale: 1 });
+      expect((await db.getTask(task.id))?.title).toBe('versioned');
+
+      const email = makeEmail({ subject: 'versioned' });
+      await db.upsertEmail(email);
+      expect(await db.upsertEmail(makeEmail({ subject: 'no version', updatedAt: null, attachments: [] }))).toEqual({ written: 0, stale: 1 });
+      expect(await db.getEmail(email.id)).toEqual(email);
+
+      // In one batch too, in either order, and against a tombstone (its version is the deletion).
+      const result = await db.apply({
+        ...noChanges(),
+        tasks: [makeTask({ id: '2001', title: 'v', updatedAt: new Date('2026-11-05T12:00:00.000Z') }), makeTask({ id: '2001', title: 'null', updatedAt: null })],
+        emails: [makeEmail({ id: 'msg-9', subject: 'null', updatedAt: null }), makeEmail({ id: 'msg-9', subject: 'v', updatedAt: new Date('2026-11-05T12:00:00.000Z') })],
+      });
+      // A backend that decides in order writes the email twice (nothing stored, then a newer version); one
+      // that keeps the newest per id first writes it once. Either way the versioned records win.
+      expect(result.written + result.stale).toBe(4);
+      expect(result.stale).toBeGreaterThanOrEqual(1);
+      expect((await db.getTask('2001'))?.title).toBe('v');
+      expect((await db.getEmail('msg-9'))?.subject).toBe('v');
+      await db.markTaskDeleted('2002', new Date('2026-11-05T12:00:00.000Z'));
+      expect(await db.upsertTask(makeTask({ id: '2002', updatedAt: null }))).toEqual({ written: 0, stale: 1 });
+      expect((await db.getTask('2002'))?.deleted).toBe(true);
+    });
+
+    it('a stored row without a version (written before versions were required) is overwritten by any versioned write', async () => {
+      await db.upsertTask(makeTask({ title: 'legacy', updatedAt: null }));
+      expect((await db.getTask('1001'))?.title).toBe('legacy');
+      const versioned = makeTask({ title: 'versioned', updatedAt: new Date('2000-01-01T00:00:00.000Z') });
+      expect(await db.upsertTask(versioned)).toEqual({ written: 1, stale: 0 });
+      expect(await db.getTask('1001')).toEqual(versioned);
+
+      await db.upsertEmail(makeEmail({ subject: 'legacy', updatedAt: null }));
+      const email = makeEmail({ subject: 'versioned', updatedAt: new Date('2000-01-01T00:00:00.000Z') });
+      expect(await db.upsertEmail(email)).toEqual({ written: 1, stale: 0 });
+      expect(await db.getEmail(email.id)).toEqual(email);
+    });
+
+    it('a replayed deletion older than a restore is skipped; the restored row stays', async () => {
+      const task = makeTask();
+      await db.upsertTask(task);
+      const deletedAt = later(task.updatedAt, 60);
+      await db.markTaskDeleted(task.id, deletedAt);
+      const restored = makeTask({ status: 'reopened', updatedAt: later(deletedAt, 60) });
+      await db.upsertTask(restored);
+      expect(await db.apply({ ...noChanges(), deletedTasks: [{ id: task.id, at: deletedAt }] })).toEqual({ written: 0, stale: 1 });
+      expect(await db.getTask(task.id)).toEqual(restored);
+
+      const email = makeEmail();
+      await db.upsertEmail(email);
+      const emailRestored = makeEmail({ labels: ['Back'], updatedAt: later(email.updatedAt, 120) });
+      await db.upsertEmail(emailRestored);
+      expect(await db.markEmailDeleted(email.id, later(email.updatedAt, 60))).toEqual({ written: 0, stale: 1 });
+      expect(await db.getEmail(email.id)).toEqual(emailRestored);
+    });
+
     it('stores a tombstone for a deletion of an id never seen, and a later create does not resurrect older data', async () => {
       const at = new Date('2026-11-10T00:00:00.000Z');
       await db.markTaskDeleted('4242', at);

@@ -94,6 +94,39 @@ describe.skipIf(!service.available)('PostgreSQL backend', () => {
       expect((await instances[5]!.counts()).tasks).toBe(6);
     });
 
+    it('migration 2 merges rows stored under other spellings of one id, keeping the newest version', async () => {
+      // Rows as versions before 2 stored them: the id as the vendor spelled it.
+      const { db, schema } = await fresh();
+      const t0 = new Date('2026-11-04T10:00:00.000Z');
+      await db.upsertTasks([
+        makeTask({ id: '4343', title: 'ten', updatedAt: t0 }),
+        makeTask({ id: '04343', title: 'twelve', updatedAt: later(t0, 7200), projectId: '077' }),
+        makeTask({ id: ' 004343', title: 'eleven', updatedAt: later(t0, 3600) }),
+        makeTask({ id: '0099', title: 'only spelling', updatedAt: t0 }),
+        makeTask({ id: '12', title: 'untouched', updatedAt: t0 }),
+      ]);
+      const uuid = '0f3a6c2e-1b7d-4c88-9e2f-5a1b2c3d4e5f';
+      await db.upsertEmails([
+        makeEmail({ id: uuid, subject: 'older', updatedAt: t0 }),
+        makeEmail({ id: uuid.toUpperCase(), subject: 'newer', updatedAt: later(t0, 60), conversationId: 'AAAAAAAA-1B7D-4C88-9E2F-5A1B2C3D4E5F', attachments: [{ id: 'ATT-1', emailId: uuid.toUpperCase(), filename: 'a.pdf', mediaType: null, size: 1, url: null, storedPath: null, sha256: null }] }),
+      ]);
+      await admin((c) => c.query(`DELETE FROM ${quoted(schema)}.schema_migrations WHERE version >= 2`));
+
+      const after = new PostgresDatabase({ connectionString: url, schema, poolSize: 1 });
+      cleanups.push(() => after.close());
+      await after.migrate();
+      expect(await after.counts()).toEqual({ tasks: 3, emails: 1, attachments: 1 });
+      expect(await after.getTask('4343')).toMatchObject({ id: '4343', title: 'twelve', updatedAt: later(t0, 7200), projectId: '77' });
+      expect(await after.getTask('99')).toMatchObject({ id: '99', title: 'only spelling' });
+      expect(await after.getTask('12')).toMatchObject({ title: 'untouched' });
+      expect(await after.getEmail(uuid)).toMatchObject({
+        id: uuid,
+        subject: 'newer',
+        conversationId: 'aaaaaaaa-1b7d-4c88-9e2f-5a1b2c3d4e5f',
+        attachments: [{ id: 'ATT-1', emailId: uuid, filename: 'a.pdf' }],
+      });
+    });
+
     it('concurrent writers on 8 pools never duplicate a row and keep the newest version of each', async () => {
       const { schema } = await fresh();
       const writers = Array.from({ length: 8 }, () => new PostgresDatabase({ connectionString: url, schema, poolSize: 2 }));

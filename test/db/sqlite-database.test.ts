@@ -1,9 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { SqliteDatabase } from '../../src/db/sqlite/sqlite-database.ts';
-import { makeTask } from '../fixtures/records.ts';
+import { later, makeEmail, makeTask } from '../fixtures/records.ts';
 import { databaseConformance } from './conformance.ts';
 
 databaseConformance('sqlite', async () => {
@@ -42,5 +43,48 @@ describe('SqliteDatabase', () => {
     const db = new SqliteDatabase({ file: ':memory:' });
     await expect(db.upsertTask(makeTask())).rejects.toMatchObject({ code: 'CONN_ERR_DB_REJECTED', message: expect.stringContaining('migrate') });
     await db.close();
+  });
+
+  it('migration 2 merges rows stored under other spellings of one id, keeping the newest version', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'conn-sqlite-'));
+    const file = path.join(dir, 'connector.db');
+    try {
+      // Rows as versions before 2 stored them: the id as the vendor spelled it.
+      const before = new SqliteDatabase({ file });
+      await before.migrate();
+      const t0 = new Date('2026-11-04T10:00:00.000Z');
+      await before.upsertTasks([
+        makeTask({ id: '4343', title: 'ten', updatedAt: t0 }),
+        makeTask({ id: '04343', title: 'twelve', updatedAt: later(t0, 7200), projectId: '077' }),
+        makeTask({ id: ' 004343', title: 'eleven', updatedAt: later(t0, 3600) }),
+        makeTask({ id: '0099', title: 'only spelling', updatedAt: t0 }),
+        makeTask({ id: '12', title: 'untouched', updatedAt: t0 }),
+      ]);
+      const uuid = '0f3a6c2e-1b7d-4c88-9e2f-5a1b2c3d4e5f';
+      await before.upsertEmails([
+        makeEmail({ id: uuid, subject: 'older', updatedAt: t0 }),
+        makeEmail({ id: uuid.toUpperCase(), subject: 'newer', updatedAt: later(t0, 60), conversationId: 'AAAAAAAA-1B7D-4C88-9E2F-5A1B2C3D4E5F', attachments: [{ id: 'ATT-1', emailId: uuid.toUpperCase(), filename: 'a.pdf', mediaType: null, size: 1, url: null, storedPath: null, sha256: null }] }),
+      ]);
+      await before.close();
+      const raw = new BetterSqlite3(file);
+      raw.prepare('DELETE FROM schema_migrations WHERE version >= 2').run();
+      raw.close();
+
+      const after = new SqliteDatabase({ file });
+      await after.migrate();
+      expect(await after.counts()).toEqual({ tasks: 3, emails: 1, attachments: 1 });
+      expect(await after.getTask('4343')).toMatchObject({ id: '4343', title: 'twelve', updatedAt: later(t0, 7200), projectId: '77' });
+      expect(await after.getTask('99')).toMatchObject({ id: '99', title: 'only spelling' });
+      expect(await after.getTask('12')).toMatchObject({ title: 'untouched' });
+      expect(await after.getEmail(uuid)).toMatchObject({
+        id: uuid,
+        subject: 'newer',
+        conversationId: 'aaaaaaaa-1b7d-4c88-9e2f-5a1b2c3d4e5f',
+        attachments: [{ id: 'ATT-1', emailId: uuid, filename: 'a.pdf' }],
+      });
+      await after.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -197,6 +197,21 @@ export class AirtableClient {
     return answer.data;
   }
 
+  /** Changes fields of up to 10 records, addressed by record id (`rec…`), with typecast on. */
+  async updateRecords(table: string, records: ReadonlyArray<{ id: string; fields: Record<string, unknown> }>): Promise<void> {
+    if (records.length === 0) return;
+    if (records.length > MAX_RECORDS_PER_REQUEST) throw new RangeError(`Airtable takes at most ${MAX_RECORDS_PER_REQUEST} records per request, got ${records.length}`);
+    await this.http.request('PATCH', this.recordsPath(table), { body: { records: records.map((r) => ({ id: r.id, fields: r.fields })), typecast: true }, idempotent: true });
+  }
+
+  /** Deletes up to 10 records by record id (`rec…`). Deleting one already gone fails with 404. */
+  async deleteRecords(table: string, recordIds: readonly string[]): Promise<void> {
+    if (recordIds.length === 0) return;
+    if (recordIds.length > MAX_RECORDS_PER_REQUEST) throw new RangeError(`Airtable takes at most ${MAX_RECORDS_PER_REQUEST} records per request, got ${recordIds.length}`);
+    const query = recordIds.map((id) => `records[]=${encodeURIComponent(id)}`).join('&');
+    await this.http.request('DELETE', `${this.recordsPath(table)}?${query}`, { idempotent: true });
+  }
+
   async listTables(signal?: AbortSignal): Promise<AirtableTable[]> {
     const answer = await this.http.get(`/v0/meta/bases/${encodeURIComponent(this.baseId)}/tables`, {
       schema: TablesSchema,

@@ -9,6 +9,9 @@
  * Several processes may run it at once: when a create fails because another process just made the
  * same table or field, the schema is read again and the run goes on.
  *
+ * `npm run airtable-setup` (not migrate()) then merges records stored under other spellings of one id
+ * (mergeDuplicateIds): the one place where the connector deletes Airtable records, and only duplicates.
+ *
  * Scopes: reading the schema needs schema.bases:read; creating needs schema.bases:write and the base
  * creator role. A token without schema.bases:read can still run the connector if the tables exist:
  * `verifyThroughRecords` checks them with one list request per table naming every field.
@@ -17,9 +20,10 @@ import { ConnectorError } from '../../errors.ts';
 import type { Config } from '../../config.ts';
 import type { Logger } from '../../log.ts';
 import { ApiError } from '../../http/http-client.ts';
-import { AirtableClient, airtableErrorOf, type AirtableClientOptions, type AirtableTable } from './airtable-client.ts';
+import { canonicalEmailId, canonicalTaskId } from '../../model.ts';
+import { AirtableClient, MAX_RECORDS_PER_REQUEST, airtableErrorOf, type AirtableClientOptions, type AirtableTable } from './airtable-client.ts';
 import { SETUP_COMMAND, toDatabaseError } from './airtable-errors.ts';
-import { AIRTABLE_TABLES, type TableDef } from './schema.ts';
+import { AIRTABLE_TABLES, EMAILS_TABLE, F, TASKS_TABLE, versionFromRecord, type TableDef } from './schema.ts';
 
 export interface SchemaReport {
   baseId: string;
@@ -29,6 +33,8 @@ export interface SchemaReport {
   createdFields: Array<{ table: string; field: string }>;
   /** Fields with another type or spelling than the connector writes: for an operator to fix. */
   problems: string[];
+  /** Records deleted or renamed by `airtable-setup` to leave one record per canonical id (mergeDuplicateIds). */
+  mergedRecords?: number;
 }
 
 export interface SetupOptions {
@@ -126,12 +132,67 @@ export async function airtableSetup(
   if (config.AIRTABLE_BASE_ID === undefined) throw new ConnectorError('CONN_ERR_CONFIG_INVALID', 'Invalid setting AIRTABLE_BASE_ID: required for airtable-setup', { details: { variable: 'AIRTABLE_BASE_ID' } });
   const client = new AirtableClient({ token: config.AIRTABLE_TOKEN, baseId: config.AIRTABLE_BASE_ID, baseUrl: config.AIRTABLE_BASE_URL, log, ...clientOptions });
   const report = await ensureAirtableSchema(client, { log });
+  report.mergedRecords = await mergeDuplicateIds(client, report.tableIds, { log });
   const changed = report.createdTables.length + report.createdFields.length;
   log.info(
-    { baseId: report.baseId, createdTables: report.createdTables, createdFields: report.createdFields.length, problems: report.problems.length },
+    { baseId: report.baseId, createdTables: report.createdTables, createdFields: report.createdFields.length, problems: report.problems.length, mergedRecords: report.mergedRecords },
     changed === 0 ? `Airtable base ${report.baseId} already has every table and field` : `Airtable base ${report.baseId}: created ${report.createdTables.length} tables and ${report.createdFields.length} fields`,
   );
   return report;
+}
+
+/** The canonical spelling of each table's key (model.ts), and the version fields the merge compares. */
+const CANONICAL_KEYS: Array<{ def: TableDef; canonical: (id: string) => string }> = [
+  { def: TASKS_TABLE, canonical: canonicalTaskId },
+  { def: EMAILS_TABLE, canonical: canonicalEmailId },
+];
+
+/**
+ * One record per canonical id (issue 14, item 4): records written before ids were canonical (`04343`
+ * beside `4343`, a UUID in two cases) are merged. For each group of records whose keys have one
+ * canonical spelling, the one with the newest version ("Updated At" or "Deleted At"; none is oldest,
+ * ties go to the one already spelled canonically) is kept and given the canonical key; the others are
+ * deleted. Run by `airtable-setup` only, not by every start: it reads every record of both tables (one
+ * request per 100 records). New writes need nothing: sources hand the backend canonical ids. Returns
+ * how many records it deleted or renamed.
+ */
+export async function mergeDuplicateIds(client: AirtableClient, tableIds: Record<string, string>, options: { log: Logger }): Promise<number> {
+  let changed = 0;
+  for (const { def, canonical } of CANONICAL_KEYS) {
+    const table = tableIds[def.name] ?? def.name;
+    const groups = new Map<string, Array<{ recordId: string; key: string; version: number }>>();
+    try {
+      for await (const page of client.listAll(table, { fields: [def.key, F.updatedAt, F.deletedAt] })) {
+        for (const record of page) {
+          const key = record.fields[def.key];
+          if (typeof key !== 'string' || key === '') continue;
+          const { updatedAt, deletedAt } = versionFromRecord(record.fields);
+          const version = Math.max(updatedAt ?? -Infinity, deletedAt ?? -Infinity);
+          const id = canonical(key);
+          const group = groups.get(id) ?? [];
+          group.push({ recordId: record.id, key, version });
+          groups.set(id, group);
+        }
+      }
+      const doomed: string[] = [];
+      const renames: Array<{ id: string; fields: Record<string, unknown> }> = [];
+      for (const [id, group] of groups) {
+        if (group.length === 1 && group[0]?.key === id) continue;
+        group.sort((a, b) => b.version - a.version || Number(b.key === id) - Number(a.key === id));
+        const [keep, ...others] = group as [(typeof group)[number], ...typeof group];
+        doomed.push(...others.map((r) => r.recordId));
+        if (keep.key !== id) renames.push({ id: keep.recordId, fields: { [def.key]: id } });
+        options.log.info({ table: def.name, id, kept: keep.key, deleted: others.map((r) => r.key) }, `merged Airtable records of ${def.key} ${id} into one`);
+      }
+      // Deletions first, so that no two records ever share the canonical key.
+      for (let i = 0; i < doomed.length; i += MAX_RECORDS_PER_REQUEST) await client.deleteRecords(table, doomed.slice(i, i + MAX_RECORDS_PER_REQUEST));
+      for (let i = 0; i < renames.length; i += MAX_RECORDS_PER_REQUEST) await client.updateRecords(table, renames.slice(i, i + MAX_RECORDS_PER_REQUEST));
+      changed += doomed.length + renames.length;
+    } catch (err) {
+      throw toDatabaseError(err, { baseId: client.baseId, table: def.name, action: 'write' });
+    }
+  }
+  return changed;
 }
 
 function findByName(tables: readonly AirtableTable[], name: string): AirtableTable | undefined {

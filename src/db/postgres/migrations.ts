@@ -18,6 +18,63 @@ export interface PostgresMigration {
   sql: (schema: string) => string;
 }
 
+/** Whitespace trimmed from ids: space, tab, line feed, carriage return. */
+const WS = `' ' || chr(9) || chr(10) || chr(13)`;
+
+/** A Teamwork id's canonical text in SQL (payloads.ts `canonicalId`): a whole number without leading zeros. */
+function taskId(column: string): string {
+  const t = `btrim(${column}, ${WS})`;
+  return `(CASE WHEN ${t} ~ '^[0-9]+$' THEN coalesce(nullif(ltrim(${t}, '0'), ''), '0') ELSE ${column} END)`;
+}
+
+/** A Missive id's canonical text in SQL (missive/payloads.ts `canonicalId`): trimmed, UUIDs lower case. */
+function missiveId(column: string): string {
+  const t = `btrim(${column}, ${WS})`;
+  return `(CASE WHEN ${t} ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN lower(${t}) ELSE ${t} END)`;
+}
+
+/**
+ * Deletes every row of `table` but one per canonical id: the one with the newest version (the later of
+ * updated_at and deleted_at; none is oldest), then the one already under the canonical id, then the
+ * latest synced.
+ */
+function keepNewest(table: string, canonical: string): string {
+  return `DELETE FROM ${table} x USING (
+      SELECT id, row_number() OVER (
+        PARTITION BY ${canonical}
+        ORDER BY GREATEST(coalesce(updated_at, '-infinity'), coalesce(deleted_at, '-infinity')) DESC, (id = ${canonical}) DESC, synced_at DESC
+      ) AS rank FROM ${table}
+    ) r WHERE x.id = r.id AND r.rank > 1;`;
+}
+
+/**
+ * Version 2 (issue 14, item 4): ids used to be stored as the vendor spelled them, so `4343` and `04343`
+ * (or a UUID in two cases) were two rows of one task or message. Each group of rows with one canonical
+ * id is merged into one row under that id, keeping the newest version; the ids rows refer to (project,
+ * tasklist, parent, conversation, attachments' message) are made canonical too. The attachments'
+ * foreign key now cascades updates, so a message renamed here (or by hand) keeps its attachments.
+ */
+function canonicalIdsSql(s: string): string {
+  return `
+      ALTER TABLE ${s}.attachments DROP CONSTRAINT IF EXISTS attachments_email_id_fkey;
+      ALTER TABLE ${s}.attachments ADD CONSTRAINT attachments_email_id_fkey FOREIGN KEY (email_id) REFERENCES ${s}.emails (id) ON DELETE CASCADE ON UPDATE CASCADE;
+
+      ${keepNewest(`${s}.tasks`, taskId('id'))}
+      UPDATE ${s}.tasks SET id = ${taskId('id')} WHERE id <> ${taskId('id')};
+      UPDATE ${s}.tasks SET project_id = ${taskId('project_id')} WHERE project_id <> ${taskId('project_id')};
+      UPDATE ${s}.tasks SET tasklist_id = ${taskId('tasklist_id')} WHERE tasklist_id <> ${taskId('tasklist_id')};
+      UPDATE ${s}.tasks SET parent_task_id = ${taskId('parent_task_id')} WHERE parent_task_id <> ${taskId('parent_task_id')};
+
+      ${keepNewest(`${s}.emails`, missiveId('id'))}
+      UPDATE ${s}.emails SET id = ${missiveId('id')} WHERE id <> ${missiveId('id')};
+      UPDATE ${s}.emails SET conversation_id = ${missiveId('conversation_id')} WHERE conversation_id <> ${missiveId('conversation_id')};
+      DELETE FROM ${s}.attachments x USING (
+        SELECT id, row_number() OVER (PARTITION BY ${missiveId('id')} ORDER BY (id = ${missiveId('id')}) DESC, id) AS rank FROM ${s}.attachments
+      ) r WHERE x.id = r.id AND r.rank > 1;
+      UPDATE ${s}.attachments SET id = ${missiveId('id')} WHERE id <> ${missiveId('id')};
+    `;
+}
+
 export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   {
     version: 1,
@@ -108,4 +165,10 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'canonical ids: merge rows stored under another spelling of the same id',
+    sql: (s) => canonicalIdsSql(s),
+  },
 ];
+

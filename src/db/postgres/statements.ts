@@ -5,8 +5,8 @@
  * connection and reused.
  *
  * The stale-write guard is the rule of rows.ts `isStale`, written as the ON CONFLICT condition:
- * an incoming version is written when it has no time, or when it is at least the later of the stored
- * `updated_at` and `deleted_at`. ON CONFLICT DO UPDATE locks the conflicting row before evaluating the
+ * an incoming version is written when it is at least the later of the stored `updated_at` and
+ * `deleted_at` (a record without a version only where the stored row has none either). ON CONFLICT DO UPDATE locks the conflicting row before evaluating the
  * condition and evaluates it against the newest committed version, so concurrent writers cannot let
  * an older version win; RETURNING lists exactly the rows inserted or updated, which makes the counts
  * exact. The rows the condition skipped stay locked until the transaction ends.
@@ -35,8 +35,13 @@ function upsert(table: string, rowType: string, columns: readonly string[], guar
   ].join('\n');
 }
 
-/** isStale (rows.ts) negated: write when the incoming time is missing or not older than the stored version. */
-const NOT_STALE = `excluded.updated_at IS NULL OR excluded.updated_at >= GREATEST(coalesce(t.updated_at, '-infinity'), coalesce(t.deleted_at, '-infinity'))`;
+/**
+ * isStale (rows.ts) negated: write when the incoming version is not older than the stored one (a stored
+ * row without any version counts as older than every version); an incoming record without a version
+ * writes only over a row that has none either.
+ */
+const NOT_STALE = `(excluded.updated_at IS NULL AND t.updated_at IS NULL AND t.deleted_at IS NULL)
+  OR excluded.updated_at >= GREATEST(coalesce(t.updated_at, '-infinity'), coalesce(t.deleted_at, '-infinity'))`;
 
 /**
  * A deletion writes unless the row is already deleted (a no-op, not stale) or was updated after the

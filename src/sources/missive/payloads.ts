@@ -10,9 +10,18 @@
  * Only what we cannot work without is required: an id on conversations, messages and attachments.
  */
 import { z } from 'zod';
+import { canonicalEmailId } from '../../model.ts';
 
-/** A vendor id: a non-empty string, or a number read as its decimal text. */
-export const Id = z.union([z.string().min(1), z.number().finite().transform((n) => String(n))]);
+/**
+ * A vendor id: a non-empty string, or a number read as its decimal text, in its one canonical spelling:
+ * trimmed, and lower-cased when it is a UUID (Missive's ids are; a UUID's case carries no meaning), so
+ * that one message or conversation is one row and one entity key however a delivery spells it (the
+ * rule is model.ts `canonicalEmailId`, shared with the database migrations).
+ */
+export const Id = z
+  .union([z.string(), z.number().finite().transform((n) => String(n))])
+  .transform(canonicalEmailId)
+  .pipe(z.string().min(1));
 
 /** A string, or null when absent or of another type. */
 const Text = z.string().nullish().catch(null);

@@ -25,7 +25,7 @@ import { ApiError } from '../../http/index.ts';
 import type { TaskPage, TeamworkClient } from './client.ts';
 import { newestUpdate } from './client.ts';
 import { includedFor } from './map.ts';
-import type { SnapshotEventPayload } from './payloads.ts';
+import { canonicalId, type SnapshotEventPayload } from './payloads.ts';
 
 /** The event type of a backfilled task. */
 export const SNAPSHOT_EVENT = 'task.snapshot';
@@ -48,7 +48,7 @@ export async function* backfillTeamwork(options: TeamworkBackfillOptions): Async
     const events: QueueEvent[] = [];
     const receivedAt = now();
     for (const task of page.tasks) {
-      const id = String(task.id).trim();
+      const id = canonicalId(task.id);
       const key = `${id}@${task.updatedAt ?? ''}@${task.status ?? ''}`;
       if (sent.has(key)) continue;
       sent.add(key);

@@ -2,7 +2,8 @@
  * Teamwork shapes -> the canonical `Task`. Pure functions, one per vendor shape, no I/O.
  *
  * Rules shared by every shape (reference §3.4, §6):
- * - Ids become text; `0`, `""` and null mean "none" where Teamwork uses them so (`parentId`).
+ * - Ids become their canonical text (payloads.ts `canonicalId`: no leading zeros or spaces), the task's
+ *   own and every id it refers to; `0`, `""` and null mean "none" where Teamwork uses them so (`parentId`).
  * - Timestamps become UTC `Date`s; a timestamp without a zone is UTC, as Teamwork documents.
  * - Start and due dates stay calendar days (`YYYY-MM-DD`): they are cut from the string, never parsed
  *   into a `Date`, so no time zone can move them. `YYYYMMDD` (v1) and a full timestamp (which the SDK
@@ -15,7 +16,7 @@
  * - A deleted task is `deleted: true` with `deletedAt`; a completed task is not deleted.
  */
 import type { Person, Task } from '../../model.ts';
-import type { IdList, Num, Ref, V1TodoItem, V2Person, V2WebhookBody, V3Included, V3Task, V3User } from './payloads.ts';
+import { canonicalId, type IdList, type Num, type Ref, type V1TodoItem, type V2Person, type V2WebhookBody, type V3Included, type V3Task, type V3User } from './payloads.ts';
 
 export interface MapContext {
   /** Teamwork's base URL (`https://acme.teamwork.com`), for task links; null leaves `url` null. */
@@ -30,11 +31,11 @@ export function taskUrl(baseUrl: string | null, id: string): string | null {
   return baseUrl === null ? null : `${baseUrl.replace(/\/+$/, '')}/app/tasks/${id}`;
 }
 
-/** An id as text; null for absent, null, "", and 0 (Teamwork's "none"). */
+/** An id as canonical text (canonicalId); null for absent, null, "", and 0 (Teamwork's "none"). */
 export function refText(value: Ref | undefined): string | null {
   if (value === undefined || value === null) return null;
-  const text = String(value).trim();
-  return text === '' || /^0+$/.test(text) ? null : text.replace(/^0+(?=\d)/, '');
+  const text = canonicalId(value);
+  return text === '' || text === '0' ? null : text;
 }
 
 function numberOrNull(value: Num | undefined): number | null {
@@ -97,6 +98,32 @@ export function parseInstant(value: string | null | undefined): Date | null {
   }
   const ms = Date.parse(iso);
   return Number.isNaN(ms) ? null : new Date(ms);
+}
+
+/** No Teamwork version is older than this (Teamwork began in 2007): a year-0 or epoch time is a broken value. */
+export const EARLIEST_VERSION = new Date('2000-01-01T00:00:00.000Z');
+/** How far a version may lie after its reference time (receipt, or our clock for an API read): clock skew. */
+export const VERSION_SKEW_MS = 60 * 60 * 1000;
+
+/** A vendor update time checked for use as a version (see checkVersion). */
+export type VersionCheck = { version: Date; problem: null } | { version: null; problem: string };
+
+/**
+ * A vendor update time (`dateUpdated`, `updatedAt`) as the stale-write guard's version, or why it
+ * cannot be one: missing, not a timestamp, before EARLIEST_VERSION, or later than `reference` plus
+ * VERSION_SKEW_MS (Teamwork cannot have changed a task after it told us, or after we asked). A version
+ * in the far future would make every later write look stale, for good. `problem` shows the value as
+ * JSON, cut to 60 characters: a time is not customer data, and an operator needs to see it.
+ */
+export function checkVersion(value: unknown, reference: Date): VersionCheck {
+  if (value === undefined) return { version: null, problem: 'missing' };
+  const shown = (JSON.stringify(value) ?? String(value)).slice(0, 60);
+  const parsed = typeof value === 'string' ? parseInstant(value) : null;
+  if (parsed === null) return { version: null, problem: `${shown}, not a timestamp` };
+  if (parsed.getTime() < EARLIEST_VERSION.getTime()) return { version: null, problem: `${shown}, before ${EARLIEST_VERSION.toISOString()}` };
+  const latest = reference.getTime() + VERSION_SKEW_MS;
+  if (parsed.getTime() > latest) return { version: null, problem: `${shown}, later than ${new Date(latest).toISOString()}` };
+  return { version: parsed, problem: null };
 }
 
 /**
@@ -162,7 +189,7 @@ function assigneeKind(type: string | undefined): 'users' | 'teams' | 'companies'
 
 /** A v3 task, names resolved through `included` (reference §2.5, §3.1). */
 export function mapV3Task(task: V3Task, included: V3Included | undefined, context: MapContext): Task {
-  const id = String(task.id).trim();
+  const id = canonicalId(task.id);
   const inc = included ?? {};
   const tasklistId = refText(task.tasklist?.id) ?? refText(task.tasklistId);
   const tasklist = tasklistId === null ? undefined : inc.tasklists?.[tasklistId];
@@ -182,7 +209,7 @@ export function mapV3Task(task: V3Task, included: V3Included | undefined, contex
 
   const tags: string[] = [];
   for (const rel of task.tags ?? []) {
-    const name = inc.tags?.[String(rel.id).trim()]?.name;
+    const name = inc.tags?.[canonicalId(rel.id)]?.name;
     if (typeof name === 'string' && name !== '' && !tags.includes(name)) tags.push(name);
   }
 
@@ -258,7 +285,7 @@ export function mapV2WebhookTask(body: V2WebhookBody, context: V2MapContext): V2
     if (value === undefined) missing.add(field);
     return value;
   };
-  const id = String(t.id).trim();
+  const id = canonicalId(t.id);
   const users = new Map<string, V2Person>();
   for (const user of body.users ?? []) {
     const userId = refText(user.id);
@@ -364,7 +391,7 @@ export function mapV2WebhookTask(body: V2WebhookBody, context: V2MapContext): V2
 
 /** A v1 `todo-item` (reference §3.3). v1 has no emails; assignees carry names only. */
 export function mapV1TodoItem(item: V1TodoItem, context: MapContext): Task {
-  const id = String(item.id).trim();
+  const id = canonicalId(item.id);
   const ids = idListValues(item['responsible-party-ids'] === undefined || item['responsible-party-ids'] === null ? undefined : String(item['responsible-party-ids']));
   const names = (item['responsible-party-names'] ?? '').split('|').map((n) => n.trim());
   const assignees: Person[] = ids.map((assigneeId, i) => ({ id: assigneeId, name: names[i] ? names[i] : null, email: null }));

@@ -17,6 +17,7 @@
  * - v1 webhooks API: `{ webhook: {...} }`, `{ webhooks: [...] }`.
  */
 import { z } from 'zod';
+import { canonicalTaskId } from '../../model.ts';
 
 /** A zod error as one line of paths and rules (never values: a body may hold customer data). */
 export function describeIssues(error: z.ZodError): string {
@@ -28,9 +29,20 @@ export function describeIssues(error: z.ZodError): string {
 // ---------------------------------------------------------------------------------------------------
 // Primitives
 
-/** An id: a whole number, sent as a number or (v1, forms) as a numeric string. */
-export const Id = z.union([z.number().int().nonnegative(), z.string().regex(/^\s*\d+\s*$/, 'expected a numeric id')]);
+/**
+ * An id: a whole number, sent as a number or (v1, forms) as a numeric string. A number beyond 2^53 is
+ * refused: JavaScript could not keep it exactly (send it as a string).
+ */
+export const Id = z.union([z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER, 'expected a numeric id'), z.string().regex(/^\s*\d+\s*$/, 'expected a numeric id')]);
 export type Id = z.infer<typeof Id>;
+
+/**
+ * The one text of an id, whatever its spelling: `4343`, `"04343"` and `" 004343 "` are all `4343`.
+ * Every id we store or key by (the task id, the entity key, the ids a task refers to) goes through
+ * this, so one task is one row on every path (webhooks in any format, API reads, backfill). The rule is
+ * model.ts `canonicalTaskId`, which the database migrations share.
+ */
+export const canonicalId = canonicalTaskId;
 
 /** An optional reference where `0`, `""` and null all mean "none" (v2 `parentId`, v1 `parentTaskId`). */
 export const Ref = z.union([z.number().int().nonnegative(), z.string().regex(/^\s*\d*\s*$/, 'expected a numeric id or ""'), z.null()]);
@@ -93,16 +105,27 @@ function blankable<T extends z.ZodType>(schema: T) {
   return z.preprocess((input) => (input === '' ? null : input), schema.nullish());
 }
 
-/** A map keyed by string id; an array of objects with `id` is accepted and keyed by it. */
+/**
+ * A map keyed by id; an array of objects with `id` is accepted and keyed by it. Keys are canonical
+ * (canonicalId), so a lookup by a canonical id finds `"0123"` and `123` alike.
+ */
 function idMap<T extends z.ZodType>(item: T) {
   return z.preprocess((input) => {
-    if (!Array.isArray(input)) return input;
-    const out: Record<string, unknown> = {};
-    for (const entry of input) {
-      const id = (entry as { id?: unknown } | null)?.id;
-      if (id !== undefined && id !== null) out[String(id)] = entry;
+    // A Map, then Object.fromEntries: every key (even `__proto__`) becomes an own property.
+    const out = new Map<string, unknown>();
+    if (Array.isArray(input)) {
+      for (const entry of input) {
+        const id = (entry as { id?: unknown } | null)?.id;
+        if (typeof id === 'number' || typeof id === 'string') out.set(canonicalId(id), entry);
+      }
+      return Object.fromEntries(out);
     }
-    return out;
+    if (typeof input !== 'object' || input === null) return input;
+    for (const [key, entry] of Object.entries(input)) {
+      const id = canonicalId(key);
+      if (!out.has(id) || id === key) out.set(id, entry);
+    }
+    return Object.fromEntries(out);
   }, z.record(z.string(), item));
 }
 

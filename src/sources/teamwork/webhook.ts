@@ -31,7 +31,7 @@ import { withPayloadJson, type QueueEvent } from '../../model.ts';
 import { jsonTooDeep, tooDeepMessage } from '../json-depth.ts';
 import { hmacSha256Matches } from '../signature.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
-import { Id, keyToken, type WebhookEventPayload, type WebhookFormat } from './payloads.ts';
+import { Id, canonicalId, keyToken, type WebhookEventPayload, type WebhookFormat } from './payloads.ts';
 
 export const SIGNATURE_HEADER = 'x-projects-signature';
 export const EVENT_HEADER = 'x-projects-event';
@@ -282,12 +282,9 @@ function field(object: Record<string, unknown>, name: string): unknown {
 function checkedId(value: unknown, where: string): string {
   const id = Id.safeParse(value);
   if (!id.success) throw malformed(`${where}: expected a numeric id`);
-  return normaliseId(id.data);
+  return canonicalId(id.data);
 }
 
-function normaliseId(id: number | string): string {
-  return String(id).trim().replace(/^0+(?=\d)/, '');
-}
 
 function malformed(message: string): ConnectorError {
   return new ConnectorError('CONN_ERR_WEBHOOK_MALFORMED', message, { status: 400 });

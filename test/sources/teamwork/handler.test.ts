@@ -3,6 +3,7 @@
  * simulator's API (404, deleted, lagging, restored). The full webhook flow is in integration.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteDatabase } from '../../../src/db/sqlite/sqlite-database.ts';
 import { FakeClock } from '../../../src/http/index.ts';
 import { createLogger } from '../../../src/log.ts';
 import type { QueueEvent } from '../../../src/model.ts';
@@ -20,6 +21,21 @@ function eventFrom(body: string | Buffer, options: { event?: string; contentType
   const parsed = parseTeamworkDelivery(delivery({ body, event: options.event, contentType: options.contentType, receivedAt: options.receivedAt ?? RECEIVED }));
   expect(parsed.events).toHaveLength(1);
   return parsed.events[0]!;
+}
+
+/** A v2 JSON body of the thin fixture (complete but for creators) with `dateUpdated` set to `value` (absent for undefined). */
+function versioned(value: unknown, patch: Record<string, unknown> = {}): string {
+  const body = fixtureJson<{ task: Record<string, unknown> }>('v2-json-task-updated-thin.json');
+  if (value === undefined) delete body.task.dateUpdated;
+  else body.task.dateUpdated = value;
+  Object.assign(body.task, patch);
+  return JSON.stringify(body);
+}
+
+async function memoryDb(): Promise<SqliteDatabase> {
+  const db = new SqliteDatabase({ file: ':memory:' });
+  await db.migrate();
+  return db;
 }
 
 function withTaskId(fixture: string, id: number): string {
@@ -62,12 +78,77 @@ describe('handleTeamworkEvent without the API', () => {
 
   it('TASK.DELETED with a complete body: the task, deleted', async () => {
     const changes = await handleTeamworkEvent(eventFrom(fixtureBytes('v2-json-task-created.json'), { event: 'TASK.DELETED' }), { ...deps }, context);
-    // The body lacks the creator on a delete, so it is not complete: a deletion keeps the stored row.
-    expect(changes.deletedTasks).toEqual([{ id: '2468013', at: RECEIVED }]);
+    // The body lacks the creator on a delete, so it is not complete: a deletion keeps the stored row. The
+    // deletion is dated by the body's dateUpdated (its version), not by its arrival.
+    const dateUpdated = new Date('2026-11-01T09:15:00Z');
+    expect(changes.deletedTasks).toEqual([{ id: '2468013', at: dateUpdated }]);
     const complete = fixtureJson<{ task: Record<string, unknown> }>('v2-json-task-created.json');
     complete.task.createdBy = 238861;
     const full = await handleTeamworkEvent(eventFrom(JSON.stringify(complete), { event: 'TASK.DELETED' }), deps, context);
-    expect(full.tasks[0]).toMatchObject({ id: '2468013', deleted: true, status: 'deleted', deletedAt: RECEIVED, title: 'Draft the Q4 board report' });
+    expect(full.tasks[0]).toMatchObject({ id: '2468013', deleted: true, status: 'deleted', deletedAt: dateUpdated, title: 'Draft the Q4 board report' });
+  });
+
+  it('a body without a trustworthy dateUpdated is dead-lettered naming the field and its value, and never overwrites the stored version', async () => {
+    const db = await memoryDb();
+    const handle = async (dateUpdated: unknown, title: string) => {
+      const changes = await handleTeamworkEvent(eventFrom(versioned(dateUpdated, { name: title }), { event: 'TASK.UPDATED' }), deps, context);
+      await db.apply(changes);
+    };
+    await handle('2026-11-04T12:00:00Z', 'twelve');
+    for (const [bad, shown] of [
+      ['garbage', '"garbage"'],
+      [undefined, 'missing'],
+      [null, 'null'],
+      ['0000-01-01T00:00:00Z', '"0000-01-01T00:00:00Z"'],
+      [1e308, '1e+308'],
+      ['9999-12-31T23:59:59Z', '"9999-12-31T23:59:59Z"'],
+      ['2026-11-08T12:00:00Z', '"2026-11-08T12:00:00Z"'],
+    ] as const) {
+      const err = await handle(bad, 'bad').catch((e: unknown) => e);
+      expect(err, String(bad)).toMatchObject({ code: 'CONN_ERR_EVENT_INVALID', retryable: false });
+      expect((err as Error).message).toContain('dateUpdated');
+      expect((err as Error).message).toContain(shown);
+    }
+    await handle('2026-11-04T10:00:00Z', 'ten');
+    expect(await db.getTask('2468013')).toMatchObject({ title: 'twelve', updatedAt: new Date('2026-11-04T12:00:00Z') });
+    await db.close();
+  });
+
+  it('a TASK.DELETED replayed after a restore: the deletion carries the body version and is skipped as stale', async () => {
+    const db = await memoryDb();
+    // Deleted at 11:00 (the body's dateUpdated); restored at 12:00; the captured deletion replayed at 13:00.
+    const deletedBody = versioned('2026-11-04T11:00:00Z');
+    const first = await handleTeamworkEvent(eventFrom(deletedBody, { event: 'TASK.DELETED', receivedAt: new Date('2026-11-04T11:00:01Z') }), deps, context);
+    await db.apply(first);
+    expect((await db.getTask('2468013'))?.deleted).toBe(true);
+    await db.apply(await handleTeamworkEvent(eventFrom(versioned('2026-11-04T12:00:00Z', { status: 'reopened' }), { event: 'TASK.REOPENED' }), deps, context));
+    expect((await db.getTask('2468013'))?.deleted).toBe(false);
+
+    const replay = await handleTeamworkEvent(eventFrom(deletedBody, { event: 'TASK.DELETED', receivedAt: new Date('2026-11-04T13:00:00Z') }), deps, context);
+    expect(await db.apply(replay)).toEqual({ written: 0, stale: 1 });
+    expect(await db.getTask('2468013')).toMatchObject({ deleted: false, status: 'reopened' });
+    await db.close();
+  });
+
+  it('one task, one row: "id":4343, "id":"04343" and Task.ID=004343 are the same task', async () => {
+    const db = await memoryDb();
+    const bodies: Array<[string, string | undefined]> = [
+      [versioned('2026-11-04T10:00:00Z', { id: 4343 }), undefined],
+      [versioned('2026-11-04T11:00:00Z', { id: '04343' }), undefined],
+      [`Task.ID=004343&Task.Name=form&Task.DateUpdated=2026-11-04T12%3A00%3A00Z&Task.ProjectId=0512345&Task.TaskListId=01518601&Task.ParentId=00&Task.AssignedUserIds=0238861`, FORM_TYPE],
+    ];
+    for (const [body, contentType] of bodies) {
+      const event = eventFrom(body, { event: 'TASK.UPDATED', contentType });
+      expect(event.entityKey).toBe('task:4343');
+      const changes = await handleTeamworkEvent(event, deps, context);
+      expect(changes.tasks[0]?.id).toBe('4343');
+      await db.apply(changes);
+    }
+    expect((await db.counts()).tasks).toBe(1);
+    expect(await db.getTask('4343')).toMatchObject({ title: 'form', projectId: '512345', tasklistId: '1518601', parentTaskId: null, assignees: [{ id: '238861' }] });
+    const deletion = await handleTeamworkEvent(eventFrom('{"id":" 0004343 "}', { event: 'TASK.DELETED' }), deps, context);
+    expect(deletion.deletedTasks).toEqual([{ id: '4343', at: RECEIVED }]);
+    await db.close();
   });
 
   it('refuses events it cannot read with CONN_ERR_EVENT_INVALID', async () => {
@@ -127,9 +208,10 @@ describe('handleTeamworkEvent with the API (simulator)', () => {
     const body = fixtureJson<{ task: Record<string, unknown> }>('v2-json-task-updated-thin.json');
     body.task.id = live.id;
     body.task.dateUpdated = new Date(live.updatedAt + 60_000).toISOString();
-    await expect(handleTeamworkEvent(eventFrom(JSON.stringify(body), { event: 'TASK.UPDATED' }), deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_NOT_READY', retryable: true });
+    const receivedAt = new Date(live.updatedAt + 61_000);
+    await expect(handleTeamworkEvent(eventFrom(JSON.stringify(body), { event: 'TASK.UPDATED', receivedAt }), deps, context)).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_NOT_READY', retryable: true });
     body.task.dateUpdated = new Date(live.updatedAt).toISOString();
-    const changes = await handleTeamworkEvent(eventFrom(JSON.stringify(body), { event: 'TASK.UPDATED' }), deps, context);
+    const changes = await handleTeamworkEvent(eventFrom(JSON.stringify(body), { event: 'TASK.UPDATED', receivedAt }), deps, context);
     expect(changes.tasks[0]).toMatchObject({ id: String(live.id), title: live.name });
   });
 
@@ -146,6 +228,26 @@ describe('handleTeamworkEvent with the API (simulator)', () => {
     const before = new Date(live.updatedAt - 10_000);
     const restored = await handleTeamworkEvent(eventFrom(withTaskId('v2-json-task-deleted.json', live.id), { event: 'TASK.DELETED', receivedAt: before }), deps, context);
     expect(restored.tasks[0]).toMatchObject({ id: String(live.id), deleted: false });
+  });
+
+  it('a body whose dateUpdated cannot be trusted: the task and its version are read from the API', async () => {
+    for (const bad of ['garbage', '9999-12-31T23:59:59Z', '0000-01-01T00:00:00Z']) {
+      const body = JSON.parse(versioned(bad, { id: live.id })) as { task: Record<string, unknown>; users: unknown[] };
+      body.users = [{ id: 238862, firstName: 'Grace', lastName: 'Hopper', email: 'grace@example.com' }, { id: 238861, firstName: 'Ada', lastName: 'Lovelace', email: 'ada@example.com' }];
+      body.task.createdBy = 238861;
+      sim.requests.clear();
+      const changes = await handleTeamworkEvent(eventFrom(JSON.stringify(body), { event: 'TASK.UPDATED', receivedAt: new Date() }), deps, context);
+      expect(changes.tasks[0]).toMatchObject({ id: String(live.id), title: live.name, updatedAt: new Date(live.updatedAt) });
+      expect(sim.requests.entries.length).toBeGreaterThan(0);
+    }
+  });
+
+  it('a TASK.DELETED replayed after the task was restored stores the task as the API shows it, not a deletion', async () => {
+    // The captured deletion says the task was deleted before its current version; it arrives now.
+    const body = JSON.parse(versioned(new Date(live.updatedAt - 60_000).toISOString(), { id: live.id, status: 'deleted' })) as Record<string, unknown>;
+    const changes = await handleTeamworkEvent(eventFrom(JSON.stringify(body), { event: 'TASK.DELETED', receivedAt: new Date(live.updatedAt + 3_600_000) }), deps, context);
+    expect(changes.deletedTasks).toEqual([]);
+    expect(changes.tasks[0]).toMatchObject({ id: String(live.id), deleted: false, updatedAt: new Date(live.updatedAt) });
   });
 
   it('a task the API does not know: the body when there is one, else nothing', async () => {

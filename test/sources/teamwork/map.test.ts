@@ -181,6 +181,21 @@ describe('mapV1TodoItem (v1 REST todo-item)', () => {
 });
 
 describe('mapV3Task (v3 task with side-loads)', () => {
+  it('gives every id its canonical text: leading zeros and spaces dropped, in the task and in what it refers to', () => {
+    const body = fixtureJson<{ task: Record<string, unknown>; included: Record<string, Record<string, unknown>> }>('v3-task-completed.json');
+    body.task.id = '02468013';
+    body.task.assignees = [{ id: ' 0238861', type: 'users' }];
+    body.task.tags = [{ id: '07001', type: 'tags' }];
+    body.task.tasklist = { id: '01518601', type: 'tasklists' };
+    const response = V3TaskResponse.parse(body);
+    const task = mapV3Task(response.task, response.included, { baseUrl: null });
+    expect(task).toMatchObject({ id: '2468013', tasklistId: '1518601', tasklistName: 'Quarterly reporting', projectId: '512345', assignees: [ada], tags: ['finance'] });
+    const v1 = V1TaskResponse.parse({ 'todo-item': { ...fixtureJson<{ 'todo-item': Record<string, unknown> }>('v1-todo-item.json')['todo-item'], id: '002468013' } });
+    expect(mapV1TodoItem(v1['todo-item'], { baseUrl: null }).id).toBe('2468013');
+    // A number beyond 2^53 is not an id we could keep exactly: refused by the schema.
+    expect(V3TaskResponse.safeParse({ task: { id: 2 ** 60 } }).success).toBe(false);
+  });
+
   it('resolves project through the tasklist, names, emails, tags; keeps teams and companies without email', () => {
     const response = V3TaskResponse.parse(fixtureJson('v3-task-completed.json'));
     const task = mapV3Task(response.task, response.included, { baseUrl: `${BASE}/` });
