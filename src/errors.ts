@@ -90,8 +90,23 @@ export function toErrorRecord(err: unknown): ErrorRecord {
     return record;
   }
   if (isErrorRecord(err)) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  return { code: 'CONN_ERR_INTERNAL', message, retryable: true };
+  return { code: 'CONN_ERR_INTERNAL', message: describeThrown(err), retryable: true };
+}
+
+/**
+ * The message of anything thrown, never throwing itself: String() of a null-prototype object throws,
+ * and a getter can throw too. Whoever records an error (a lane settling an event) must not fail on it.
+ */
+function describeThrown(err: unknown): string {
+  try {
+    return err instanceof Error ? String(err.message) : String(err);
+  } catch {
+    try {
+      return `${Object.prototype.toString.call(err)} was thrown, which cannot be printed`;
+    } catch {
+      return 'a value was thrown, which cannot be printed';
+    }
+  }
 }
 
 function isErrorRecord(value: unknown): value is ErrorRecord {

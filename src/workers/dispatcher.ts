@@ -243,7 +243,7 @@ export class Dispatcher {
         const changes = await source.handle(claimed.event, { log: eventLog, now: this.now, signal: this.shutdown.signal });
         handled.push({ claimed, changes, startedAt });
       } catch (err) {
-        await this.settleFailure(claimed, errorRecordOf(err), eventLog);
+        await this.settleFailure(claimed, toErrorRecord(err), eventLog);
       }
     }
     if (started < batch.length) log.info({ left: batch.length - started }, 'stopping: events not started are handed out again after the restart');
@@ -258,7 +258,7 @@ export class Dispatcher {
       try {
         result = await this.options.db.apply(merge(handled.map((h) => h.changes)));
       } catch (err) {
-        const error = errorRecordOf(err);
+        const error = toErrorRecord(err);
         if (error.code === 'CONN_ERR_DB_UNAVAILABLE') {
           if (this.state !== 'running') {
             log.warn({ err, events: handled.length }, 'stopping while the database is unavailable; these events are handed out again after the restart');
@@ -376,7 +376,7 @@ export class Dispatcher {
         }
         if (!isTransientQueueFailure(err) && ++nonTransient >= NON_TRANSIENT_TRIES) {
           log.error({ err, what, tries: nonTransient }, `could not ${what} the event, for a reason that is not transient; giving up on it`);
-          return { ok: false, failure: errorRecordOf(err) };
+          return { ok: false, failure: toErrorRecord(err) };
         }
         const delayMs = this.retryDelay(Math.min(failures, DB_OUTAGE_ATTEMPT_CAP), undefined);
         log.error({ err, what, delayMs }, `could not ${what} the event; trying again`);
@@ -409,25 +409,6 @@ export function isTransientQueueFailure(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const { code, syscall, errno } = err as NodeJS.ErrnoException;
   return typeof code === 'string' && (typeof syscall === 'string' || typeof errno === 'number');
-}
-
-/**
- * toErrorRecord for anything a handler, a database or a queue can throw, including values it cannot
- * describe (String() of a null-prototype object throws): a lane must never fail to settle an event
- * because of what was thrown.
- */
-function errorRecordOf(err: unknown): ErrorRecord {
-  try {
-    return toErrorRecord(err);
-  } catch {
-    let what = 'a value';
-    try {
-      what = Object.prototype.toString.call(err);
-    } catch {
-      // keep "a value"
-    }
-    return { code: 'CONN_ERR_INTERNAL', message: `${what} was thrown, which cannot be printed`, retryable: true };
-  }
 }
 
 function merge(all: readonly Changes[]): Changes {
