@@ -285,7 +285,6 @@ function checkedId(value: unknown, where: string): string {
   return canonicalId(id.data);
 }
 
-
 function malformed(message: string): ConnectorError {
   return new ConnectorError('CONN_ERR_WEBHOOK_MALFORMED', message, { status: 400 });
 }
