@@ -9,10 +9,10 @@
  * - after each batch, a normal signed delivery of each vendor is processed into its row;
  * - heap growth over the whole run stays under a bound.
  *
- * Settings: FUZZ_SEED (default fixed, printed on failure), FUZZ_RUNS (cases per secrets setting;
- * default 1,500, so 3,000 in all; `npm run test:fuzz` runs 100,000 in all), FUZZ_BATCH (cases sent
+ * Settings: FUZZ_SEED (default fixed, printed on failure), FUZZ_RUNS (cases in all, half with secrets
+ * and half without; default 3,000; `npm run test:fuzz` runs 100,000), FUZZ_BATCH (cases sent
  * before each drain, default 25), FUZZ_HEAP_MB (the heap bound, default 48), FUZZ_SHRINK_SECONDS (time
- * given to shrinking each failing property, default 120).
+ * given to shrinking each failing property, default 60).
  *
  * A failing property is replayed from the first run that broke it, on a fresh connector, and shrunk by
  * fast-check; the test's error is the minimal case, its seed and path.
@@ -23,10 +23,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectPass, kindOf, PROPERTIES, shrinkFailure, type PassResult, type PropertyId } from './runner.ts';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 1414);
-const RUNS = Number(process.env.FUZZ_RUNS ?? 1500);
+/** Cases per secrets setting: half of FUZZ_RUNS each. */
+const RUNS = Math.ceil(Number(process.env.FUZZ_RUNS ?? 3000) / 2);
 const BATCH = Number(process.env.FUZZ_BATCH ?? 25);
 const HEAP_BOUND_MB = Number(process.env.FUZZ_HEAP_MB ?? 48);
-const SHRINK_MS = Number(process.env.FUZZ_SHRINK_SECONDS ?? 120) * 1000;
+const SHRINK_MS = Number(process.env.FUZZ_SHRINK_SECONDS ?? 60) * 1000;
 /** Kinds of failure of one property shrunk and shown. */
 const MAX_KINDS = 4;
 /** Rough cost of a case on a loaded 2-core machine, for the tests' own timeouts. */

@@ -220,9 +220,25 @@ const DEPTHS = fc.oneof(
 );
 const LENGTHS = fc.oneof({ arbitrary: fc.constantFrom(1_000, 100_000), weight: 5 }, { arbitrary: fc.constant(1_000_000), weight: 1 }, { arbitrary: fc.constant(5 * 1024 * 1024 + 1), weight: 1 });
 
+/** The fields that carry times (versions), with values wrong for a time. */
+const TIME_PATHS: Path[] = [
+  ['task', 'dateUpdated'],
+  ['task', 'dateCreated'],
+  ['task', 'dueDate'],
+  ['message', 'delivered_at'],
+  ['message', 'updated_at'],
+  ['message', 'created_at'],
+  ['latest_message', 'delivered_at'],
+  ['conversation', 'last_activity_at'],
+  ['conversation', 'created_at'],
+];
+const weirdTime = fc.constantFrom<unknown>(1e308, -1e308, -1, 0, 1e21, 8.64e15 + 1, 2 ** 53 + 2, '1e308', 'garbage', '', null, '2026-02-30T10:00:00Z', '275760-09-13T00:00:00.001Z', '-000001-01-01T00:00:00Z', [], {});
+
 function mutation(paths: Path[]): fc.Arbitrary<Mutation> {
   const path = fc.constantFrom(...paths);
+  const timePath = fc.constantFrom(...TIME_PATHS.filter((t) => paths.some((p) => p.join('.') === t.join('.'))));
   return fc.oneof(
+    { arbitrary: fc.record({ op: fc.constant('set' as const), path: timePath, value: weirdTime }), weight: 2 },
     { arbitrary: fc.record({ op: fc.constant('drop' as const), path }), weight: 3 },
     { arbitrary: fc.record({ op: fc.constant('set' as const), path, value: weirdValue }), weight: 8 },
     { arbitrary: fc.record({ op: fc.constant('deep' as const), path, depth: DEPTHS, shape: fc.constantFrom('array' as const, 'object' as const) }), weight: 2 },

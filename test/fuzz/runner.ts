@@ -15,8 +15,9 @@
  *   without events carries a note;
  * - `settles`: every event of a 200 is done (acked or dead-lettered) within a bound: nothing stalls;
  * - `row-or-dead-letter`: every settled event produced its row (keyed by the entity: the task's id,
- *   the message's id) or a dead letter whose error names its cause (a documented code other than
- *   CONN_ERR_INTERNAL, with a message);
+ *   the message's id) or a dead letter whose error names its cause: a documented code other than
+ *   CONN_ERR_INTERNAL (a bug) and CONN_ERR_DB_REJECTED (a healthy database refusing a record the
+ *   source should have refused), with a message that is not a bare JavaScript error text;
  * - `sentinel`: after the batch, a normal signed delivery of each vendor becomes its row within a bound.
  */
 import fc from 'fast-check';
@@ -32,7 +33,7 @@ export const PROPERTIES: Record<PropertyId, string> = {
   'unsigned-refused': 'with secrets set, a delivery not signed correctly is refused and enqueues nothing',
   'answer-accounts': 'a refusal enqueues nothing; a 200 says how many events it enqueued, and one without events carries a note',
   settles: 'every event of a 200 is done (row or dead letter) within a bound: the worker never stalls',
-  'row-or-dead-letter': 'every settled event ends as its row, or as a dead letter whose error names its cause',
+  'row-or-dead-letter': 'every settled event ends as its row, or as a dead letter whose error names its cause (not CONN_ERR_INTERNAL or CONN_ERR_DB_REJECTED, not a bare JavaScript error text)',
   sentinel: 'after the batch, a normal signed delivery of each vendor is processed into its row',
 };
 
@@ -43,6 +44,7 @@ export function kindOf(failure: Failure): string {
     .replace(/\{"error":"([A-Z_]+)".*$/, '$1')
     .replace(/event \S+ (task|conversation):\S+/g, 'event <type> $1:<id>')
     .replace(/(tasks|emails) \S+/g, '$1 <id>')
+    .replace(/\(emails <id> not stored within \d+ ms/g, '')
     .replace(/\(log: .*$/, '')
     .replace(/\d+/g, 'N')
     .slice(0, 160);
@@ -89,13 +91,13 @@ async function sendCase(world: World, run: number, c: Case, failures: Failure[])
   const tracked: QueueEvent[] = [];
   const { status, text } = await world.track(tracked, () => send(world, rendered, c.via));
   const events = c.via === 'http' ? world.enqueued.slice(before) : tracked;
-  let answer: Record<string, unknown> | null = null;
+  let answer: Record<string, unknown> | null;
   try {
     answer = JSON.parse(text) as Record<string, unknown>;
   } catch {
     answer = null;
   }
-  const fail = (property: PropertyId, message: string) => failures.push({ property, runs: [run], message: `${message} [${describeCase(c)}]` });
+  const fail = (property: PropertyId, message: string) => failures.push({ property, runs: [run], message: `${c.base.endpoint}: ${message} [${describeCase(c)}]` });
   if (status >= 500) fail('no-5xx', `answered ${status} ${text.slice(0, 200)}`);
   if (world.secrets && !signedCorrectly(c) && (status === 200 || events.length > 0)) fail('unsigned-refused', `not signed correctly, answered ${status} and enqueued ${events.length} event(s)`);
   if (status !== 200 && events.length > 0) fail('answer-accounts', `answered ${status} but enqueued ${events.length} event(s)`);
@@ -119,6 +121,14 @@ async function drain(world: World, boundMs: number): Promise<boolean> {
   }
 }
 
+/**
+ * Codes that do not name a delivery's cause: an internal error is a bug, and a healthy database that
+ * refuses a record was handed one the source should have refused, naming the field.
+ */
+const UNNAMED_CAUSE_CODES: ReadonlySet<string> = new Set(['CONN_ERR_INTERNAL', 'CONN_ERR_DB_REJECTED']);
+/** JavaScript's own error texts, which name no field. */
+const ENGINE_ERROR = /Invalid time value|Maximum call stack size exceeded|Cannot read propert|is not a function|is not iterable|Invalid array length/;
+
 function entityId(event: QueueEvent): string {
   return (event.entityKey ?? '').replace(/^[a-z]+:/, '');
 }
@@ -136,7 +146,7 @@ function judgeOutcomes(world: World, batch: readonly Sent[], drained: boolean, f
   }
   for (const sent of batch) {
     for (const event of sent.events) {
-      const fail = (property: PropertyId, message: string) => failures.push({ property, runs: [sent.run], message: `${message} [${describeCase(sent.c)}]` });
+      const fail = (property: PropertyId, message: string) => failures.push({ property, runs: [sent.run], message: `${sent.c.base.endpoint}: ${message} [${describeCase(sent.c)}]` });
       const outcome = world.outcomes.get(event.id);
       if (outcome === undefined) {
         if (!drained) {
@@ -153,7 +163,7 @@ function judgeOutcomes(world: World, batch: readonly Sent[], drained: boolean, f
       }
       if (outcome.kind === 'dead-lettered') {
         const { code, message } = outcome.error;
-        if (!(code in ERROR_CODES) || code === 'CONN_ERR_INTERNAL' || message.trim() === '') {
+        if (!(code in ERROR_CODES) || UNNAMED_CAUSE_CODES.has(code) || message.trim() === '' || ENGINE_ERROR.test(message)) {
           fail('row-or-dead-letter', `event ${event.type} ${event.entityKey} dead-lettered without naming its cause: ${code}: ${message.slice(0, 160)}`);
         }
         continue;
@@ -180,6 +190,12 @@ function judgeOutcomes(world: World, batch: readonly Sent[], drained: boolean, f
 
 /** Sends a normal signed delivery of each vendor; each must become its row within the bound. */
 async function judgeSentinels(world: World, runs: number[], failures: Failure[]): Promise<void> {
+  const problems: Failure[] = [];
+  await judgeEachSentinel(world, runs, problems);
+  if (problems.length > 0) failures.push({ property: 'sentinel', runs, message: problems.map((p) => p.message).join('; ') });
+}
+
+async function judgeEachSentinel(world: World, runs: number[], failures: Failure[]): Promise<void> {
   await Promise.all(sentinelDeliveries().map(async ({ rendered, row }) => {
     const { status, text } = await send(world, rendered, 'inject');
     if (status !== 200) {
