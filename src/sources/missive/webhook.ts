@@ -101,7 +101,10 @@ export function parseMissiveDelivery(delivery: Delivery, options: ParseOptions =
   const body = parseJsonObject(delivery.rawBody);
 
   const rule = MissiveRule.safeParse(body.rule);
-  const ruleType = rule.success ? (rule.data.type ?? null) : null;
+  // A blank type is no type (an event's type must not be empty: the queue would refuse it); a long one
+  // is cut, as Teamwork's event names are.
+  const named = rule.success ? rule.data.type?.trim() : undefined;
+  const ruleType = named === undefined || named === '' ? null : named.slice(0, 100);
   const eventType = ruleType ?? undefined;
 
   if (body.conversation === undefined || body.conversation === null) {

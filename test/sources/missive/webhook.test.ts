@@ -132,6 +132,13 @@ describe('Missive webhook parsing', () => {
     expect(online.parseWebhook(delivery(body)).replayWindowMs).toBeUndefined();
   });
 
+  it('a blank rule type is an unknown one: the conversation is re-synced (found by the fuzz suite: it was a 503)', async () => {
+    const blank = JSON.stringify({ rule: { id: 'r1', type: '  ' }, conversation: { id: 'c-blank' } });
+    const parsed = createMissiveSource(config(), { log: logSink().log }).parseWebhook(delivery(blank));
+    expect(parsed.events.map((e) => e.type)).toEqual(['unknown']);
+    expect(parsed.eventType).toBe('unknown');
+  });
+
   it('accepts application/json with a charset', () => {
     expect(receive(signed(body, { 'content-type': 'application/json; charset=utf-8' })).parsed?.events).toHaveLength(1);
   });
