@@ -138,7 +138,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
             return source.parseWebhook(delivery);
           } catch (err) {
             const answer = refusal(err);
-            if (answer.unexpected) request.log.error({ reqId: request.id, source: source.name, err, status: answer.status }, 'a source threw unexpectedly on a delivery');
+            // Sampled: whatever made the source throw, any client can send again and again.
+            if (answer.unexpected) sampled.write('error', `${source.name}:unexpected`, { reqId: request.id, source: source.name, err, status: answer.status }, 'a source threw unexpectedly on a delivery');
             return answer;
           }
         })();
@@ -147,7 +148,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
           return refuse(request, reply, parsed.status, parsed.code, parsed.message);
         }
         // The same bytes accepted within the replay window: 200, not enqueued again (replay-window.ts).
-        const replay = parsed.events.length > 0 ? options.replayWindow?.check(source.name, delivery.rawBody, parsed.replayWindowMs) : undefined;
+        const replay = parsed.events.length > 0 ? options.replayWindow?.check(source.name, delivery.rawBody, { eventType: parsed.eventType, windowMs: parsed.replayWindowMs }) : undefined;
         if (replay?.duplicate === true) {
           request.log.debug({ reqId: request.id, source: source.name, acceptedAt: replay.acceptedAt }, replay.note);
           return reply.code(200).send({ ok: true, events: 0, duplicate: true, note: replay.note });
@@ -159,10 +160,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
           if (record.code === 'CONN_ERR_EVENT_INVALID') {
             // The queue refused the event for its content (it cannot be written as JSON), before any
             // I/O: the same body would be refused again, so a 503 would only be retried forever.
-            request.log.error({ reqId: request.id, source: source.name, err }, 'a delivery made an event the queue cannot store; refused (a source bug)');
+            sampled.write('error', `${source.name}:unstorable`, { reqId: request.id, source: source.name, err }, 'a delivery made an event the queue cannot store; refused (a source bug)');
             return refuse(request, reply, 400, record.code, record.message);
           }
-          request.log.error({ reqId: request.id, source: source.name, err }, 'could not store delivery; answering 503 so the vendor retries');
+          // Sampled too: while the disk is full every delivery fails the same way.
+          sampled.write('error', `${source.name}:store-failed`, { reqId: request.id, source: source.name, err }, 'could not store delivery; answering 503 so the vendor retries');
           return sendError(reply, 503, record.code, 'could not store the delivery; try again');
         }
         if (replay?.duplicate === false) replay.accepted();

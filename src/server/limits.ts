@@ -30,9 +30,9 @@ import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 export interface HttpLimits {
-  /** Time to receive a request's headers, ms (HTTP_HEADERS_TIMEOUT_MS). Default 5,000. */
+  /** Time to receive a request's headers, ms (HTTP_HEADERS_TIMEOUT_MS). Default 3,000. */
   headersTimeoutMs: number;
-  /** Time to receive a whole request, ms; also how long a connection may stay silent (HTTP_REQUEST_TIMEOUT_MS). Default 10,000. */
+  /** Time to receive a whole request, ms; also how long a connection may stay silent (HTTP_REQUEST_TIMEOUT_MS). Default 5,000. */
   requestTimeoutMs: number;
   /** An idle keep-alive connection is closed after this many ms (HTTP_KEEP_ALIVE_TIMEOUT_MS). Default 5,000. */
   keepAliveTimeoutMs: number;
@@ -47,8 +47,8 @@ export interface HttpLimits {
 }
 
 export const DEFAULT_HTTP_LIMITS: HttpLimits = {
-  headersTimeoutMs: 5_000,
-  requestTimeoutMs: 10_000,
+  headersTimeoutMs: 3_000,
+  requestTimeoutMs: 5_000,
   keepAliveTimeoutMs: 5_000,
   maxConnections: defaultMaxConnections(),
   maxConnectionsPerClient: 64,

@@ -5,7 +5,7 @@
  * sources/missive/map.ts): label A, then B, then A re-sent byte for byte would otherwise leave A.
  *
  * Used at the door for every source, after the signature check and the parse: the key of a delivery
- * is sha256(source, NUL, raw body) cut to its first 16 bytes (128 bits: no accidental collision in
+ * is sha256(source, NUL, event name, NUL, raw body) cut to its first 16 bytes (128 bits: no accidental collision in
  * any window we keep). A delivery whose key was accepted within the window is answered 200 with a note
  * ("duplicate of a delivery accepted at ...") and is not enqueued; `connector_deliveries_duplicate_total`
  * counts it by source. A delivery is remembered only **after** its events are durably enqueued: a
@@ -18,8 +18,9 @@
  * narrows the window for such deliveries (`ParsedDelivery.replayWindowMs`): Missive's conversation-level
  * deliveries get none at all when its API is configured (the handler re-reads the conversation, so a
  * repeat is harmless and a real change must not be dropped) and 15 minutes without it (Missive's
- * retries span about 8); a Teamwork body carries the task's `dateUpdated`, so the same bytes are the
- * same change, and a message rule's body is about one message: those get the whole window.
+ * retries span about 8); a Teamwork body without a trustworthy `dateUpdated` (a v1 form of ids, an
+ * id-only deletion) gets none. A Teamwork body with one is the same change when it is the same bytes,
+ * and a message rule's body is about one message: those get the whole window.
  *
  * States of one key: unknown -> remembered (at its acceptance time) -> forgotten, when it leaves the
  * window (older than `windowMs`), or when more than `maxEntries` keys are remembered (the oldest go
@@ -122,15 +123,26 @@ export class ReplayWindow {
 
   /**
    * Looks a delivery up. A duplicate says when the original was accepted; otherwise `accepted()` is to
-   * be called once its events are durable (never before: see the header). `windowMs` narrows the window
-   * for this delivery (the source's say, `ParsedDelivery.replayWindowMs`); 0 never finds a duplicate.
+   * be called once its events are durable (never before: see the header). The key covers the source,
+   * the vendor's event name (Teamwork names it in a header, outside the body) and the body. `windowMs`
+   * narrows the window for this delivery (the source's say, `ParsedDelivery.replayWindowMs`); with 0
+   * it is neither looked up nor remembered.
    */
-  check(source: string, rawBody: Buffer, windowMs = this.options.windowMs): ReplayCheck {
-    const key = createHash('sha256').update(source).update('\0').update(rawBody).digest().toString('latin1', 0, KEY_BYTES);
+  check(source: string, rawBody: Buffer, options: { eventType?: string | undefined; windowMs?: number | undefined } = {}): ReplayCheck {
+    const windowMs = Math.min(options.windowMs ?? this.options.windowMs, this.options.windowMs);
+    if (windowMs <= 0) return { duplicate: false, accepted: () => {} };
+    const key = createHash('sha256')
+      .update(source)
+      .update('\0')
+      .update(options.eventType ?? '')
+      .update('\0')
+      .update(rawBody)
+      .digest()
+      .toString('latin1', 0, KEY_BYTES);
     this.expire();
     const at = this.keys.get(key);
-    const cutoff = Math.floor((this.now() - Math.min(windowMs, this.options.windowMs)) / 1000) - EPOCH_SECONDS;
-    if (at !== undefined && windowMs > 0 && at > cutoff) {
+    const cutoff = Math.floor((this.now() - windowMs) / 1000) - EPOCH_SECONDS;
+    if (at !== undefined && at > cutoff) {
       const acceptedAt = new Date((at + EPOCH_SECONDS) * 1000);
       this.duplicates.inc({ source });
       return { duplicate: true, acceptedAt, note: `duplicate of a delivery accepted at ${acceptedAt.toISOString()}; not enqueued again` };
@@ -209,6 +221,7 @@ export class ReplayWindow {
     this.expire();
     // The live keys include those whose lines are still pending: written here, not again after.
     const lines = [...this.keys].map(([key, at]) => `${Buffer.from(key, 'latin1').toString('hex')} ${at + EPOCH_SECONDS}\n`);
+    const written = this.pending;
     this.pending = [];
     const tmp = `${this.options.file}.tmp`;
     try {
@@ -226,6 +239,9 @@ export class ReplayWindow {
       this.log.debug({ lines: lines.length }, 'replay window file compacted');
     } catch (err) {
       this.compactNotBefore = this.now() + COMPACT_RETRY_MS;
+      // Their lines are still to be appended (a line twice in the file, should the rename have
+      // happened, costs nothing but its bytes).
+      this.pending = [...written, ...this.pending];
       this.log.warn({ err, file: this.options.file }, 'could not compact the replay window file; trying again later');
     }
   }

@@ -34,7 +34,7 @@ export class SampledLog {
   }
 
   /** Writes the line at `level` unless `reason` already had its share of this window. */
-  write(level: 'info' | 'warn', reason: string, facts: Record<string, unknown>, message: string): void {
+  write(level: 'info' | 'warn' | 'error', reason: string, facts: Record<string, unknown>, message: string): void {
     let window = this.windows.get(reason);
     if (window === undefined) {
       window = { written: 0, suppressed: 0 };

@@ -480,13 +480,16 @@ function natural(base: TeamworkBase | MissiveBase): string {
 
 export function render(c: Case): Rendered {
   const base = c.base;
-  const object = base.endpoint === 'teamwork' ? teamworkBody(base) : missiveBody(base);
+  // A tree of its own (a body builder may share sub-objects between places).
+  const object = structuredClone(base.endpoint === 'teamwork' ? teamworkBody(base) : missiveBody(base));
   // Deep and huge values are put in as markers and spliced into the text: the suite's own
   // JSON.stringify must not be what fails on a deep value.
   const splices = new Map<string, { deep?: { depth: number; shape: 'array' | 'object' }; huge?: number }>();
   c.mutations.forEach((m, i) => {
     if (m.op === 'drop') setAt(object, m.path, undefined, true);
-    else if (m.op === 'set') setAt(object, m.path, m.value, false);
+    // A copy of the value: the generator may hand out one object for two mutations, and setting it
+    // inside itself would make the body circular (the suite's own JSON.stringify then throws).
+    else if (m.op === 'set') setAt(object, m.path, structuredClone(m.value), false);
     else {
       const mark = `${MARK}${i}`;
       splices.set(mark, m.op === 'deep' ? { deep: { depth: m.depth, shape: m.shape } } : { huge: m.length });

@@ -57,10 +57,23 @@ describe('ReplayWindow', () => {
     const w = await openWindow(path.join(tempDir(), REPLAY_WINDOW_FILE), c.now);
     accept(w, 'missive', '{"label":"A"}');
     c.advance(20 * 60_000);
-    expect(w.check('missive', Buffer.from('{"label":"A"}'), 15 * 60_000).duplicate).toBe(false);
-    expect(w.check('missive', Buffer.from('{"label":"A"}'), 0).duplicate).toBe(false);
-    expect(w.check('missive', Buffer.from('{"label":"A"}'), 30 * 60_000).duplicate).toBe(true);
+    expect(w.check('missive', Buffer.from('{"label":"A"}'), { windowMs: 15 * 60_000 }).duplicate).toBe(false);
+    expect(w.check('missive', Buffer.from('{"label":"A"}'), { windowMs: 0 }).duplicate).toBe(false);
+    expect(w.check('missive', Buffer.from('{"label":"A"}'), { windowMs: 30 * 60_000 }).duplicate).toBe(true);
     expect(w.check('missive', Buffer.from('{"label":"A"}')).duplicate).toBe(true);
+  });
+
+  it('a delivery with a window of 0 is not remembered; the event name is part of the key', async () => {
+    const c = clock();
+    const w = await openWindow(path.join(tempDir(), REPLAY_WINDOW_FILE), c.now);
+    const off = w.check('missive', Buffer.from('{"label":"B"}'), { windowMs: 0 });
+    expect(off.duplicate).toBe(false);
+    if (!off.duplicate) off.accepted();
+    expect(w.check('missive', Buffer.from('{"label":"B"}')).duplicate).toBe(false);
+    const updated = w.check('teamwork', Buffer.from('{"task":{"id":1}}'), { eventType: 'TASK.UPDATED' });
+    if (!updated.duplicate) updated.accepted();
+    expect(w.check('teamwork', Buffer.from('{"task":{"id":1}}'), { eventType: 'TASK.UPDATED' }).duplicate).toBe(true);
+    expect(w.check('teamwork', Buffer.from('{"task":{"id":1}}'), { eventType: 'TASK.DELETED' }).duplicate).toBe(false);
   });
 
   it('recognises the same bytes from the same source, not from the other source, and not different bytes', async () => {

@@ -72,6 +72,24 @@ describe('the replay window through the running connector (Missive, no API)', ()
     await waitFor('label C', async () => (await labels(sys))?.[0] === 'C');
   });
 
+  it('Teamwork: a v1 form body (ids only) is never a repeat; a v2 body with dateUpdated is, for the same event name only', async () => {
+    const sys = await startSystem({ env: { TEAMWORK_WEBHOOK_TOKEN: SECRET } });
+    const send = async (body: string, event: string, type = 'application/json') => {
+      const response = await fetch(`${sys.url}/webhooks/teamwork`, { method: 'POST', headers: { 'content-type': type, 'x-projects-event': event, 'x-projects-signature': createHmac('sha256', SECRET).update(body).digest('hex') }, body });
+      expect(response.status).toBe(200);
+      return (await response.json()) as Record<string, unknown>;
+    };
+    // The same user updating the same task twice sends the same v1 form body twice: two changes.
+    const form = 'accountId=1234&event=TASK.UPDATED&objectId=2468013&userId=238861';
+    expect(await send(form, 'TASK.UPDATED', 'application/x-www-form-urlencoded')).toMatchObject({ events: 1 });
+    expect(await send(form, 'TASK.UPDATED', 'application/x-www-form-urlencoded')).toMatchObject({ events: 1 });
+    const v2 = JSON.stringify({ task: { id: 4343, name: 'Versioned', dateUpdated: '2026-11-28T10:05:00Z' } });
+    expect(await send(v2, 'TASK.UPDATED')).toMatchObject({ events: 1 });
+    expect(await send(v2, 'TASK.UPDATED')).toMatchObject({ events: 0, duplicate: true });
+    expect(await send(v2, 'TASK.COMPLETED')).toMatchObject({ events: 1 });
+    expect(sys.counters.appendedEvents).toBe(4);
+  });
+
   it('the same bytes sent to the other source are not a duplicate', async () => {
     const sys = await startSystem({ env: { TEAMWORK_WEBHOOK_TOKEN: SECRET } });
     // One body both sources turn into an event: a Teamwork task delivery that also has a conversation.

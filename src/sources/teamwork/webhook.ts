@@ -30,6 +30,7 @@ import { ConnectorError } from '../../errors.ts';
 import { withPayloadJson, type QueueEvent } from '../../model.ts';
 import { jsonTooDeep, tooDeepMessage } from '../json-depth.ts';
 import { hmacSha256Matches } from '../signature.ts';
+import { checkVersion } from './map.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
 import { Id, canonicalId, keyToken, type WebhookEventPayload, type WebhookFormat } from './payloads.ts';
 
@@ -227,8 +228,21 @@ export function parseTeamworkDelivery(delivery: Delivery, options: ParseOptions 
     payload,
   };
   const result: ParsedDelivery = { events: [event], eventType: type };
+  // A body without a version of its own (a v1 form of ids, an id-only deletion, a task without a
+  // trustworthy dateUpdated) repeats byte for byte for a new change of the same task (updated twice,
+  // deleted again after a restore): it is never taken for a repeat (the replay window). One with a
+  // version is the same change when it is the same bytes.
+  if (!carriesVersion(format, body, delivery.receivedAt)) result.replayWindowMs = 0;
   if (eventName === undefined) result.note = `No event name (X-Projects-Event); enqueued as ${UNNAMED_TASK_EVENT} for task ${taskId}`;
   return result;
+}
+
+/** Whether a body carries its task's version (a trustworthy `dateUpdated`, see checkVersion). */
+function carriesVersion(format: WebhookFormat, body: Record<string, unknown>, receivedAt: Date): boolean {
+  if (format === 'v1-form') return false;
+  const task = field(body, 'task');
+  if (typeof task !== 'object' || task === null) return false;
+  return checkVersion(field(task as Record<string, unknown>, 'dateUpdated'), receivedAt).version !== null;
 }
 
 /**
