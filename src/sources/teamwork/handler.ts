@@ -35,7 +35,7 @@ import type { HandlerContext } from '../source.ts';
 import { SNAPSHOT_EVENT } from './backfill.ts';
 import type { TeamworkClient } from './client.ts';
 import { checkVersion, mapV2WebhookTask, mapV3Task, type V2MapResult, type VersionCheck } from './map.ts';
-import { SnapshotEventPayload, V2WebhookBody, WebhookEventPayload, describeIssues, keyToken, type V3Included, type V3Task } from './payloads.ts';
+import { SnapshotEventPayload, V2WebhookBody, WebhookEventPayload, describeIssues, member, type V3Included, type V3Task } from './payloads.ts';
 
 export interface TeamworkHandlerDeps {
   /** Null when the API is not configured. */
@@ -151,14 +151,6 @@ function fromApi(event: QueueEvent, task: V3Task, included: V3Included | undefin
     throw invalid(event, `Teamwork's API gave task ${mapped.id} updatedAt ${check.problem}; a task without a version we can order is not stored`, 'updatedAt');
   }
   return { ...mapped, updatedAt: check.version };
-}
-
-/** A member of a body by name in any key casing (as the payload schemas match keys); the exact name first. */
-function member(object: Record<string, unknown>, name: string): unknown {
-  if (Object.hasOwn(object, name)) return object[name];
-  const token = keyToken(name);
-  for (const key of Object.keys(object)) if (keyToken(key) === token) return object[key];
-  return undefined;
 }
 
 function untrustedVersion(event: QueueEvent, taskId: string, problem: string): ConnectorError {

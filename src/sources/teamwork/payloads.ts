@@ -75,6 +75,14 @@ export function keyToken(key: string): string {
   return key.replace(/[^a-z0-9]/gi, '').toLowerCase();
 }
 
+/** A member of a body by name in any casing (as the payload schemas match keys); the exact name first. */
+export function member(object: Record<string, unknown>, name: string): unknown {
+  if (Object.hasOwn(object, name)) return object[name];
+  const token = keyToken(name);
+  for (const key of Object.keys(object)) if (keyToken(key) === token) return object[key];
+  return undefined;
+}
+
 /**
  * An object schema whose keys match in any casing (and with `_`/`-` ignored). The first spelling of a
  * known key wins when a body has several; unknown keys are kept as sent. Used for webhook bodies, whose

@@ -32,7 +32,7 @@ import { jsonTooDeep, tooDeepMessage } from '../json-depth.ts';
 import { hmacSha256Matches } from '../signature.ts';
 import { checkVersion } from './map.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
-import { Id, canonicalId, keyToken, type WebhookEventPayload, type WebhookFormat } from './payloads.ts';
+import { Id, canonicalId, keyToken, member, type WebhookEventPayload, type WebhookFormat } from './payloads.ts';
 
 export const SIGNATURE_HEADER = 'x-projects-signature';
 export const EVENT_HEADER = 'x-projects-event';
@@ -240,9 +240,9 @@ export function parseTeamworkDelivery(delivery: Delivery, options: ParseOptions 
 /** Whether a body carries its task's version (a trustworthy `dateUpdated`, see checkVersion). */
 function carriesVersion(format: WebhookFormat, body: Record<string, unknown>, receivedAt: Date): boolean {
   if (format === 'v1-form') return false;
-  const task = field(body, 'task');
+  const task = member(body, 'task');
   if (typeof task !== 'object' || task === null) return false;
-  return checkVersion(field(task as Record<string, unknown>, 'dateUpdated'), receivedAt).version !== null;
+  return checkVersion(member(task as Record<string, unknown>, 'dateUpdated'), receivedAt).version !== null;
 }
 
 /**
@@ -256,20 +256,20 @@ function carriesVersion(format: WebhookFormat, body: Record<string, unknown>, re
 function taskIdOf(format: WebhookFormat, body: Record<string, unknown>, eventName: string | undefined): string | undefined {
   const what = eventName ?? 'Teamwork';
   if (format === 'v1-form') {
-    const id = field(body, 'objectId');
+    const id = member(body, 'objectId');
     if (id === undefined) throw malformed(`${what} form body: objectId: required`);
     return checkedId(id, `${what} form body: objectId`);
   }
-  const task = field(body, 'task');
+  const task = member(body, 'task');
   let id: string | undefined;
   if (task !== undefined && task !== null && task !== '') {
     if (typeof task !== 'object' || Array.isArray(task)) throw malformed(`${what} body: task: expected an object, got ${Array.isArray(task) ? 'an array' : typeof task}`);
-    const taskId = field(task as Record<string, unknown>, 'id');
+    const taskId = member(task as Record<string, unknown>, 'id');
     if (taskId === undefined) throw malformed(`${what} body: task.id: required`);
     id = checkedId(taskId, `${what} body: task.id`);
   } else {
     for (const name of ['id', 'objectId']) {
-      const value = field(body, name);
+      const value = member(body, name);
       if (value !== undefined) {
         id = checkedId(value, `${what} body: ${name}`);
         break;
@@ -282,14 +282,6 @@ function taskIdOf(format: WebhookFormat, body: Record<string, unknown>, eventNam
   }
   if (id === '0') throw malformed(`${what} body has task id 0`);
   return id;
-}
-
-/** A member of a body by name in any casing (as the payload schemas match keys); the exact name first. */
-function field(object: Record<string, unknown>, name: string): unknown {
-  if (Object.hasOwn(object, name)) return object[name];
-  const token = keyToken(name);
-  for (const key of Object.keys(object)) if (keyToken(key) === token) return object[key];
-  return undefined;
 }
 
 /** An id as text, leading zeros dropped; MALFORMED (naming `where`, never the value) unless it is a whole number. */
