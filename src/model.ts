@@ -61,16 +61,32 @@ export type Address = z.infer<typeof Address>;
  * The SQL migrations (version 2) and `airtable-setup` apply the same rules to rows stored before.
  */
 export function canonicalTaskId(id: number | string): string {
-  const text = String(id).trim();
-  return /^\d+$/.test(text) ? text.replace(/^0+(?=\d)/, '') : text;
+  const text = trimIdSpace(String(id));
+  return /^[0-9]+$/.test(text) ? text.replace(/^0+(?=[0-9])/, '') : text;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** See canonicalTaskId. */
 export function canonicalEmailId(id: string): string {
-  const text = id.trim();
+  const text = trimIdSpace(id);
   return UUID.test(text) ? text.toLowerCase() : text;
+}
+
+/**
+ * `text` without leading and trailing space, tab, line feed and carriage return: exactly what the SQL
+ * migrations trim (`trim(x, ' ' || char(9, 10, 13))`, `btrim`), not String.prototype.trim's Unicode
+ * set (no-break space, U+FEFF, ...), which SQL cannot match the same way in every database encoding;
+ * test/db/canonical-ids.test.ts holds the three to one rule. A loop, not a regular expression: a
+ * trailing-space pattern backtracks quadratically on hostile input.
+ */
+function trimIdSpace(text: string): string {
+  const space = (code: number) => code === 32 || code === 9 || code === 10 || code === 13;
+  let start = 0;
+  let end = text.length;
+  while (start < end && space(text.charCodeAt(start))) start += 1;
+  while (end > start && space(text.charCodeAt(end - 1))) end -= 1;
+  return start === 0 && end === text.length ? text : text.slice(start, end);
 }
 
 /** A Teamwork task. `id` is Teamwork's task id as text. */

@@ -14,6 +14,7 @@ import { RateLimiter } from '../../src/http/rate-limiter.ts';
 import { createLogger } from '../../src/log.ts';
 import { startAirtableSimulator, type AirtableSimulator } from '../../simulators/airtable/index.ts';
 import { makeTask } from '../fixtures/records.ts';
+import { expectMergedSplitRows, seedSplitRows } from './split-rows.ts';
 
 let sim: AirtableSimulator;
 let dir: string;
@@ -80,6 +81,19 @@ describe('airtableSetup', () => {
     await db.migrate();
     expect(await db.getTask('4343')).toMatchObject({ title: 'twelve', updatedAt: new Date(at(12)) });
     expect(await db.upsertTask(makeTask({ id: '4343', updatedAt: new Date(at(11)) }))).toEqual({ written: 0, stale: 1 });
+    expect((await airtableSetup(settings(), { log: log(), limiter: limiter() })).mergedRecords).toBe(0);
+  });
+
+  it('merges a tombstone into the full record it deletes and keeps every attachment of the merged records', async () => {
+    await airtableSetup(settings(), { log: log(), limiter: limiter() });
+    const db = new AirtableDatabase({ token: sim.token, baseId: sim.baseId, baseUrl: sim.url, checkpointDir: path.join(dir, 'checkpoints'), limiter: limiter() });
+    await db.migrate();
+    await seedSplitRows(db);
+
+    await airtableSetup(settings(), { log: log(), limiter: limiter() });
+    const fresh = new AirtableDatabase({ token: sim.token, baseId: sim.baseId, baseUrl: sim.url, checkpointDir: path.join(dir, 'checkpoints-2'), limiter: limiter() });
+    await fresh.migrate();
+    await expectMergedSplitRows(fresh);
     expect((await airtableSetup(settings(), { log: log(), limiter: limiter() })).mergedRecords).toBe(0);
   });
 

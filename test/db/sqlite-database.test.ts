@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { SqliteDatabase } from '../../src/db/sqlite/sqlite-database.ts';
 import { later, makeEmail, makeTask } from '../fixtures/records.ts';
 import { databaseConformance } from './conformance.ts';
+import { expectMergedSplitRows, seedSplitRows } from './split-rows.ts';
 
 databaseConformance('sqlite', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'conn-sqlite-'));
@@ -72,7 +73,8 @@ describe('SqliteDatabase', () => {
 
       const after = new SqliteDatabase({ file });
       await after.migrate();
-      expect(await after.counts()).toEqual({ tasks: 3, emails: 1, attachments: 1 });
+      // The older version's attachment (att-1, makeEmail's) moves to the kept email too.
+      expect(await after.counts()).toEqual({ tasks: 3, emails: 1, attachments: 2 });
       expect(await after.getTask('4343')).toMatchObject({ id: '4343', title: 'twelve', updatedAt: later(t0, 7200), projectId: '77' });
       expect(await after.getTask('99')).toMatchObject({ id: '99', title: 'only spelling' });
       expect(await after.getTask('12')).toMatchObject({ title: 'untouched' });
@@ -80,8 +82,29 @@ describe('SqliteDatabase', () => {
         id: uuid,
         subject: 'newer',
         conversationId: 'aaaaaaaa-1b7d-4c88-9e2f-5a1b2c3d4e5f',
-        attachments: [{ id: 'ATT-1', emailId: uuid, filename: 'a.pdf' }],
+        attachments: expect.arrayContaining([expect.objectContaining({ id: 'ATT-1', emailId: uuid, filename: 'a.pdf' }), expect.objectContaining({ id: 'att-1', emailId: uuid })]),
       });
+      await after.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('migration 2 merges a tombstone into the full row it deletes and keeps every attachment of the merged rows', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'conn-sqlite-'));
+    const file = path.join(dir, 'connector.db');
+    try {
+      const before = new SqliteDatabase({ file });
+      await before.migrate();
+      await seedSplitRows(before);
+      await before.close();
+      const raw = new BetterSqlite3(file);
+      raw.prepare('DELETE FROM schema_migrations WHERE version >= 2').run();
+      raw.close();
+
+      const after = new SqliteDatabase({ file });
+      await after.migrate();
+      await expectMergedSplitRows(after);
       await after.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -20,10 +20,10 @@ import { ConnectorError } from '../../errors.ts';
 import type { Config } from '../../config.ts';
 import type { Logger } from '../../log.ts';
 import { ApiError } from '../../http/http-client.ts';
-import { canonicalEmailId, canonicalTaskId } from '../../model.ts';
+import { canonicalEmailId, canonicalTaskId, type Attachment } from '../../model.ts';
 import { AirtableClient, MAX_RECORDS_PER_REQUEST, airtableErrorOf, type AirtableClientOptions, type AirtableTable } from './airtable-client.ts';
 import { SETUP_COMMAND, toDatabaseError } from './airtable-errors.ts';
-import { AIRTABLE_TABLES, EMAILS_TABLE, F, TASKS_TABLE, versionFromRecord, type TableDef } from './schema.ts';
+import { AIRTABLE_TABLES, EMAILS_TABLE, F, TASKS_TABLE, filesFingerprint, versionFromRecord, type TableDef } from './schema.ts';
 
 export interface SchemaReport {
   baseId: string;
@@ -147,52 +147,133 @@ const CANONICAL_KEYS: Array<{ def: TableDef; canonical: (id: string) => string }
   { def: EMAILS_TABLE, canonical: canonicalEmailId },
 ];
 
+/** What the merge knows of one stored record. */
+interface Stored {
+  recordId: string;
+  key: string;
+  updatedAt: number | null;
+  deleted: boolean;
+  deletedAt: number | null;
+  syncedAt: number;
+  /** Whether it has data: a tombstone (a deletion of an id never seen) has no Raw. */
+  hasRaw: boolean;
+  /** Emails: the parsed Attachment Details. */
+  attachments: Attachment[];
+}
+
+/**
+ * The kept record first, by the order of the SQL migrations (version 2, mergeGroups): the newest
+ * Updated At (none last), a live record before a deleted one, one with data before a tombstone, the
+ * one already spelled canonically, the latest synced.
+ */
+function keeperOrder(id: string): (a: Stored, b: Stored) => number {
+  return (a, b) =>
+    (b.updatedAt ?? -Infinity) - (a.updatedAt ?? -Infinity) ||
+    Number(a.deleted) - Number(b.deleted) ||
+    Number(b.hasRaw) - Number(a.hasRaw) ||
+    Number(b.key === id) - Number(a.key === id) ||
+    b.syncedAt - a.syncedAt;
+}
+
 /**
  * One record per canonical id (issue 14, item 4): records written before ids were canonical (`04343`
- * beside `4343`, a UUID in two cases) are merged. For each group of records whose keys have one
- * canonical spelling, the one with the newest version ("Updated At" or "Deleted At"; none is oldest,
- * ties go to the one already spelled canonically) is kept and given the canonical key; the others are
- * deleted. Run by `airtable-setup` only, not by every start: it reads every record of both tables (one
- * request per 100 records). New writes need nothing: sources hand the backend canonical ids. Returns
- * how many records it deleted or renamed.
+ * beside `4343`, a UUID in two cases) are merged, as the live write path would have had it written
+ * them all under one id (the SQL migrations do the same):
+ * - the data comes whole from the newest version (keeperOrder), which gets the canonical key;
+ * - the group's newest deletion is applied on top (Deleted, Deleted At) when it is not older than
+ *   that version; an older one is stale;
+ * - an email keeps the attachments of every record of its group, one per canonical attachment id,
+ *   its own first;
+ * - the other records are deleted.
+ * Run by `airtable-setup` only, not by every start: it reads every record of both tables (one request
+ * per 100 records). New writes need nothing: sources hand the backend canonical ids. Returns how many
+ * records it deleted or changed.
  */
 export async function mergeDuplicateIds(client: AirtableClient, tableIds: Record<string, string>, options: { log: Logger }): Promise<number> {
   let changed = 0;
   for (const { def, canonical } of CANONICAL_KEYS) {
     const table = tableIds[def.name] ?? def.name;
-    const groups = new Map<string, Array<{ recordId: string; key: string; version: number }>>();
+    const isEmails = def === EMAILS_TABLE;
+    const groups = new Map<string, Stored[]>();
     try {
-      for await (const page of client.listAll(table, { fields: [def.key, F.updatedAt, F.deletedAt] })) {
+      const fields = [def.key, F.updatedAt, F.deleted, F.deletedAt, F.syncedAt, 'Raw', ...(isEmails ? [F.attachmentDetails] : [])];
+      for await (const page of client.listAll(table, { fields })) {
         for (const record of page) {
           const key = record.fields[def.key];
           if (typeof key !== 'string' || key === '') continue;
-          const { updatedAt, deletedAt } = versionFromRecord(record.fields);
-          const version = Math.max(updatedAt ?? -Infinity, deletedAt ?? -Infinity);
+          const { updatedAt, deleted, deletedAt } = versionFromRecord(record.fields);
+          const details = isEmails ? parseList(record.fields[F.attachmentDetails]) : [];
+          const syncedAt = Date.parse(String(record.fields[F.syncedAt] ?? ''));
+          const stored: Stored = { recordId: record.id, key, updatedAt, deleted, deletedAt, syncedAt: Number.isNaN(syncedAt) ? -Infinity : syncedAt, hasRaw: typeof record.fields.Raw === 'string' && record.fields.Raw !== '', attachments: details };
           const id = canonical(key);
           const group = groups.get(id) ?? [];
-          group.push({ recordId: record.id, key, version });
+          group.push(stored);
           groups.set(id, group);
         }
       }
       const doomed: string[] = [];
-      const renames: Array<{ id: string; fields: Record<string, unknown> }> = [];
+      const updates: Array<{ id: string; fields: Record<string, unknown> }> = [];
       for (const [id, group] of groups) {
         if (group.length === 1 && group[0]?.key === id) continue;
-        group.sort((a, b) => b.version - a.version || Number(b.key === id) - Number(a.key === id));
-        const [keep, ...others] = group as [(typeof group)[number], ...typeof group];
+        group.sort(keeperOrder(id));
+        const [keep, ...others] = group as [Stored, ...Stored[]];
+        const fields: Record<string, unknown> = {};
+        if (keep.key !== id) fields[def.key] = id;
+        const deletion = Math.max(...group.map((r) => (r.deleted && r.deletedAt !== null ? r.deletedAt : -Infinity)));
+        if (deletion !== -Infinity && (keep.updatedAt === null || deletion >= keep.updatedAt) && !(keep.deleted && keep.deletedAt === deletion)) {
+          fields[F.deleted] = true;
+          fields[F.deletedAt] = new Date(deletion).toISOString();
+        }
+        const merged = isEmails ? mergeAttachments(id, group) : [];
+        if (JSON.stringify(merged) !== JSON.stringify(keep.attachments)) {
+          fields[F.attachmentDetails] = JSON.stringify(merged);
+          fields[F.attachmentCount] = merged.length;
+          // The files are written again (by URL, as emailFields does) only when they change.
+          if (filesFingerprint(merged) !== filesFingerprint(keep.attachments)) fields[F.attachments] = attachmentFiles(merged);
+        }
         doomed.push(...others.map((r) => r.recordId));
-        if (keep.key !== id) renames.push({ id: keep.recordId, fields: { [def.key]: id } });
+        if (Object.keys(fields).length > 0) updates.push({ id: keep.recordId, fields });
         options.log.info({ table: def.name, id, kept: keep.key, deleted: others.map((r) => r.key) }, `merged Airtable records of ${def.key} ${id} into one`);
       }
       // Deletions first, so that no two records ever share the canonical key.
       for (let i = 0; i < doomed.length; i += MAX_RECORDS_PER_REQUEST) await client.deleteRecords(table, doomed.slice(i, i + MAX_RECORDS_PER_REQUEST));
-      for (let i = 0; i < renames.length; i += MAX_RECORDS_PER_REQUEST) await client.updateRecords(table, renames.slice(i, i + MAX_RECORDS_PER_REQUEST));
-      changed += doomed.length + renames.length;
+      for (let i = 0; i < updates.length; i += MAX_RECORDS_PER_REQUEST) await client.updateRecords(table, updates.slice(i, i + MAX_RECORDS_PER_REQUEST));
+      changed += doomed.length + updates.length;
     } catch (err) {
       throw toDatabaseError(err, { baseId: client.baseId, table: def.name, action: 'write' });
     }
   }
   return changed;
+}
+
+/** The attachments of every record of a group (the kept one first), one per canonical id, under `emailId`. */
+function mergeAttachments(emailId: string, group: readonly Stored[]): Attachment[] {
+  const byId = new Map<string, Attachment>();
+  for (const record of group) {
+    for (const attachment of record.attachments) {
+      const id = canonicalEmailId(String(attachment.id));
+      if (!byId.has(id)) byId.set(id, { ...attachment, id, emailId });
+    }
+  }
+  return [...byId.values()];
+}
+
+/** As schema.ts emailFields writes them: the files with an http(s) URL, by URL. */
+function attachmentFiles(attachments: readonly Attachment[]): Array<{ url: string; filename?: string }> | null {
+  const files = attachments
+    .filter((a) => a.url !== null && /^https?:\/\//i.test(a.url))
+    .map((a) => (a.filename === null ? { url: a.url as string } : { url: a.url as string, filename: a.filename }));
+  return files.length === 0 ? null : files;
+}
+
+function parseList(value: unknown): Attachment[] {
+  if (typeof value !== 'string' || value === '') return [];
+  try {
+    const list: unknown = JSON.parse(value);
+    return Array.isArray(list) ? list.filter((a): a is Attachment => typeof a === 'object' && a !== null && typeof (a as { id?: unknown }).id === 'string') : [];
+  } catch {
+    return [];
+  }
 }
 
 function findByName(tables: readonly AirtableTable[], name: string): AirtableTable | undefined {
