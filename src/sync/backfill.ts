@@ -59,20 +59,40 @@ export async function backfillStart(source: SourceName, deps: BackfillDeps, requ
   return new Date(now.getTime() - deps.initialHours * HOUR);
 }
 
+/**
+ * Where a page may move the checkpoint: to its newest vendor time, but never past when this run
+ * started, and not at all for a time that is not one. Checkpoints never move back, so one item whose
+ * time lies in the future (a vendor's bad data, a clock far ahead) would otherwise make every later run
+ * start after it and miss everything changed until then; a vendor clock a little ahead costs only
+ * seconds, which the overlap window covers.
+ */
+export function checkpointTime(newest: Date | null, startedAt: Date, log: Logger): Date | null {
+  if (newest === null) return null;
+  if (Number.isNaN(newest.getTime())) {
+    log.warn('a backfill page reported an invalid newest time; the checkpoint stays where it is');
+    return null;
+  }
+  if (newest.getTime() <= startedAt.getTime()) return newest;
+  log.warn({ newest: newest.toISOString(), startedAt: startedAt.toISOString() }, 'a backfill page reported a time later than the run started; the checkpoint moves only to the start');
+  return startedAt;
+}
+
 export async function runBackfill(source: Source, deps: BackfillDeps, request: BackfillRequest = {}): Promise<BackfillResult> {
   if (source.backfill === undefined) throw new Error(`${source.name}: backfill needs the vendor API; set its credentials`);
   const log = deps.log.child({ source: source.name, component: 'backfill' });
   const since = await backfillStart(source.name, deps, request);
   const progress: BackfillProgress = { source: source.name, pages: 0, events: 0, newestUpdate: null, startedAt: Date.now() };
+  const startedAt = (deps.now ?? (() => new Date()))();
   log.info({ since: since.toISOString() }, 'backfill started');
   try {
     for await (const page of source.backfill({ since, log, signal: request.signal })) {
       if (page.events.length > 0) await deps.queue.enqueue(page.events);
-      if (page.newestUpdate !== null) await deps.checkpoints.advance(source.name, page.newestUpdate, page.cursor);
+      const newest = checkpointTime(page.newestUpdate, startedAt, log);
+      if (newest !== null) await deps.checkpoints.advance(source.name, newest, page.cursor);
       progress.pages += 1;
       progress.events += page.events.length;
-      if (page.newestUpdate !== null) progress.newestUpdate = page.newestUpdate;
-      deps.lifecycle.emit('backfill:page', { source: source.name, events: page.events.length, newestUpdate: page.newestUpdate?.toISOString() ?? null });
+      if (newest !== null) progress.newestUpdate = newest;
+      deps.lifecycle.emit('backfill:page', { source: source.name, events: page.events.length, newestUpdate: newest?.toISOString() ?? null });
       request.onPage?.({ ...progress });
     }
   } catch (err) {
