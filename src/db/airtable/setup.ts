@@ -132,7 +132,10 @@ export async function airtableSetup(
   if (config.AIRTABLE_BASE_ID === undefined) throw new ConnectorError('CONN_ERR_CONFIG_INVALID', 'Invalid setting AIRTABLE_BASE_ID: required for airtable-setup', { details: { variable: 'AIRTABLE_BASE_ID' } });
   const client = new AirtableClient({ token: config.AIRTABLE_TOKEN, baseId: config.AIRTABLE_BASE_ID, baseUrl: config.AIRTABLE_BASE_URL, log, ...clientOptions });
   const report = await ensureAirtableSchema(client, { log });
-  report.mergedRecords = await mergeDuplicateIds(client, report.tableIds, { log });
+  // A table created just now holds no record to merge: reading it would only spend the base's
+  // 5 requests a second (a command run right after would meet Airtable's 30 s penalty).
+  const existing = Object.fromEntries(Object.entries(report.tableIds).filter(([name]) => !report.createdTables.includes(name)));
+  report.mergedRecords = await mergeDuplicateIds(client, existing, { log });
   const changed = report.createdTables.length + report.createdFields.length;
   log.info(
     { baseId: report.baseId, createdTables: report.createdTables, createdFields: report.createdFields.length, problems: report.problems.length, mergedRecords: report.mergedRecords },
@@ -192,7 +195,8 @@ function keeperOrder(id: string): (a: Stored, b: Stored) => number {
 export async function mergeDuplicateIds(client: AirtableClient, tableIds: Record<string, string>, options: { log: Logger }): Promise<number> {
   let changed = 0;
   for (const { def, canonical } of CANONICAL_KEYS) {
-    const table = tableIds[def.name] ?? def.name;
+    const table = tableIds[def.name];
+    if (table === undefined) continue; // not there before this run: nothing to merge
     const isEmails = def === EMAILS_TABLE;
     const groups = new Map<string, Stored[]>();
     try {
