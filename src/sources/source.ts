@@ -47,6 +47,12 @@ export interface HandlerContext {
   now: () => Date;
   /** Aborted when the process is shutting down and may not wait for slow requests. */
   signal?: AbortSignal;
+  /**
+   * True on the event's last attempt (the next failure dead-letters it). A handler whose event would
+   * fail only for an optional part (an attachment's content) then returns the rest rather than throw:
+   * a part that cannot be had must not cost the whole record. Default false.
+   */
+  lastAttempt?: boolean;
 }
 
 export interface BackfillPage {

@@ -240,7 +240,7 @@ export class Dispatcher {
       try {
         const source = this.sources.get(claimed.event.source);
         if (source === undefined) throw unknownSource(claimed.event.source);
-        const changes = await source.handle(claimed.event, { log: eventLog, now: this.now, signal: this.shutdown.signal });
+        const changes = await source.handle(claimed.event, { log: eventLog, now: this.now, signal: this.shutdown.signal, lastAttempt: claimed.attempt >= this.maxAttempts });
         handled.push({ claimed, changes, startedAt });
       } catch (err) {
         await this.settleFailure(claimed, toErrorRecord(err), eventLog);

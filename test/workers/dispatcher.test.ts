@@ -249,6 +249,8 @@ describe('Dispatcher', () => {
     await until('dead-lettered', () => dlqLines(w).length === 1);
     await until('queue drained', () => drained(w.queue));
     expect(w.teamwork.callsOf(doomed.id)).toHaveLength(3);
+    // The handler is told which attempt is the last (an optional part may then be given up on).
+    expect(w.teamwork.callsOf(doomed.id).map((c) => c.lastAttempt)).toEqual([false, false, true]);
     expect(dlqLines(w)[0]).toMatchObject({ id: doomed.id, attempts: 3, error: { code: 'CONN_ERR_HTTP_SERVER', retryable: true } });
     expect(taskTitles(w)).toEqual({});
     const [listed] = await w.queue.listDeadLetters();

@@ -34,6 +34,8 @@ export interface Call {
   entityKey: string | null;
   /** performance.now() at the start of the call. */
   at: number;
+  /** What the dispatcher said: the event's last attempt. */
+  lastAttempt: boolean;
 }
 
 export class ScriptedSource implements Source {
@@ -83,9 +85,9 @@ export class ScriptedSource implements Source {
     return { events: [] };
   }
 
-  async handle(event: QueueEvent, _context: HandlerContext): Promise<Changes> {
+  async handle(event: QueueEvent, context: HandlerContext): Promise<Changes> {
     const key = event.entityKey;
-    this.calls.push({ eventId: event.id, entityKey: key, at: performance.now() });
+    this.calls.push({ eventId: event.id, entityKey: key, at: performance.now(), lastAttempt: context.lastAttempt === true });
     this.active++;
     this.maxActive = Math.max(this.maxActive, this.active);
     if (key !== null) {

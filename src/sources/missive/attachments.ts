@@ -61,6 +61,12 @@ export type UrlOrigin = 'api' | 'delivery';
 export interface StoreAllOptions {
   urls: UrlOrigin;
   signal?: AbortSignal;
+  /**
+   * The event's last attempt (HandlerContext.lastAttempt): a transient failure then keeps the
+   * attachment's metadata instead of failing the email, which would otherwise be dead-lettered for a
+   * file. Default false: transient failures throw, so the event is tried again.
+   */
+  lastAttempt?: boolean;
 }
 
 export interface AttachmentStoreOptions {
@@ -160,7 +166,8 @@ export class AttachmentStore {
    * Stores each attachment's content; returns the attachments (their metadata as given) with
    * `storedPath` and `sha256` set for those stored. With `urls: 'delivery'` the URLs are re-read from
    * the API first (see the header). Refusals are logged and leave the metadata as it was; transient
-   * failures throw.
+   * failures throw, except on the event's last attempt (`lastAttempt`), where they are logged and
+   * leave the metadata too: an attachment never costs the email its place in the database.
    */
   async storeAll(attachments: readonly Attachment[], options: StoreAllOptions): Promise<Attachment[]> {
     const { signal } = options;
@@ -185,6 +192,14 @@ export class AttachmentStore {
           this.options.log.warn(
             { emailId: attachment.emailId, attachmentId: attachment.id, code: err.code, err },
             `attachment not stored: ${err.message}`,
+          );
+          out.push(attachment);
+          continue;
+        }
+        if (options.lastAttempt === true) {
+          this.options.log.warn(
+            { emailId: attachment.emailId, attachmentId: attachment.id, err },
+            'attachment content not stored on the event\'s last attempt; its metadata is kept (a later event or backfill of the message fetches it again)',
           );
           out.push(attachment);
           continue;

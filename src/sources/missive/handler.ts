@@ -30,9 +30,10 @@
  * conversation every user has trashed yields emails with `deleted: true`, a restored one `false`.
  *
  * With attachment storage on, each email's attachments are stored before the email is returned (see
- * attachments.ts); refusals are logged, transient failures fail the event so it is retried. Attachment
- * URLs are fetched only when they came from an API answer (this handling's, or our own backfill's);
- * an email taken from a delivery body has its URLs re-read from GET /messages/:id first.
+ * attachments.ts); refusals are logged, transient failures fail the event so it is retried, except
+ * on its last attempt, when the email is stored with the attachment's metadata only. Attachment URLs
+ * are fetched only when they came from an API answer (this handling's, or our own backfill's); an
+ * email taken from a delivery body has its URLs re-read from GET /messages/:id first.
  */
 import { ConnectorError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
@@ -193,7 +194,7 @@ export class MissiveHandler {
     if (store !== null) {
       for (const email of emails) {
         if (email.attachments.length > 0) {
-          email.attachments = await store.storeAll(email.attachments, { urls, ...(context.signal !== undefined ? { signal: context.signal } : {}) });
+          email.attachments = await store.storeAll(email.attachments, { urls, lastAttempt: context.lastAttempt === true, ...(context.signal !== undefined ? { signal: context.signal } : {}) });
         }
       }
     }

@@ -161,6 +161,18 @@ describe('AttachmentStore', () => {
     expect(existsSync('/etc/passwd') ? readFileSync('/etc/passwd', 'utf8') : '').not.toContain('content of');
   });
 
+  it('a transient failure fails the email so it is tried again, except on its last attempt: then the metadata is kept', async () => {
+    server = await fileServer({ down: { body: Buffer.from('x'), type: 'application/pdf', status: 503 } });
+    const log = logSink();
+    const store = new AttachmentStore({ dir, maxBytes: 1024, fetcher: client(server.url), log: log.log });
+    const input = [attachment({ url: `${server.url}/files/down` })];
+    const err = await store.storeAll(input, { urls: 'api' }).catch((e: unknown) => e);
+    expect((err as ConnectorError).code).toBe('CONN_ERR_HTTP_SERVER');
+    expect(await store.storeAll(input, { urls: 'api', lastAttempt: true })).toEqual(input);
+    expect(filesUnder(dir)).toEqual([]);
+    expect(log.lines().some((l) => String(l.msg).includes('last attempt'))).toBe(true);
+  });
+
   it('keeps two emails\' files with the same name apart', async () => {
     server = await fileServer({ a: { body: Buffer.from('first'), type: 'application/pdf' }, b: { body: Buffer.from('second'), type: 'application/pdf' } });
     const store = new AttachmentStore({ dir, maxBytes: 1024, fetcher: client(server.url), log: logSink().log });
