@@ -186,7 +186,8 @@ export class AttachmentStore {
           source = withApiFacts(attachment, known.get(attachment.id));
         }
         const stored = await this.store(source, signal);
-        out.push({ ...attachment, storedPath: stored.storedPath, sha256: stored.sha256 });
+        // What the API said (URL, size, type) when it was asked: the truth, not the delivery's copy.
+        out.push({ ...source, storedPath: stored.storedPath, sha256: stored.sha256 });
       } catch (err) {
         if (err instanceof ConnectorError && !err.retryable) {
           this.options.log.warn(

@@ -279,7 +279,8 @@ describe('AttachmentStore', () => {
     const unknown = attachment({ id: 'unknown', filename: 'b.txt', mediaType: 'text/plain', url: `${server.url}/files/given` });
     const [a, b] = await store.storeAll([known, unknown], { urls: 'delivery' });
     expect(readFileSync(a!.storedPath!, 'utf8')).toBe('from the API');
-    expect({ ...a, storedPath: null, sha256: null }).toEqual(known);
+    // The metadata stored is the API's too (its URL, size and type), not the delivery's copy.
+    expect({ ...a, storedPath: null, sha256: null }).toEqual({ ...known, url: `${server.url}/files/api`, size: 12 });
     expect(b).toEqual(unknown);
     expect(server.seen).toEqual([`GET /v1/messages/${EMAIL}`, 'GET /files/api']);
     expect(lines().find((l) => l.attachmentId === 'unknown')).toMatchObject({ level: 'warn', code: 'CONN_ERR_ATTACHMENT_REJECTED' });
