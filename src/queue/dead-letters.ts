@@ -14,7 +14,7 @@ import type { ErrorRecord } from '../errors.ts';
 import { QueueEvent } from '../model.ts';
 import type { DeadLetter, DeadLetterFilter } from './queue.ts';
 import { readLines } from './line-reader.ts';
-import { checkLine, lineType, parseLine, sealLine, type LineFault } from './record.ts';
+import { checkLine, cutMember, lineType, parseLine, sealLine, type LineFault } from './record.ts';
 
 export interface DeadLetterDraft {
   q: string;
@@ -114,18 +114,16 @@ export async function readDeadLetterFile(file: string, onFault: (line: Unreadabl
  * The event of a stored dead letter as JSON text for its replay: serialised again, or, when that cannot
  * be done (JSON.stringify cannot write everything JSON.parse reads: a payload nested thousands of levels,
  * from a queue written before the door's depth limit), the event's text exactly as its line holds it.
- * The line is `...,"error":<error>,"event":<event>}`: the error's text is found by writing it again and
- * comparing bytes, so that an `"event"` key inside the error's details cannot mislead the cut.
+ * The line is `...,"error":<error>,"event":<event>}`: the cut starts after the error written again, so
+ * that an `"event"` key inside the error's details cannot mislead it (record.ts cutMember).
  */
 export function deadLetterEventJson(stored: StoredDeadLetter): string {
   try {
     return JSON.stringify(stored.event);
   } catch (err) {
-    const line = stored.line.toString('utf8').replace(/\n$/, '');
-    const errorAt = line.indexOf(',"error":');
-    const tail = `,"error":${JSON.stringify(stored.error)},"event":`;
-    if (errorAt < 0 || !line.startsWith(tail, errorAt) || !line.endsWith('}')) throw err;
-    return line.slice(errorAt + tail.length, -1);
+    const text = cutMember(stored.line, `,"error":${JSON.stringify(stored.error)},"event":`, '');
+    if (text === null) throw err;
+    return text;
   }
 }
 

@@ -153,33 +153,44 @@ export function parseEventHead(buf: Buffer, start: number, end: number): EventHe
 }
 
 /**
- * The event's JSON text exactly as a sound event line stores it (what follows `,"ev":`), given the
- * line's parsed `err` (or undefined). Lets a retry or a dead letter carry the event on without
- * serialising it again — which JSON.stringify cannot do for every event that JSON.parse could read (a
- * payload nested thousands of levels deep). The end of `ev` is found from the end of the line: `err`
- * is re-serialised and must match the line's tail byte for byte (JSON.stringify of what JSON.parse
- * read from JSON.stringify's own output is the same text). Null when the line does not end as
- * expected; the caller then falls back.
+ * The text of a sealed line between the first `prefix` (searched from the checked part on) and a
+ * `suffix` that closes the record (followed only by its closing brace and newline). Null when the line
+ * does not have that shape. Used to carry a member's JSON on byte for byte instead of serialising it
+ * again, which JSON.stringify cannot do for everything JSON.parse read (a payload nested thousands of
+ * levels deep). A prefix or suffix made with JSON.stringify of what JSON.parse read from a line
+ * JSON.stringify wrote is the same text; and quotes inside JSON strings are escaped, so a prefix that
+ * starts with `,"name":` cannot match inside an earlier string.
  */
-export function storedEventJson(line: Buffer, err: unknown): string | null {
+export function cutMember(line: Buffer, prefix: string, suffix: string): string | null {
   let end = line.length;
   if (line[end - 1] === NEWLINE) end--;
   if (line[end - 1] !== CLOSE_BRACE) return null;
   end--;
+  const tail = Buffer.from(suffix);
+  if (end - tail.length < CHECKED_FROM || line.compare(tail, 0, tail.length, end - tail.length, end) !== 0) return null;
+  end -= tail.length;
+  const head = Buffer.from(prefix);
+  const at = line.indexOf(head, CHECKED_FROM);
+  if (at < 0 || at + head.length >= end) return null;
+  return line.toString('utf8', at + head.length, end);
+}
+
+/**
+ * The event's JSON text exactly as a sound event line stores it (`,"ev":<event>` then, when the copy
+ * carries the previous attempt's error, `,"err":<err>`), given the line's parsed `err`, so that a retry
+ * or a dead letter carries the event on without serialising it again (see cutMember). Null when the
+ * line does not end as expected; the caller then falls back.
+ */
+export function storedEventJson(line: Buffer, err: unknown): string | null {
+  let suffix = '';
   if (err !== undefined) {
-    let errText: string;
     try {
-      errText = JSON.stringify(err);
+      suffix = `,"err":${JSON.stringify(err)}`;
     } catch {
       return null;
     }
-    const tail = Buffer.from(`,"err":${errText}`);
-    if (end - tail.length < CHECKED_FROM || line.compare(tail, 0, tail.length, end - tail.length, end) !== 0) return null;
-    end -= tail.length;
   }
-  const marker = line.indexOf(EV_MARKER, CHECKED_FROM);
-  if (marker < 0 || marker + EV_MARKER.length >= end) return null;
-  return line.toString('utf8', marker + EV_MARKER.length, end);
+  return cutMember(line, ',"ev":', suffix);
 }
 
 /** A whole sound line as JSON (without its `crc` member's meaning). */
