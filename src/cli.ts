@@ -46,8 +46,7 @@ async function run(roles: Roles): Promise<void> {
   try {
     connector = await startConnector(config, { roles, log });
   } catch (err) {
-    fatal(log, err, 'could not start');
-    return;
+    return startupFailed(config, log, err);
   }
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -66,6 +65,21 @@ async function run(roles: Roles): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+}
+
+/**
+ * A start that failed: one line on stderr with the cause and the fix (src/startup-failure.ts), the same
+ * line in app.log, the stack at debug level only; exit 2 for a setting, 1 otherwise.
+ */
+async function startupFailed(config: Config, log: Logger, err: unknown): Promise<never> {
+  const { describeStartupFailure } = await import('./startup-failure.ts');
+  const { makeScrubber, secretValues } = await import('./log.ts');
+  const { line, exitCode } = describeStartupFailure(err, config);
+  const safe = makeScrubber(secretValues(config))(line);
+  log.debug({ err }, `could not start: ${safe}`);
+  createLoggerFromConfig(config, { console: false }).fatal({ code: err instanceof ConnectorError ? err.code : (err as { code?: unknown } | null)?.code }, safe);
+  process.stderr.write(`connector: ${safe}\n`);
+  return exit(exitCode);
 }
 
 function fatal(log: Logger, err: unknown, what: string): never {
