@@ -12,6 +12,7 @@
  * output stays readable; `start`, `serve` and `work` log to the console as well.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { readFileSync } from 'node:fs';
 import type { WebhookAction } from './admin/register-webhooks.ts';
 import type { ReplayRequest } from './admin/replay-dead-letters.ts';
 import { loadConfig, parseConfig, readEnv, type Config } from './config.ts';
@@ -280,9 +281,16 @@ async function doctorCommand(options: { json?: boolean }): Promise<never> {
   }
 }
 
+/** The version in package.json (one file read, at start: `connector --version`). */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+}
+
 export function buildProgram(): Command {
   const program = new Command('connector')
     .description('Teamwork & Missive Connector: keeps a database in sync with Teamwork tasks and Missive emails.')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .showHelpAfterError()
     .exitOverride();
 
