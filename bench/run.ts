@@ -11,7 +11,24 @@ import { fileURLToPath } from 'node:url';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BENCHMARKS = ['simulators', 'queue', 'db', 'ingest'] as const;
 
-const chosen = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const USAGE = `Usage: npm run bench [-- <name>...]
+
+Runs the benchmarks one after another, each in its own process; with names, only those.
+Benchmarks: ${BENCHMARKS.join(', ')} (each also alone: npm run bench:<name>).
+Options:
+  -h, --help  print this and exit`;
+
+const args = process.argv.slice(2);
+if (args.includes('--help') || args.includes('-h')) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const flags = args.filter((a) => a.startsWith('-'));
+if (flags.length > 0) {
+  console.error(`unknown option ${flags.join(', ')}\n\n${USAGE}`);
+  process.exit(2);
+}
+const chosen = args;
 const unknown = chosen.filter((name) => !(BENCHMARKS as readonly string[]).includes(name));
 if (unknown.length > 0) {
   console.error(`unknown benchmark ${unknown.join(', ')}; choose from ${BENCHMARKS.join(', ')}`);

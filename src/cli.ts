@@ -12,6 +12,7 @@
  * output stays readable; `start`, `serve` and `work` log to the console as well.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { readFileSync } from 'node:fs';
 import type { WebhookAction } from './admin/register-webhooks.ts';
 import type { ReplayRequest } from './admin/replay-dead-letters.ts';
 import { loadConfig, parseConfig, readEnv, type Config } from './config.ts';
@@ -46,8 +47,7 @@ async function run(roles: Roles): Promise<void> {
   try {
     connector = await startConnector(config, { roles, log });
   } catch (err) {
-    fatal(log, err, 'could not start');
-    return;
+    return startupFailed(config, log, err);
   }
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -66,6 +66,21 @@ async function run(roles: Roles): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+}
+
+/**
+ * A start that failed: one line on stderr with the cause and the fix (src/startup-failure.ts), the same
+ * line in app.log, the stack at debug level only; exit 2 for a setting, 1 otherwise.
+ */
+async function startupFailed(config: Config, log: Logger, err: unknown): Promise<never> {
+  const { describeStartupFailure } = await import('./startup-failure.ts');
+  const { makeScrubber, secretValues } = await import('./log.ts');
+  const { line, exitCode } = describeStartupFailure(err, config);
+  const safe = makeScrubber(secretValues(config))(line);
+  log.debug({ err }, `could not start: ${safe}`);
+  createLoggerFromConfig(config, { console: false }).fatal({ code: err instanceof ConnectorError ? err.code : (err as { code?: unknown } | null)?.code }, safe);
+  process.stderr.write(`connector: ${safe}\n`);
+  return exit(exitCode);
 }
 
 function fatal(log: Logger, err: unknown, what: string): never {
@@ -266,9 +281,16 @@ async function doctorCommand(options: { json?: boolean }): Promise<never> {
   }
 }
 
+/** The version in package.json (one file read, at start: `connector --version`). */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+}
+
 export function buildProgram(): Command {
   const program = new Command('connector')
     .description('Teamwork & Missive Connector: keeps a database in sync with Teamwork tasks and Missive emails.')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .showHelpAfterError()
     .exitOverride();
 

@@ -20,6 +20,7 @@
 import { mkdir, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { parseConfig, type Config, type Env } from '../config.ts';
+import { ConnectorError } from '../errors.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { MissiveClient } from '../sources/missive/client.ts';
 import { TeamworkClient } from '../sources/teamwork/client.ts';
@@ -95,7 +96,7 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
       ]);
       checks.push({ name, ...result });
     } catch (err) {
-      checks.push({ name, status: 'FAIL', detail: errorText(err), fix });
+      checks.push({ name, status: 'FAIL', detail: errorText(err), fix: rateLimitedFix(err) ?? fix });
     } finally {
       clearTimeout(timer);
     }
@@ -280,6 +281,13 @@ export function formatBytes(bytes: number): string {
     unit += 1;
   }
   return `${value >= 100 || unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** A 429 is not a bad credential: say until when the vendor asked us to wait. */
+function rateLimitedFix(err: unknown): string | undefined {
+  if (!(err instanceof ConnectorError) || err.code !== 'CONN_ERR_HTTP_RATE_LIMITED') return undefined;
+  const until = err.retryAfterMs === undefined ? 'rate-limited (the vendor did not say until when)' : `rate-limited until ${new Date(Date.now() + err.retryAfterMs).toISOString()} (Retry-After ${Math.ceil(err.retryAfterMs / SECOND)} s)`;
+  return `${until}: the credentials were not refused; run doctor again after that (the connector waits and resumes on its own)`;
 }
 
 function errorText(err: unknown): string {

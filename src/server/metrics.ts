@@ -4,7 +4,12 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Lifecycle } from '../lifecycle.ts';
+import { SOURCE_NAMES } from '../model.ts';
 import type { Queue } from '../queue/queue.ts';
+
+/** Delivery outcomes counted from the start at 0: accepted, and the statuses deliveries are refused with. */
+const DELIVERY_OUTCOMES = ['accepted', '400', '401', '413', '415', '503'] as const;
+const EVENT_OUTCOMES = ['succeeded', 'retrying', 'dead_lettered'] as const;
 
 export interface Metrics {
   registry: Registry;
@@ -14,7 +19,8 @@ export interface Metrics {
 
 export function createMetrics(lifecycle: Lifecycle, queue: Queue): Metrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'connector_process_' });
+  // The default metrics are named process_* and nodejs_* already: the prefix is ours alone.
+  collectDefaultMetrics({ register: registry, prefix: 'connector_' });
 
   const deliveries = new Counter({ name: 'connector_deliveries_total', help: 'Webhook deliveries by source and outcome (accepted, or the HTTP status refused with).', labelNames: ['source', 'outcome'], registers: [registry] });
   const events = new Counter({ name: 'connector_events_total', help: 'Events handled, by source and outcome (succeeded, retrying, dead_lettered).', labelNames: ['source', 'outcome'], registers: [registry] });
@@ -23,6 +29,12 @@ export function createMetrics(lifecycle: Lifecycle, queue: Queue): Metrics {
   const refusals = new Counter({ name: 'connector_http_refusals_total', help: 'Connections the server turned away on its own, by reason (timeout, connections).', labelNames: ['reason'], registers: [registry] });
   const suppressed = new Counter({ name: 'connector_log_lines_suppressed_total', help: 'Log lines left out by sampling (refused deliveries, timeouts), by reason.', labelNames: ['reason'], registers: [registry] });
   const backfill = new Counter({ name: 'connector_backfill_events_total', help: 'Events enqueued by backfills.', labelNames: ['source'], registers: [registry] });
+
+  // Every series exists at 0 from the start, so that a rate or an alert has something before the first delivery.
+  for (const source of SOURCE_NAMES) {
+    for (const outcome of DELIVERY_OUTCOMES) deliveries.inc({ source, outcome }, 0);
+    for (const outcome of EVENT_OUTCOMES) events.inc({ source, outcome }, 0);
+  }
 
   const queueGauge = new Gauge({
     name: 'connector_queue_events',

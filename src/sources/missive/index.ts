@@ -42,7 +42,9 @@ export interface MissiveSource extends Source {
 }
 
 export function createMissiveSource(config: Config, deps: MissiveSourceDeps): MissiveSource {
-  const log = deps.log.child({ source: 'missive' });
+  // The caller names the source (createSources makes the child with `source`), as for Teamwork: a second
+  // child here wrote the key twice in every line.
+  const log = deps.log;
   const clock = deps.clock ?? systemClock;
   const token = config.MISSIVE_API_TOKEN;
   const client =

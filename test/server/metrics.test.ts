@@ -1,0 +1,42 @@
+/**
+ * GET /metrics as a scraper first sees it: the delivery counters exist at zero for every source and
+ * outcome before any delivery (so rate() and alerts have a series from the start), and the process
+ * metrics carry the connector_ prefix once.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config.ts';
+import { Lifecycle } from '../../src/lifecycle.ts';
+import { createLogger } from '../../src/log.ts';
+import { SOURCE_NAMES } from '../../src/model.ts';
+import { createQueue } from '../../src/queue/create-queue.ts';
+import { buildApp } from '../../src/server/app.ts';
+import { createSources } from '../../src/sources/index.ts';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'conn-metrics-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('/metrics', () => {
+  it('has connector_deliveries_total at 0 per source and outcome before any delivery, and no connector_process_process_', async () => {
+    const log = createLogger({ level: 'silent', console: false });
+    const config = parseConfig({ DATA_DIR: path.join(dir, 'data') });
+    const lifecycle = new Lifecycle(() => {});
+    const queue = await createQueue(config, { log, lifecycle });
+    const app = await buildApp({ log, queue, sources: createSources(config, { log }), lifecycle, maxBodyBytes: 1 << 20 });
+    try {
+      const body = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+      for (const source of SOURCE_NAMES) {
+        for (const outcome of ['accepted', '401', '503']) expect(body).toContain(`connector_deliveries_total{source="${source}",outcome="${outcome}"} 0`);
+        for (const outcome of ['succeeded', 'retrying', 'dead_lettered']) expect(body).toContain(`connector_events_total{source="${source}",outcome="${outcome}"} 0`);
+      }
+      expect(body).not.toContain('connector_process_process_');
+      expect(body).toMatch(/^connector_process_cpu_user_seconds_total \d/m);
+      expect(body).toMatch(/^connector_nodejs_heap_size_used_bytes \d/m);
+    } finally {
+      await app.close();
+      await queue.close();
+    }
+  });
+});
