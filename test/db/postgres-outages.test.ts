@@ -100,7 +100,9 @@ describe.skipIf(!service.available)('PostgreSQL outages are CONN_ERR_DB_UNAVAILA
   it('a privilege revoked (42501) and a table renamed (42P01) by an operator; /health says which', async () => {
     const role = `conn_outage_role_${randomBytes(4).toString('hex')}`;
     await admin((c) => c.query(`CREATE ROLE ${role} LOGIN`));
-    cleanups.push(() => admin((c) => c.query(`DROP ROLE IF EXISTS ${role}`)));
+    cleanups.push(async () => {
+      await admin((c) => c.query(`DROP ROLE IF EXISTS ${role}`));
+    });
     const o = await outageDatabase({ user: role });
     await o.sql(`GRANT ALL ON SCHEMA public TO ${role}`);
     await o.db.migrate();
@@ -126,7 +128,9 @@ describe.skipIf(!service.available)('PostgreSQL outages are CONN_ERR_DB_UNAVAILA
   it('authentication failing during a credential rotation (28000: the role may not log in)', async () => {
     const role = `conn_outage_role_${randomBytes(4).toString('hex')}`;
     await admin((c) => c.query(`CREATE ROLE ${role} LOGIN`));
-    cleanups.push(() => admin((c) => c.query(`DROP ROLE IF EXISTS ${role}`)));
+    cleanups.push(async () => {
+      await admin((c) => c.query(`DROP ROLE IF EXISTS ${role}`));
+    });
     const o = await outageDatabase({ user: role });
     await o.sql(`GRANT ALL ON SCHEMA public TO ${role}`);
     cleanups.push(async () => {
