@@ -7,7 +7,7 @@
  * secret value is scrubbed from the finished line, wherever it appears (a URL, an error message, a
  * stack). Email bodies are logged at debug level at most.
  */
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger, type DestinationStream, type StreamEntry, type Level } from 'pino';
 import { Writable } from 'node:stream';
@@ -130,6 +130,9 @@ class RotatingFile implements DestinationStream {
   private retryAt = 0;
   /** The last write stopped in the middle of a line. */
   private torn = false;
+  /** Inode of the open file, and when to check next that it is still at the path (a deleted LOG_DIR). */
+  private ino = 0;
+  private checkAt = 0;
 
   constructor(
     private readonly file: string,
@@ -150,7 +153,7 @@ class RotatingFile implements DestinationStream {
       return;
     }
     try {
-      if (this.lost > 0 || this.fd === null) this.open();
+      if (this.lost > 0 || this.fd === null || this.moved()) this.open();
       if (this.lost > 0) {
         const note = { level: 'warn', time: new Date().toISOString(), component: 'log', lost: this.lost, reason: this.lostReason, msg: `${this.lost} log lines were lost: ${this.file} could not be written (${this.lostReason})` };
         this.append(`${JSON.stringify(note)}\n`);
@@ -182,7 +185,24 @@ class RotatingFile implements DestinationStream {
     this.close();
     mkdirSync(path.dirname(this.file), { recursive: true });
     this.fd = openSync(this.file, 'a');
-    this.size = fstatSync(this.fd).size;
+    const stat = fstatSync(this.fd);
+    this.size = stat.size;
+    this.ino = stat.ino;
+    this.checkAt = Date.now() + this.retryMs;
+  }
+
+  /**
+   * Whether the open file is no longer at the path (deleted, or its directory: a write into an unlinked
+   * file succeeds and is lost). One stat at most every `retryMs`; open() then recreates the directory.
+   */
+  private moved(): boolean {
+    if (Date.now() < this.checkAt) return false;
+    this.checkAt = Date.now() + this.retryMs;
+    try {
+      return statSync(this.file).ino !== this.ino;
+    } catch {
+      return true;
+    }
   }
 
   private close(): void {

@@ -294,12 +294,13 @@ describe.skipIf(!service.available)('PostgreSQL backend', () => {
     });
 
     it('classifies driver and server errors as transient or refused', () => {
-      const transient = [{ code: 'ECONNREFUSED' }, { code: 'ECONNRESET' }, { code: '57P01' }, { code: '53300' }, { code: '08006' }, { code: '08001' }, { code: '40001' }, { code: '40P01' }, new Error('Connection terminated unexpectedly'), new Error('timeout exceeded when trying to connect')];
-      const refused = [{ code: '23505' }, { code: '23503' }, { code: '42P01' }, { code: '22P02' }, { code: '42501' }, new Error('something else')];
+      // Issue 15: a table renamed (42P01) or a privilege revoked (42501) is an operator's change, not the record's fault.
+      const transient = [{ code: 'ECONNREFUSED' }, { code: 'ECONNRESET' }, { code: '57P01' }, { code: '53300' }, { code: '08006' }, { code: '08001' }, { code: '40001' }, { code: '40P01' }, { code: '42P01' }, { code: '42501' }, { code: '25006' }, { code: '55000' }, new Error('Connection terminated unexpectedly'), new Error('timeout exceeded when trying to connect')];
+      const refused = [{ code: '23505' }, { code: '23503' }, { code: '22P02' }, { code: '54000' }, new Error('something else')];
       for (const e of transient) expect([e, isTransientPostgresError(e)]).toEqual([e, true]);
       for (const e of refused) expect([e, isTransientPostgresError(e)]).toEqual([e, false]);
       const mapped = toDbError(Object.assign(new Error('duplicate key'), { code: '23505', table: 'tasks', detail: 'Key (id)=(secret) exists' }), 'PostgreSQL write failed');
-      expect(mapped).toMatchObject({ code: 'CONN_ERR_DB_REJECTED', retryable: false, details: { driverCode: '23505', table: 'tasks' } });
+      expect(mapped).toMatchObject({ code: 'CONN_ERR_DB_REJECTED', retryable: true, details: { driverCode: '23505', table: 'tasks' } });
       expect(JSON.stringify(mapped.details)).not.toContain('secret');
     });
   });

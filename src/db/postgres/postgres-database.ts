@@ -36,6 +36,12 @@ import { buildStatements, type Statements } from './statements.ts';
 import { BatchDatabase } from '../batch-database.ts';
 
 const SECOND = 1000;
+/** The tables the worker writes, which health() checks it can write. */
+const WRITTEN_TABLES = ['tasks', 'emails', 'attachments', 'checkpoints'] as const;
+/** One round trip: recovery, read-only default, and the written tables missing or not writable ($1: qualified names). */
+const HEALTH_SQL = `SELECT pg_is_in_recovery() AS in_recovery, current_setting('transaction_read_only') AS read_only,
+  ARRAY(SELECT t FROM unnest($1::text[]) AS t
+    WHERE to_regclass(t) IS NULL OR NOT (has_table_privilege(to_regclass(t), 'INSERT') AND has_table_privilege(to_regclass(t), 'UPDATE'))) AS not_writable`;
 /** Longest wait for another process's migration run (client-side limit). */
 const MIGRATION_LOCK_WAIT_MS = 10 * 60 * SECOND;
 
@@ -186,9 +192,21 @@ export class PostgresDatabase extends BatchDatabase implements Database {
     await this.guard('write', () => this.pool.query(this.sql.checkpointSet, values));
   }
 
+  /**
+   * Whether the database takes writes now, not only whether it answers: a server in recovery or a
+   * read-only default (a replica after a failover), and, once migrated, a table that is missing
+   * (renamed) or that we may no longer write (a privilege revoked) make it not ok, naming the cause.
+   */
   async health(): Promise<DatabaseHealth> {
     try {
-      await this.pool.query('SELECT 1');
+      const tables = this.migrated ? WRITTEN_TABLES.map((t) => `${this.sql.schema}.${t}`) : [];
+      const { rows } = await this.pool.query<{ in_recovery: boolean; read_only: string; not_writable: string[] }>(HEALTH_SQL, [tables]);
+      const row = rows[0];
+      const problems: string[] = [];
+      if (row?.in_recovery === true) problems.push('the server is in recovery (a standby): read-only');
+      else if (row?.read_only === 'on') problems.push('transactions are read-only (default_transaction_read_only is on: a replica, or set by an operator)');
+      if (row !== undefined && row.not_writable.length > 0) problems.push(`cannot write ${row.not_writable.join(', ')} (table missing or INSERT/UPDATE privilege revoked)`);
+      if (problems.length > 0) return { ok: false, backend: this.backend, detail: `PostgreSQL is not writable: ${problems.join('; ')}` };
       return { ok: true, backend: this.backend };
     } catch (err) {
       return { ok: false, backend: this.backend, detail: toDbError(err, 'PostgreSQL unreachable').message };

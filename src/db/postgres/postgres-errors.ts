@@ -1,28 +1,32 @@
 /**
- * What a PostgreSQL failure means for the dispatcher, as data: the server or the network being away,
- * busy or restarting is `CONN_ERR_DB_UNAVAILABLE` (retryable: back off and try again, the write is an
- * idempotent upsert); anything else the server said is `CONN_ERR_DB_REJECTED` (the same write will
- * fail the same way).
+ * What a PostgreSQL failure means for the dispatcher, as data, decided on the SQLSTATE's class (its
+ * first two characters; the table is in docs/errors.md). The rule: a write fails for the record's
+ * fault only when the server says the data is wrong (class 22 data exception, 23 integrity constraint,
+ * 21 cardinality, 54 program limit: an index row too large). Those are `CONN_ERR_DB_REJECTED`: the same
+ * write fails the same way, so the event is dead-lettered. Every other SQLSTATE means the database
+ * cannot take writes for now, whatever the record: unreachable, not accepting connections, read-only
+ * (a replica after a failover), out of connections or disk, shutting down, a credential being rotated,
+ * a table renamed or a privilege revoked by an operator, a lock or serialization conflict, a system
+ * error. Those are `CONN_ERR_DB_UNAVAILABLE`, an outage: the dispatcher holds the batch and writes it
+ * again until the database takes it (the write is an idempotent upsert), dead-lettering nothing.
+ *
+ * One exception inside class 23: a unique violation (23505) can be a concurrent insert racing ours;
+ * it is `CONN_ERR_DB_REJECTED` but retryable, so the event is tried again (its attempts are counted)
+ * before it is dead-lettered.
  */
 import { ConnectorError } from '../../errors.ts';
 
-/** SQLSTATE classes (first two characters) that are all transient. */
-export const TRANSIENT_SQLSTATE_CLASSES: readonly string[] = [
-  '08', // connection exception: cannot connect, connection lost, protocol violation on reconnect
-  '53', // insufficient resources: 53300 too many connections, 53100 disk full, 53200 out of memory
+/** SQLSTATE classes (first two characters) that are the record's fault: the same write fails again. */
+export const REJECTED_SQLSTATE_CLASSES: readonly string[] = [
+  '21', // cardinality violation: a statement touching one row twice (duplicates in the batch)
+  '22', // data exception: a value the column cannot hold (too long, bad text, out of range)
+  '23', // integrity constraint violation: not null, foreign key, check, unique
+  '54', // program limit exceeded: an index row or a value too large
 ];
 
-/** Single SQLSTATEs that are transient although their class is not. */
-export const TRANSIENT_SQLSTATES: readonly string[] = [
-  '57P01', // admin_shutdown: the server is stopping or restarting (pg_ctl stop -m fast)
-  '57P02', // crash_shutdown: another backend crashed, the server is recovering
-  '57P03', // cannot_connect_now: the server is starting up or in recovery
-  '57P05', // idle_session_timeout
-  '57014', // query_canceled: statement_timeout fired or an operator cancelled the query
-  '40001', // serialization_failure
-  '40P01', // deadlock_detected
-  '55P03', // lock_not_available (lock_timeout)
-  '25P03', // idle_in_transaction_session_timeout
+/** Record-fault SQLSTATEs that are still worth a retry (counted attempts, then the dead letters). */
+export const RETRYABLE_REJECTED_SQLSTATES: readonly string[] = [
+  '23505', // unique_violation: a concurrent insert of the same key; the next attempt takes the update path
 ];
 
 /** Node socket errors: the server cannot be reached or dropped us. */
@@ -37,13 +41,15 @@ export const TRANSIENT_SOCKET_CODES: readonly string[] = [
  */
 const TRANSIENT_DRIVER_MESSAGES = /connection terminated|query read timeout|connection timeout|timeout exceeded when trying to connect|not queryable|connection ended|socket hang up|server closed the connection/i;
 
+const isSqlstate = (code: string): boolean => /^[0-9A-Z]{5}$/.test(code);
+
 export function isTransientPostgresError(err: unknown): boolean {
   // Connecting to a name with several addresses (localhost: ::1 and 127.0.0.1) fails with all of them.
   if (err instanceof AggregateError && err.errors.length > 0) return err.errors.every(isTransientPostgresError);
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string') {
-    if (TRANSIENT_SOCKET_CODES.includes(code) || TRANSIENT_SQLSTATES.includes(code)) return true;
-    if (/^[0-9A-Z]{5}$/.test(code)) return TRANSIENT_SQLSTATE_CLASSES.includes(code.slice(0, 2));
+    if (TRANSIENT_SOCKET_CODES.includes(code)) return true;
+    if (isSqlstate(code)) return !REJECTED_SQLSTATE_CLASSES.includes(code.slice(0, 2));
   }
   const message = err instanceof Error ? err.message : String(err);
   return TRANSIENT_DRIVER_MESSAGES.test(message);
@@ -62,5 +68,7 @@ export function toDbError(err: unknown, context: string): ConnectorError {
   if (typeof e.code === 'string') details.driverCode = e.code;
   if (typeof e.table === 'string') details.table = e.table;
   if (typeof e.constraint === 'string') details.constraint = e.constraint;
-  return new ConnectorError(isTransientPostgresError(err) ? 'CONN_ERR_DB_UNAVAILABLE' : 'CONN_ERR_DB_REJECTED', message, { cause: err, details });
+  if (isTransientPostgresError(err)) return new ConnectorError('CONN_ERR_DB_UNAVAILABLE', message, { cause: err, details });
+  const retryable = typeof e.code === 'string' && RETRYABLE_REJECTED_SQLSTATES.includes(e.code);
+  return new ConnectorError('CONN_ERR_DB_REJECTED', message, { cause: err, details, ...(retryable ? { retryable } : {}) });
 }
