@@ -33,9 +33,11 @@ export function describeStartupFailure(err: unknown, config: FailureConfig): Sta
     if (config.DB_BACKEND === 'postgres') {
       const where = databaseAddress(config.DATABASE_URL);
       const why = code === undefined ? '' : ` (${code})`;
-      if (err.code === 'CONN_ERR_DB_UNAVAILABLE') return { line: `cannot reach the database at ${where}${why}: check DATABASE_URL and that PostgreSQL runs there`, exitCode: 1 };
+      // The SQLSTATEs first: refused credentials are an outage to the worker (a rotation may be under
+      // way), but at start-up the operator wants to hear which it is.
       if (code === '28P01' || code === '28000') return { line: `the database at ${where} refused the credentials${why}: check the user and password in DATABASE_URL`, exitCode: 1 };
       if (code === '3D000') return { line: `the database named in DATABASE_URL does not exist at ${where}${why}: create it or check DATABASE_URL`, exitCode: 1 };
+      if (err.code === 'CONN_ERR_DB_UNAVAILABLE') return { line: `cannot reach the database at ${where}${why}: check DATABASE_URL and that PostgreSQL runs there`, exitCode: 1 };
       return { line: `the database at ${where} refused to start${why}: ${firstLine(err.message)}`, exitCode: 1 };
     }
     if (config.DB_BACKEND === 'sqlite') {

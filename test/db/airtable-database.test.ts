@@ -249,13 +249,15 @@ describe('AirtableDatabase', () => {
     expect((await db.getTask('1001'))?.title).toBe('Write the quarterly report');
   });
 
+  // An operator's change to the token, base or schema is not the record's fault: the worker holds its
+  // batch (CONN_ERR_DB_UNAVAILABLE) until it is fixed, as for PostgreSQL's SQLSTATE classes 28 and 42.
   it("names a missing field and the command that adds it", async () => {
     await start();
     sim.tables.create({ name: 'Tasks', fields: TASKS_TABLE.fields.filter((f) => f.name !== 'Due Date') });
     const db = database();
     await expect(db.upsertTask(makeTask())).rejects.toMatchObject({
-      code: 'CONN_ERR_DB_REJECTED',
-      retryable: false,
+      code: 'CONN_ERR_DB_UNAVAILABLE',
+      retryable: true,
       message: "Airtable says field 'Due Date' does not exist in table Tasks: run `npm run airtable-setup`",
     });
   });
@@ -267,13 +269,13 @@ describe('AirtableDatabase', () => {
     sim.addToken({ token: 'patELSEWHERE', bases: ['appELSEWHERE00001'] });
     const blind = database({ token: 'patELSEWHERE' });
     await expect(blind.upsertTask(makeTask())).rejects.toMatchObject({
-      code: 'CONN_ERR_DB_REJECTED',
+      code: 'CONN_ERR_DB_UNAVAILABLE',
       status: 403,
       message: expect.stringContaining(`the token cannot see base ${sim.baseId} or lacks scope data.records:read`),
     });
     sim.addToken({ token: 'patREADONLY', scopes: ['data.records:read'] });
     await expect(database({ token: 'patREADONLY' }).upsertTask(makeTask())).rejects.toMatchObject({ message: expect.stringContaining('lacks scope data.records:write') });
-    await expect(database({ token: 'patWRONG' }).upsertTask(makeTask())).rejects.toMatchObject({ code: 'CONN_ERR_DB_REJECTED', message: expect.stringContaining('check AIRTABLE_TOKEN') });
+    await expect(database({ token: 'patWRONG' }).upsertTask(makeTask())).rejects.toMatchObject({ code: 'CONN_ERR_DB_UNAVAILABLE', message: expect.stringContaining('check AIRTABLE_TOKEN') });
     expect(await database({ token: 'patWRONG' }).health()).toMatchObject({ ok: false, backend: 'airtable', detail: expect.stringContaining('401') });
   });
 

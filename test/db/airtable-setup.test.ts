@@ -170,7 +170,7 @@ describe('AirtableDatabase.migrate', () => {
     sim.tables.create({ name: 'Emails', fields: EMAILS_TABLE.fields });
     sim.addToken({ token: 'patDATAONLY', scopes: ['data.records:read', 'data.records:write'] });
     await expect(database('patDATAONLY').migrate()).rejects.toMatchObject({
-      code: 'CONN_ERR_DB_REJECTED',
+      code: 'CONN_ERR_DB_UNAVAILABLE',
       message: "Airtable says field 'Synced At' does not exist in table Tasks: run `npm run airtable-setup`",
     });
   });

@@ -293,7 +293,7 @@ function isDuplicate(err: unknown): boolean {
 
 function schemaWriteError(err: unknown, baseId: string, table: string): ConnectorError {
   const converted = toDatabaseError(err, { baseId, table, action: 'schema-write' });
-  if (converted.code !== 'CONN_ERR_DB_REJECTED' || converted.status !== 403) return converted;
+  if (converted.status !== 403) return converted;
   return new ConnectorError(
     'CONN_ERR_DB_REJECTED',
     `Airtable refused to create table ${table} or its fields in base ${baseId} (403): the token needs scope schema.bases:write and the creator role on the base. ` +
