@@ -14,7 +14,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { WebhookAction } from './admin/register-webhooks.ts';
 import type { ReplayRequest } from './admin/replay-dead-letters.ts';
-import { loadConfig, parseConfig, readEnv, type Config } from './config.ts';
+import { loadConfig, parseConfig, readEnv, unknownSettingText, type Config } from './config.ts';
 import { ConnectorError } from './errors.ts';
 import { createLogger, createLoggerFromConfig, type Logger } from './log.ts';
 import type { Roles } from './main.ts';
@@ -41,6 +41,7 @@ function settings(): Config {
 async function run(roles: Roles): Promise<void> {
   const config = settings();
   const log = createLoggerFromConfig(config);
+  for (const unknown of config.unknownSettings) log.warn({ variable: unknown.name, suggestion: unknown.suggestion }, unknownSettingText(unknown));
   const { startConnector } = await import('./main.ts');
   let connector;
   try {
@@ -85,6 +86,10 @@ interface AdminContext {
 async function admin(command: string, action: (context: AdminContext) => Promise<number>): Promise<never> {
   const config = settings();
   const log = createLoggerFromConfig(config, { console: false }).child({ command });
+  for (const unknown of config.unknownSettings) {
+    log.warn({ variable: unknown.name, suggestion: unknown.suggestion }, unknownSettingText(unknown));
+    process.stderr.write(`connector ${command}: warning: ${unknownSettingText(unknown)}\n`);
+  }
   const { UsageError } = await import('./admin/usage-error.ts');
   let code: number;
   try {

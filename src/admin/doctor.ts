@@ -1,7 +1,9 @@
 /**
  * `doctor`: checks that this installation can work, one line each, with the fix for what fails:
  *
- *   config       the settings parse (everything else is skipped when they do not)
+ *   config       the settings parse (everything else is skipped when they do not), and no variable
+ *                looks like a setting without being one (a misspelled name fails here, naming the
+ *                setting it is closest to; the other checks still run)
  *   database     it opens, migrates and reports healthy
  *   queue        it opens; what waits in it; whether a worker consumes it
  *   teamwork-api / missive-api
@@ -19,7 +21,7 @@
  */
 import { mkdir, statfs } from 'node:fs/promises';
 import path from 'node:path';
-import { parseConfig, type Config, type Env } from '../config.ts';
+import { parseConfig, unknownSettingText, type Config, type Env } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { MissiveClient } from '../sources/missive/client.ts';
 import { TeamworkClient } from '../sources/teamwork/client.ts';
@@ -72,7 +74,17 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   let config: Config;
   try {
     config = parseConfig(options.env);
-    checks.push({ name: 'config', status: 'OK', detail: describeConfig(config) });
+    if (config.unknownSettings.length === 0) {
+      checks.push({ name: 'config', status: 'OK', detail: describeConfig(config) });
+    } else {
+      const names = config.unknownSettings.map((u) => u.name).join(', ');
+      checks.push({
+        name: 'config',
+        status: 'FAIL',
+        detail: `${config.unknownSettings.map(unknownSettingText).join('; ')} (${describeConfig(config)})`,
+        fix: `rename or remove ${names} in .env or the environment: the connector ignores it (every setting: docs/configuration.md)`,
+      });
+    }
   } catch (err) {
     checks.push({ name: 'config', status: 'FAIL', detail: err instanceof Error ? err.message : String(err), fix: 'fix that variable in .env or the environment (every setting: docs/configuration.md)' });
     for (const name of ['database', 'queue', 'teamwork-api', 'missive-api', 'teamwork-webhook', 'missive-webhook', 'disk']) checks.push({ name, status: 'SKIP', detail: 'the settings do not parse' });

@@ -79,6 +79,19 @@ describe('runDoctor', () => {
     expect(report.checks.slice(1).every((c) => c.status === 'SKIP')).toBe(true);
   });
 
+  it('a misspelled setting FAILs config, naming the closest known one and never the value; the other checks still run (issue 15 item 4)', async () => {
+    const report = await runDoctor({ env: env({ DB_BACKND: 'postgres', MISSIVE_WEBHOOK_SECERT: 'value-never-shown' }) });
+    expect(report.ok).toBe(false);
+    const config = check(report, 'config');
+    expect(config.status).toBe('FAIL');
+    expect(config.detail).toContain('unknown setting DB_BACKND: did you mean DB_BACKEND?');
+    expect(config.detail).toContain('unknown setting MISSIVE_WEBHOOK_SECERT: did you mean MISSIVE_WEBHOOK_SECRET?');
+    expect(config.fix).toContain('rename');
+    expect(JSON.stringify(report)).not.toContain('value-never-shown');
+    expect(check(report, 'teamwork-api').status).toBe('OK');
+    expect(renderDoctor(report).at(-1)).not.toBe('all checks passed');
+  });
+
   it('a working installation: every check OK, the webhook answering 401 to an unsigned delivery', async () => {
     const settings = env({ TEAMWORK_WEBHOOK_TOKEN: 'tw-doctor', MISSIVE_WEBHOOK_SECRET: 'mv-doctor' });
     const url = await serve(settings);
