@@ -120,8 +120,11 @@ describe('runDoctor', () => {
     expect(report.ok).toBe(false);
     const text = renderDoctor(report).join('\n');
     expect(text).toMatch(/^teamwork-api\s+FAIL\s+CONN_ERR_HTTP_AUTH/m);
-    expect(text).toContain('to fix:\n  teamwork-api: check TEAMWORK_API_KEY');
-    expect(text).toContain('1 check(s) failed');
+    expect(text).toMatch(/^to fix:\n(?: {2}.*\n)* {2}teamwork-api: check TEAMWORK_API_KEY/m);
+    // A DATA_DIR nothing has run with: doctor creates nothing there and says so (issue 15 item 9).
+    expect(check(report, 'queue')).toMatchObject({ status: 'FAIL', detail: expect.stringMatching(/^no queue at .*\(nothing was created\)$/), fix: expect.stringContaining('--data-dir') });
+    expect(check(report, 'database')).toMatchObject({ status: 'FAIL', detail: expect.stringMatching(/^no database at .*connector\.db/) });
+    expect(text).toContain('3 check(s) failed');
   });
 
   it('PUBLIC_URL reaching something else, nothing, or a connector with another secret setting: FAIL', async () => {
