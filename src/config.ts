@@ -141,6 +141,19 @@ export function parseConfig(env: Env): Config {
     const value = env[key];
     if (value !== undefined && value.trim() !== '') input[key] = value.trim();
   }
+  try {
+    return parseInput(input, env);
+  } catch (err) {
+    // A setting missing or wrong because the variable meant to set it is misspelled: say so in the same line.
+    if (!(err instanceof ConnectorError)) throw err;
+    const meant = unknownSettings(env).filter((u) => u.suggestion !== null && u.suggestion === err.details?.variable);
+    if (meant.length === 0) throw err;
+    throw new ConnectorError('CONN_ERR_CONFIG_INVALID', `${err.message} (${meant.map(unknownSettingText).join('; ')})`, { details: err.details });
+  }
+}
+
+/** The schema's parse of the known variables, the combinations checked, derived values filled in. */
+function parseInput(input: Record<string, string>, env: Env): Config {
   const result = ConfigSchema.safeParse(input);
   if (!result.success) {
     const issue = result.error.issues[0];
