@@ -169,7 +169,8 @@ async function checkDatabase(config: Config, log: Logger): Promise<Omit<DoctorCh
     if (!health.ok) return { status: 'FAIL', detail: `${db.backend}: ${health.detail ?? 'not healthy'}`, fix: databaseFix(config) };
     const where = config.DB_BACKEND === 'sqlite' ? ` at ${config.sqlitePath}` : '';
     const counts = await db.counts().catch(() => null);
-    if (counts === null) return { status: 'OK', detail: `${db.backend}${where}: healthy (row counts need the tables \`npm start\` creates; doctor migrates nothing)` };
+    // PostgreSQL and Airtable count only once migrated, and doctor migrates nothing (`start` does).
+    if (counts === null) return { status: 'OK', detail: `${db.backend}${where}: reachable and healthy (rows not counted: doctor does not migrate; \`npm start\` creates and migrates the tables)` };
     return { status: 'OK', detail: `${db.backend}${where}: healthy; ${counts.tasks} tasks, ${counts.emails} emails, ${counts.attachments} attachments` };
   } finally {
     await db.close().catch(() => {});
