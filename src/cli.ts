@@ -10,12 +10,18 @@
  *
  * Operator commands print their results on stdout and log to `${LOG_DIR}/app.log` only, so that their
  * output stays readable; `start`, `serve` and `work` log to the console as well.
+ *
+ * The read-only commands (`check-queue`, `doctor`, `replay-dlq --dry-run`) create nothing: no data
+ * directory, no queue, no database, no migration, and no LOG_DIR (where it does not exist they log to
+ * the console instead). Where they find no queue they say where they looked and exit 2; `--data-dir`
+ * (or DATA_DIR) points them at the connector's data directory.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import type { WebhookAction } from './admin/register-webhooks.ts';
 import type { ReplayRequest } from './admin/replay-dead-letters.ts';
-import { loadConfig, parseConfig, readEnv, type Config } from './config.ts';
+import { existsSync } from 'node:fs';
+import { loadConfig, parseConfig, readEnv, unknownSettingText, type Config, type Env } from './config.ts';
 import { ConnectorError } from './errors.ts';
 import { createLogger, createLoggerFromConfig, type Logger } from './log.ts';
 import type { Roles } from './main.ts';
@@ -26,9 +32,10 @@ import { SOURCE_NAMES, type SourceName } from './model.ts';
 /** Exit codes: 0 done, 1 failed, 2 bad settings or usage. */
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 
-function settings(): Config {
+/** `overrides`: settings given as options (`--data-dir`), over `.env` and the environment. */
+function settings(overrides: Env = {}): Config {
   try {
-    return loadConfig();
+    return loadConfig({ ...readEnv(), ...overrides });
   } catch (err) {
     if (err instanceof ConnectorError && err.code === 'CONN_ERR_CONFIG_INVALID') {
       process.stderr.write(`connector: ${err.message}\n`);
@@ -42,6 +49,7 @@ function settings(): Config {
 async function run(roles: Roles): Promise<void> {
   const config = settings();
   const log = createLoggerFromConfig(config);
+  for (const unknown of config.unknownSettings) log.warn({ variable: unknown.name, suggestion: unknown.suggestion }, unknownSettingText(unknown));
   const { startConnector } = await import('./main.ts');
   let connector;
   try {
@@ -96,10 +104,26 @@ interface AdminContext {
   log: Logger;
 }
 
+interface AdminOptions {
+  /** `--data-dir`: DATA_DIR for this command. */
+  dataDir?: string;
+  /** The command only reads: it creates no LOG_DIR (logging to the console where there is none). */
+  readOnly?: boolean;
+}
+
+/** The settings a `--data-dir` option gives. */
+function dataDirOverride(dataDir: string | undefined): Env {
+  return dataDir === undefined ? {} : { DATA_DIR: dataDir };
+}
+
 /** Settings, a file-only logger, the action; prints failures; exits with the action's code. */
-async function admin(command: string, action: (context: AdminContext) => Promise<number>): Promise<never> {
-  const config = settings();
-  const log = createLoggerFromConfig(config, { console: false }).child({ command });
+async function admin(command: string, action: (context: AdminContext) => Promise<number>, options: AdminOptions = {}): Promise<never> {
+  const config = settings(dataDirOverride(options.dataDir));
+  const log = createLoggerFromConfig(config, logDestination(config, options.readOnly === true)).child({ command });
+  for (const unknown of config.unknownSettings) {
+    log.warn({ variable: unknown.name, suggestion: unknown.suggestion }, unknownSettingText(unknown));
+    process.stderr.write(`connector ${command}: warning: ${unknownSettingText(unknown)}\n`);
+  }
   const { UsageError } = await import('./admin/usage-error.ts');
   let code: number;
   try {
@@ -108,6 +132,19 @@ async function admin(command: string, action: (context: AdminContext) => Promise
     code = failure(command, err, err instanceof UsageError, log);
   }
   return exit(code);
+}
+
+/** An operator command's log: `${LOG_DIR}/app.log`; for a read-only command with no LOG_DIR, the console. */
+function logDestination(config: Config, readOnly: boolean): { console: boolean; logDir?: string } {
+  return readOnly && !existsSync(config.LOG_DIR) ? { console: true, logDir: undefined } : { console: false };
+}
+
+/** Refuses (exit 2, one line) to open a file queue that is not there: opening would create an empty one. */
+async function assertQueueThere(config: Config): Promise<void> {
+  const { noQueueAt } = await import('./admin/check-queue.ts');
+  const { UsageError } = await import('./admin/usage-error.ts');
+  const missing = noQueueAt(config);
+  if (missing !== null) throw new UsageError(missing);
 }
 
 /** The message and exit code for an action that threw; `usage`: the request itself was refused. */
@@ -145,10 +182,12 @@ function isoTime(value: string): Date {
   return date;
 }
 
+const dataDirOption = () => new Option('--data-dir <dir>', "the connector's data directory, where its queue is (default: DATA_DIR, else ./data)");
 const sourceOption = (description: string) => new Option('--source <name>', description).choices(SOURCE_NAMES);
 
-async function checkQueueCommand(options: { last: number; json?: boolean }): Promise<never> {
+async function checkQueueCommand(options: { last: number; json?: boolean; dataDir?: string }): Promise<never> {
   return admin('check-queue', async ({ config, log }) => {
+    await assertQueueThere(config);
     const { checkQueue } = await import('./admin/check-queue.ts');
     const { renderQueueReport } = await import('./admin/render.ts');
     const { openQueue, queueWorker } = await import('./admin/resources.ts');
@@ -160,7 +199,7 @@ async function checkQueueCommand(options: { last: number; json?: boolean }): Pro
     } finally {
       await queue.close();
     }
-  });
+  }, { dataDir: options.dataDir, readOnly: true });
 }
 
 async function backfillCommand(options: { source?: SourceName; since?: Date; full?: boolean }): Promise<never> {
@@ -209,13 +248,14 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
   });
 }
 
-async function replayCommand(options: { source?: SourceName; id?: string[]; all?: boolean; dryRun?: boolean }): Promise<never> {
+async function replayCommand(options: { source?: SourceName; id?: string[]; all?: boolean; dryRun?: boolean; dataDir?: string }): Promise<never> {
   return admin('replay-dlq', async ({ config, log }) => {
     const { replayDeadLetters, replayFilter } = await import('./admin/replay-dead-letters.ts');
     const { renderReplay } = await import('./admin/render.ts');
     const { openQueue } = await import('./admin/resources.ts');
     const request: ReplayRequest = { source: options.source, ids: options.id, all: options.all, dryRun: options.dryRun };
     replayFilter(request); // refuse a missing filter before opening anything
+    await assertQueueThere(config); // a queue created here would hold no dead letters
     const queue = await openQueue(config, log);
     try {
       const result = await replayDeadLetters(queue, request);
@@ -224,7 +264,7 @@ async function replayCommand(options: { source?: SourceName; id?: string[]; all?
     } finally {
       await queue.close();
     }
-  });
+  }, { dataDir: options.dataDir, readOnly: options.dryRun === true });
 }
 
 async function registerWebhooksCommand(options: { url?: string; source?: SourceName; list?: boolean; remove?: boolean }): Promise<never> {
@@ -262,11 +302,12 @@ async function airtableSetupCommand(): Promise<never> {
 }
 
 /** Not through `admin`: a bad setting is something doctor reports, not a reason to stop. */
-async function doctorCommand(options: { json?: boolean }): Promise<never> {
-  const env = readEnv();
+async function doctorCommand(options: { json?: boolean; dataDir?: string }): Promise<never> {
+  const env = { ...readEnv(), ...dataDirOverride(options.dataDir) };
   let log: Logger;
   try {
-    log = createLoggerFromConfig(parseConfig(env), { console: false }).child({ command: 'doctor' });
+    const config = parseConfig(env);
+    log = createLoggerFromConfig(config, logDestination(config, true)).child({ command: 'doctor' });
   } catch {
     log = createLogger({ level: 'silent', console: false });
   }
@@ -303,6 +344,7 @@ export function buildProgram(): Command {
     .description('show the queue: pending, in flight, delayed, dead letters, the oldest age and the newest events (safe while the connector runs)')
     .option('--last <n>', 'list this many of the newest waiting events (0: none)', wholeNumber, 10)
     .option('--json', 'print JSON instead of text')
+    .addOption(dataDirOption())
     .action(checkQueueCommand);
 
   program
@@ -320,6 +362,7 @@ export function buildProgram(): Command {
     .option('--id <id...>', 'only these event ids')
     .option('--all', 'every dead letter (alone: not with --source or --id)')
     .option('--dry-run', 'list what would be replayed; change nothing')
+    .addOption(dataDirOption())
     .action(replayCommand);
 
   program
@@ -337,6 +380,7 @@ export function buildProgram(): Command {
     .command('doctor')
     .description('check settings, database, queue, vendor credentials, webhook reachability and disk space; exit 1 if any check fails')
     .option('--json', 'print JSON instead of a table')
+    .addOption(dataDirOption())
     .action(doctorCommand);
   return program;
 }

@@ -4,6 +4,10 @@
  * already set in the environment win. An empty value counts as unset, so a copied `.env.example` with
  * blanks behaves like no file at all. `.env.example` documents every variable; a test keeps the two and
  * docs/configuration.md in step.
+ *
+ * A variable that looks like one of ours but is not (one of our prefixes, or a near miss of a known
+ * name) is carried in `unknownSettings`: start-up warns about each, naming the closest known setting,
+ * and `doctor` fails on it. Only names are reported, never values.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -121,6 +125,8 @@ export interface Config extends RawConfig {
   sqlitePath: string;
   /** ATTACHMENTS_DIR or `${DATA_DIR}/attachments` */
   attachmentsDir: string;
+  /** Variables that look like settings but are none (see unknownSettings). */
+  unknownSettings: UnknownSetting[];
 }
 
 /** Names of settings whose values are secrets: never logged, redacted wherever they appear. */
@@ -135,6 +141,19 @@ export function parseConfig(env: Env): Config {
     const value = env[key];
     if (value !== undefined && value.trim() !== '') input[key] = value.trim();
   }
+  try {
+    return parseInput(input, env);
+  } catch (err) {
+    // A setting missing or wrong because the variable meant to set it is misspelled: say so in the same line.
+    if (!(err instanceof ConnectorError)) throw err;
+    const meant = unknownSettings(env).filter((u) => u.suggestion !== null && u.suggestion === err.details?.variable);
+    if (meant.length === 0) throw err;
+    throw new ConnectorError('CONN_ERR_CONFIG_INVALID', `${err.message} (${meant.map(unknownSettingText).join('; ')})`, { details: err.details });
+  }
+}
+
+/** The schema's parse of the known variables, the combinations checked, derived values filled in. */
+function parseInput(input: Record<string, string>, env: Env): Config {
   const result = ConfigSchema.safeParse(input);
   if (!result.success) {
     const issue = result.error.issues[0];
@@ -155,6 +174,7 @@ export function parseConfig(env: Env): Config {
     checkpointDir: path.join(dataDir, 'checkpoints'),
     sqlitePath: path.join(dataDir, 'connector.db'),
     attachmentsDir: path.resolve(raw.ATTACHMENTS_DIR ?? path.join(dataDir, 'attachments')),
+    unknownSettings: unknownSettings(env),
   };
 }
 
@@ -189,4 +209,74 @@ export function readEnv(dir: string = process.cwd(), env: Env = process.env): En
 /** Settings for this process: `.env` + environment, parsed. */
 export function loadConfig(env: Env = readEnv()): Config {
   return parseConfig(env);
+}
+
+// ───────────────────────────── unknown settings ─────────────────────────────
+
+/** A variable that looks like a setting but is none; `suggestion`: the closest known name, if close. */
+export interface UnknownSetting {
+  name: string;
+  suggestion: string | null;
+}
+
+const KNOWN = Object.keys(ConfigSchema.shape);
+/** Our prefixes: the first word of every two-word name (TEAMWORK_, DB_, HTTP_, ...). */
+const PREFIXES = [...new Set(KNOWN.filter((n) => n.includes('_')).map((n) => `${n.slice(0, n.indexOf('_'))}_`))];
+/** Variables of the system and its tools that share a prefix or nearly a name with ours. */
+const SYSTEM_NAMES = new Set(['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'ALL_PROXY', 'FTP_PROXY', 'HOSTNAME', 'HOSTTYPE', 'LOGNAME', 'TEST_DATABASE_URL', 'TEST_REDIS_URL']);
+const SYSTEM_PREFIXES = ['NODE_', 'NPM_', 'VITEST', 'GITHUB_', 'RUNNER_', 'XDG_', 'LC_', 'SSH_', 'BENCH_', 'PG', 'TEST_'];
+
+/**
+ * The variables of `env` that look like ours but are not: a name with one of our prefixes
+ * (case-insensitive), or within a small edit distance of a known name (1 for short names, 2 from 8
+ * characters, 3 from 16; transpositions count once). The system's own variables are never flagged.
+ */
+export function unknownSettings(env: Env): UnknownSetting[] {
+  const found: UnknownSetting[] = [];
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined || KNOWN.includes(name)) continue;
+    const upper = name.toUpperCase();
+    if (SYSTEM_NAMES.has(upper) || SYSTEM_PREFIXES.some((p) => upper.startsWith(p))) continue;
+    let best: string | null = null;
+    let bestDistance = Infinity;
+    for (const known of KNOWN) {
+      const d = editDistance(upper, known);
+      if (d < bestDistance) [best, bestDistance] = [known, d];
+    }
+    const near = best !== null && bestDistance <= allowedDistance(best);
+    if (!near && !PREFIXES.some((p) => upper.startsWith(p))) continue;
+    found.push({ name, suggestion: near ? best : closeEnough(upper, best, bestDistance) });
+  }
+  return found.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** One line for an unknown setting (its name and the suggestion; never its value). */
+export function unknownSettingText(unknown: UnknownSetting): string {
+  return unknown.suggestion !== null
+    ? `unknown setting ${unknown.name}: did you mean ${unknown.suggestion}?`
+    : `unknown setting ${unknown.name}: not a setting of this connector, so it is ignored (every setting: docs/configuration.md)`;
+}
+
+function allowedDistance(known: string): number {
+  return known.length >= 16 ? 3 : known.length >= 8 ? 2 : 1;
+}
+
+/** For a name with our prefix: the closest known name when it is not far off (a third of its length). */
+function closeEnough(name: string, best: string | null, distance: number): string | null {
+  return best !== null && distance <= Math.floor(Math.max(name.length, best.length) / 3) ? best : null;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions, adjacent transpositions. */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      const row = rows[i] as number[];
+      const above = rows[i - 1] as number[];
+      row[j] = Math.min((above[j] as number) + 1, (row[j - 1] as number) + 1, (above[j - 1] as number) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) row[j] = Math.min(row[j] as number, ((rows[i - 2] as number[])[j - 2] as number) + 1);
+    }
+  }
+  return (rows[a.length] as number[])[b.length] as number;
 }

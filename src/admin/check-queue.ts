@@ -4,7 +4,15 @@
  *
  * The events listed are described, not shown: their payloads may hold email bodies, which never leave
  * the queue through an admin command.
+ *
+ * Run where there is no queue (another working directory, a DATA_DIR that is not the connector's), it
+ * creates nothing: `noQueueAt` says where it looked and how to point it elsewhere, and the command
+ * stops there (the CLI exits 2). Opening a queue that is missing would create an empty one and report
+ * it as empty, with "worker: not running", while the real one fills up elsewhere.
  */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config.ts';
 import type { EventOrigin, SourceName } from '../model.ts';
 import type { Queue, QueueStats } from '../queue/queue.ts';
 import type { WorkerStatus } from './worker-status.ts';
@@ -40,6 +48,15 @@ export interface CheckQueueOptions {
   worker: WorkerStatus;
   /** This process is not the queue's worker (a CLI command, not the dashboard of `start`). Default true. */
   outsideWorker?: boolean;
+}
+
+/**
+ * For a file queue that is not there (no `inbox.jsonl` in `queueDir`): one line saying where it was
+ * looked for and how to point at the right one; null when it is there (or the queue is not a file).
+ */
+export function noQueueAt(config: Pick<Config, 'QUEUE_BACKEND' | 'queueDir' | 'DATA_DIR'>): string | null {
+  if (config.QUEUE_BACKEND !== 'file' || existsSync(path.join(config.queueDir, 'inbox.jsonl'))) return null;
+  return `no queue at ${config.queueDir} (nothing has run with DATA_DIR=${config.DATA_DIR}; nothing was created): run this where the connector runs, or point it at the connector's data directory with --data-dir <dir> or DATA_DIR`;
 }
 
 export async function checkQueue(queue: Queue, options: CheckQueueOptions): Promise<QueueReport> {

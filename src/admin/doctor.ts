@@ -1,9 +1,11 @@
 /**
  * `doctor`: checks that this installation can work, one line each, with the fix for what fails:
  *
- *   config       the settings parse (everything else is skipped when they do not)
- *   database     it opens, migrates and reports healthy
- *   queue        it opens; what waits in it; whether a worker consumes it
+ *   config       the settings parse (everything else is skipped when they do not), and no variable
+ *                looks like a setting without being one (a misspelled name fails here, naming the
+ *                setting it is closest to; the other checks still run)
+ *   database     it is there (SQLite), opens and reports healthy; its row counts once `start` created the tables
+ *   queue        it is there and opens; what waits in it; whether a worker consumes it
  *   teamwork-api / missive-api
  *                one cheap authenticated call each (a one-task page; a one-conversation page)
  *   teamwork-webhook / missive-webhook
@@ -13,13 +15,15 @@
  *   tunnel       with NGROK_AUTHTOKEN: the optional ngrok module loads
  *   disk         free space where DATA_DIR lives (statfs)
  *
- * Every check runs on its own, under a time limit, and closes what it opened; nothing is changed
- * except that the database is migrated (as `start` would) and the data directory created. Safe while
- * the connector runs.
+ * Every check runs on its own, under a time limit, and closes what it opened. Nothing is changed: no
+ * directory or database file is created and nothing is migrated (run where there is no queue or SQLite
+ * file, the `queue` and `database` checks fail saying where they looked and how to point elsewhere:
+ * `--data-dir` or DATA_DIR). Safe while the connector runs.
  */
-import { mkdir, statfs } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
 import path from 'node:path';
-import { parseConfig, type Config, type Env } from '../config.ts';
+import { parseConfig, unknownSettingText, type Config, type Env } from '../config.ts';
 import { ConnectorError } from '../errors.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { MissiveClient } from '../sources/missive/client.ts';
@@ -27,7 +31,9 @@ import { TeamworkClient } from '../sources/teamwork/client.ts';
 import type { SourceName } from '../model.ts';
 import { SECOND } from '../retry-policy.ts';
 import { loadNgrok, type NgrokLoader } from '../tunnel.ts';
-import { openDatabase, openQueue, queueWorker } from './resources.ts';
+import { createDatabase } from '../db/create-database.ts';
+import { noQueueAt } from './check-queue.ts';
+import { openQueue, queueWorker } from './resources.ts';
 import { SOURCE_API_SETTINGS, SOURCE_SECRET_SETTINGS } from './source-settings.ts';
 
 export const CHECK_STATUSES = ['OK', 'FAIL', 'SKIP'] as const;
@@ -73,7 +79,17 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   let config: Config;
   try {
     config = parseConfig(options.env);
-    checks.push({ name: 'config', status: 'OK', detail: describeConfig(config) });
+    if (config.unknownSettings.length === 0) {
+      checks.push({ name: 'config', status: 'OK', detail: describeConfig(config) });
+    } else {
+      const names = config.unknownSettings.map((u) => u.name).join(', ');
+      checks.push({
+        name: 'config',
+        status: 'FAIL',
+        detail: `${config.unknownSettings.map(unknownSettingText).join('; ')} (${describeConfig(config)})`,
+        fix: `rename or remove ${names} in .env or the environment: the connector ignores it (every setting: docs/configuration.md)`,
+      });
+    }
   } catch (err) {
     checks.push({ name: 'config', status: 'FAIL', detail: err instanceof Error ? err.message : String(err), fix: 'fix that variable in .env or the environment (every setting: docs/configuration.md)' });
     for (const name of ['database', 'queue', 'teamwork-api', 'missive-api', 'teamwork-webhook', 'missive-webhook', 'disk']) checks.push({ name, status: 'SKIP', detail: 'the settings do not parse' });
@@ -140,20 +156,31 @@ function databaseFix(config: Config): string {
   }
 }
 
+/** Where to point doctor when it looked in the wrong place. */
+const elsewhereFix = 'run doctor where the connector runs, or point it at the connector\'s data directory with --data-dir <dir> or DATA_DIR (on a new installation, `npm start` creates it)';
+
+/** Opens the database without migrating it (doctor changes nothing); a missing SQLite file is not created. */
 async function checkDatabase(config: Config, log: Logger): Promise<Omit<DoctorCheck, 'name'>> {
-  const db = await openDatabase(config, log);
+  if (config.DB_BACKEND === 'sqlite' && !existsSync(config.sqlitePath)) {
+    return { status: 'FAIL', detail: `no database at ${config.sqlitePath} (nothing was created)`, fix: elsewhereFix };
+  }
+  const db = await createDatabase(config, { log: log.child({ component: 'db' }) });
   try {
     const health = await db.health();
     if (!health.ok) return { status: 'FAIL', detail: `${db.backend}: ${health.detail ?? 'not healthy'}`, fix: databaseFix(config) };
-    const counts = await db.counts();
     const where = config.DB_BACKEND === 'sqlite' ? ` at ${config.sqlitePath}` : '';
-    return { status: 'OK', detail: `${db.backend}${where}: migrated and healthy; ${counts.tasks} tasks, ${counts.emails} emails, ${counts.attachments} attachments` };
+    const counts = await db.counts().catch(() => null);
+    // PostgreSQL and Airtable count only once migrated, and doctor migrates nothing (`start` does).
+    if (counts === null) return { status: 'OK', detail: `${db.backend}${where}: reachable and healthy (rows not counted: doctor does not migrate; \`npm start\` creates and migrates the tables)` };
+    return { status: 'OK', detail: `${db.backend}${where}: healthy; ${counts.tasks} tasks, ${counts.emails} emails, ${counts.attachments} attachments` };
   } finally {
     await db.close().catch(() => {});
   }
 }
 
 async function checkQueueOpens(config: Config, log: Logger): Promise<Omit<DoctorCheck, 'name'>> {
+  const missing = noQueueAt(config);
+  if (missing !== null) return { status: 'FAIL', detail: `no queue at ${config.queueDir} (nothing was created)`, fix: elsewhereFix };
   const queue = await openQueue(config, log);
   try {
     const stats = await queue.stats();
@@ -258,8 +285,10 @@ async function checkTunnelModule(config: Config, options: DoctorOptions): Promis
 }
 
 async function checkDisk(config: Config, options: DoctorOptions): Promise<Omit<DoctorCheck, 'name'>> {
-  await mkdir(config.DATA_DIR, { recursive: true });
-  const stats = await statfs(path.resolve(config.DATA_DIR));
+  // The nearest directory that exists: DATA_DIR itself once the connector ran (doctor creates nothing).
+  let where = path.resolve(config.DATA_DIR);
+  while (!existsSync(where) && path.dirname(where) !== where) where = path.dirname(where);
+  const stats = await statfs(where);
   const free = stats.bavail * stats.bsize;
   const total = stats.blocks * stats.bsize;
   const ratio = total > 0 ? free / total : 0;

@@ -79,6 +79,19 @@ describe('runDoctor', () => {
     expect(report.checks.slice(1).every((c) => c.status === 'SKIP')).toBe(true);
   });
 
+  it('a misspelled setting FAILs config, naming the closest known one and never the value; the other checks still run (issue 15 item 4)', async () => {
+    const report = await runDoctor({ env: env({ DB_BACKND: 'postgres', MISSIVE_WEBHOOK_SECERT: 'value-never-shown' }) });
+    expect(report.ok).toBe(false);
+    const config = check(report, 'config');
+    expect(config.status).toBe('FAIL');
+    expect(config.detail).toContain('unknown setting DB_BACKND: did you mean DB_BACKEND?');
+    expect(config.detail).toContain('unknown setting MISSIVE_WEBHOOK_SECERT: did you mean MISSIVE_WEBHOOK_SECRET?');
+    expect(config.fix).toContain('rename');
+    expect(JSON.stringify(report)).not.toContain('value-never-shown');
+    expect(check(report, 'teamwork-api').status).toBe('OK');
+    expect(renderDoctor(report).at(-1)).not.toBe('all checks passed');
+  });
+
   it('a working installation: every check OK, the webhook answering 401 to an unsigned delivery', async () => {
     const settings = env({ TEAMWORK_WEBHOOK_TOKEN: 'tw-doctor', MISSIVE_WEBHOOK_SECRET: 'mv-doctor' });
     const url = await serve(settings);
@@ -107,8 +120,11 @@ describe('runDoctor', () => {
     expect(report.ok).toBe(false);
     const text = renderDoctor(report).join('\n');
     expect(text).toMatch(/^teamwork-api\s+FAIL\s+CONN_ERR_HTTP_AUTH/m);
-    expect(text).toContain('to fix:\n  teamwork-api: check TEAMWORK_API_KEY');
-    expect(text).toContain('1 check(s) failed');
+    expect(text).toMatch(/^to fix:\n(?: {2}.*\n)* {2}teamwork-api: check TEAMWORK_API_KEY/m);
+    // A DATA_DIR nothing has run with: doctor creates nothing there and says so (issue 15 item 9).
+    expect(check(report, 'queue')).toMatchObject({ status: 'FAIL', detail: expect.stringMatching(/^no queue at .*\(nothing was created\)$/), fix: expect.stringContaining('--data-dir') });
+    expect(check(report, 'database')).toMatchObject({ status: 'FAIL', detail: expect.stringMatching(/^no database at .*connector\.db/) });
+    expect(text).toContain('3 check(s) failed');
   });
 
   it('PUBLIC_URL reaching something else, nothing, or a connector with another secret setting: FAIL', async () => {

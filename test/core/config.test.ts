@@ -1,11 +1,12 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigSchema, parseConfig } from '../../src/config.ts';
+import { ConfigSchema, parseConfig, readEnv, unknownSettings, unknownSettingText } from '../../src/config.ts';
+import { spawnConnector } from '../helpers/connector-process.ts';
 
 describe('config', () => {
   it('runs with no settings at all on the embedded defaults', () => {
@@ -96,5 +97,63 @@ describe('config', () => {
       const [name, value] = line.split('=') as [keyof typeof defaults, string];
       expect(String(defaults[name]).replace(/^.*\/(data|logs)$/, './$1'), `${name} default in .env.example`).toBe(value);
     }
+  });
+
+  describe('unknown settings (issue 15 item 4)', () => {
+    it('flags a near miss of a known name (case-insensitive) and a name with one of our prefixes, naming the closest setting', () => {
+      const found = unknownSettings({ DB_BACKND: 'postgres', MISSIVE_WEBHOOK_SECERT: 'hush-hush', db_backend: 'sqlite', TEAMWORK_APIKEY: 'k', LOGLEVEL: 'debug', WEBHOOK_MAX_BODY_BYTE: '1', TEAMWORK_SOMETHING_ELSE_ENTIRELY: 'x', DB_BACKEND: 'sqlite' });
+      expect(Object.fromEntries(found.map((f) => [f.name, f.suggestion]))).toEqual({
+        DB_BACKND: 'DB_BACKEND',
+        MISSIVE_WEBHOOK_SECERT: 'MISSIVE_WEBHOOK_SECRET',
+        db_backend: 'DB_BACKEND',
+        TEAMWORK_APIKEY: 'TEAMWORK_API_KEY',
+        LOGLEVEL: 'LOG_LEVEL',
+        WEBHOOK_MAX_BODY_BYTE: 'WEBHOOK_MAX_BODY_BYTES',
+        TEAMWORK_SOMETHING_ELSE_ENTIRELY: null,
+      });
+      expect(unknownSettingText({ name: 'DB_BACKND', suggestion: 'DB_BACKEND' })).toBe('unknown setting DB_BACKND: did you mean DB_BACKEND?');
+      expect(unknownSettingText({ name: 'TEAMWORK_SOMETHING_ELSE_ENTIRELY', suggestion: null })).toMatch(/^unknown setting TEAMWORK_SOMETHING_ELSE_ENTIRELY: not a setting of this connector/);
+    });
+
+    it('leaves the system\'s own variables alone', () => {
+      const system = ['PATH', 'HOME', 'USER', 'SHELL', 'TERM', 'LANG', 'PWD', 'OLDPWD', 'HOSTNAME', 'HOSTTYPE', 'LOGNAME', 'TMPDIR', 'TZ', 'CI', 'NODE_ENV', 'NODE_OPTIONS', 'npm_config_cache', 'npm_lifecycle_event', 'HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'NO_PROXY', 'TEST_DATABASE_URL', 'PG_BIN_DIR', 'VITEST', 'VITEST_POOL_ID', 'GITHUB_ACTIONS', 'XDG_RUNTIME_DIR', 'LC_ALL', 'SSH_AUTH_SOCK', 'COLORTERM', 'SHLVL', 'MAIL', 'EDITOR', 'DISPLAY', 'PORT', 'HOST'];
+      expect(unknownSettings(Object.fromEntries(system.map((n) => [n, 'x'])))).toEqual([]);
+    });
+
+    it('a setting required but missing names the misspelled variable that was meant to set it', () => {
+      expect(() => parseConfig({ DB_BACKEND: 'postgres', DATABASE_ULR: 'postgres://secret@db/x' })).toThrow(/^Invalid setting DATABASE_URL: required when DB_BACKEND=postgres \(unknown setting DATABASE_ULR: did you mean DATABASE_URL\?\)$/);
+    });
+
+    it('parseConfig carries them, from .env as from the environment', () => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'conn-config-env-'));
+      try {
+        writeFileSync(path.join(dir, '.env'), 'DB_BACKND=postgres\nPORT=8081\n');
+        const config = parseConfig(readEnv(dir, { MISSIVE_WEBHOOK_SECERT: 'hush-hush' }));
+        expect(config.DB_BACKEND).toBe('sqlite');
+        expect(config.unknownSettings.map(unknownSettingText).sort()).toEqual(['unknown setting DB_BACKND: did you mean DB_BACKEND?', 'unknown setting MISSIVE_WEBHOOK_SECERT: did you mean MISSIVE_WEBHOOK_SECRET?']);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('start warns at start-up for each, from .env and from the environment, never printing the values', { timeout: 40_000 }, async () => {
+      const cwd = mkdtempSync(path.join(tmpdir(), 'conn-config-start-'));
+      try {
+        writeFileSync(path.join(cwd, '.env'), 'DB_BACKND=postgres\n');
+        const connector = await spawnConnector({ cwd, env: { MISSIVE_WEBHOOK_SECERT: 'value-never-printed', BACKFILL_ON_START: 'false', DATA_DIR: path.join(cwd, 'data'), LOG_DIR: path.join(cwd, 'logs') } });
+        try {
+          const output = connector.output();
+          expect(output).toContain('unknown setting DB_BACKND: did you mean DB_BACKEND?');
+          expect(output).toContain('unknown setting MISSIVE_WEBHOOK_SECERT: did you mean MISSIVE_WEBHOOK_SECRET?');
+          expect(output).not.toContain('value-never-printed');
+          expect(readFileSync(path.join(cwd, 'logs', 'app.log'), 'utf8')).toContain('unknown setting DB_BACKND');
+        } finally {
+          connector.kill('SIGTERM');
+          await connector.exited;
+        }
+      } finally {
+        rmSync(cwd, { recursive: true, force: true });
+      }
+    });
   });
 });
