@@ -575,9 +575,20 @@ export class FileQueue implements Queue {
       const out: QueueEvent[] = [];
       const t = this.table;
       const handle = this.handle;
-      if (handle === null) return out;
-      for (let i = t.end - 1; i >= t.start && out.length < limit; i--) {
+      if (handle === null || limit <= 0) return out;
+      // Newest by receipt time, not by place in the file: a retry's copy is appended at the end but
+      // keeps its event's receipt time. One pass over the slot table's times keeps the `limit` newest.
+      const newest: number[] = [];
+      for (let i = t.end - 1; i >= t.start; i--) {
         if (t.state(i) === SLOT_DONE) continue;
+        const at = t.receivedAt(i);
+        if (newest.length === limit && at <= t.receivedAt(newest[limit - 1] as number)) continue;
+        let k = newest.length;
+        while (k > 0 && t.receivedAt(newest[k - 1] as number) < at) k--;
+        newest.splice(k, 0, i);
+        if (newest.length > limit) newest.pop();
+      }
+      for (const i of newest) {
         const line = await readAt(handle, t.offset(i), t.length(i));
         if (checkLine(line, 0, line.length - 1) !== null) continue;
         try {

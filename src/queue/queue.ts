@@ -85,7 +85,7 @@ export interface Queue {
   /** The event failed permanently or too often: move it to the dead-letter store. */
   deadLetter(eventId: string, error: ErrorRecord): Promise<void>;
   stats(): Promise<QueueStats>;
-  /** The newest `limit` events not yet done, newest first (for operators). */
+  /** The newest `limit` events not yet done by receipt time, newest first (for operators); a retried event keeps its place. */
   peek(limit: number): Promise<QueueEvent[]>;
   listDeadLetters(filter?: DeadLetterFilter): Promise<DeadLetter[]>;
   /**

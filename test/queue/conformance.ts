@@ -273,6 +273,15 @@ export function queueConformance(name: string, makeQueue: () => Promise<QueueHar
       expect(await q.peek(0)).toEqual([]);
     });
 
+    it('peeks newest first by receipt time: an event retried stays in its place', async () => {
+      const { q } = await fresh();
+      await q.enqueue([1, 2, 3].map((n) => event(n)));
+      const [first] = await q.claim();
+      await q.retry(first!.event.id, TRANSIENT, { delayMs: 0 });
+      expect((await q.peek(3)).map((e) => e.id)).toEqual([3, 2, 1].map((n) => `${prefix}-e${n}`));
+      expect((await q.peek(1)).map((e) => e.id)).toEqual([`${prefix}-e3`]);
+    });
+
     it('hands out again, after a reopen, whatever was claimed but not acked', async () => {
       const { q, reopen } = await fresh();
       await q.enqueue([1, 2, 3].map((n) => event(n)));
