@@ -234,6 +234,7 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
           signal: controller.signal,
           onStart: (source, since) => view.start(source, since),
           onPage: (progress) => view.page(progress),
+          onDone: () => view.done(),
         });
         view.end();
         print(renderBackfillSummary(report, await queueWorker(config)));

@@ -25,6 +25,8 @@ export interface BackfillCommand {
   onStart?: (source: SourceName, since: Date) => void;
   /** A page of a source was enqueued (and its checkpoint moved). */
   onPage?: (progress: BackfillProgress, since: Date) => void;
+  /** A source's backfill completed: its whole window is covered. */
+  onDone?: (source: SourceName) => void;
 }
 
 export type SourceBackfillOutcome =
@@ -92,6 +94,7 @@ export async function backfillSources(sources: readonly Source[], deps: Backfill
       });
       report.events += result.events;
       report.outcomes.push({ source: source.name, status: 'done', result });
+      command.onDone?.(source.name);
     } catch (err) {
       const progress = last as BackfillProgress | null;
       report.events += progress?.events ?? 0;

@@ -37,6 +37,8 @@ export class BackfillProgressView {
   private since: Date | null = null;
   private startedAt = 0;
   private last: BackfillProgress | null = null;
+  /** The source's backfill completed: its whole window is covered (100%, whatever its newest item). */
+  private complete = false;
 
   constructor(
     private readonly out: ProgressOutput,
@@ -54,6 +56,7 @@ export class BackfillProgressView {
     this.since = since;
     this.startedAt = this.now();
     this.last = null;
+    this.complete = false;
     if (this.tty) this.draw(true);
     else this.out.write(`${source}: backfill from ${since.toISOString()}\n`);
   }
@@ -62,6 +65,15 @@ export class BackfillProgressView {
     this.last = progress;
     if (this.tty) this.draw(false);
     else this.out.write(`${this.line(false)}\n`);
+  }
+
+  /**
+   * The source's backfill completed. The bar then reads 100%: the window up to the start of the run is
+   * covered even though its newest item is older than that (it stopped at 99% before).
+   */
+  done(): void {
+    this.complete = true;
+    this.end();
   }
 
   /** Ends the TTY line (drawing the final state), so that what follows starts on its own line. */
@@ -109,6 +121,7 @@ export class BackfillProgressView {
   }
 
   private fraction(): number | null {
+    if (this.complete) return 1;
     const newest = this.last?.newestUpdate;
     if (newest == null || this.since === null) return null;
     const span = this.startedAt - this.since.getTime();

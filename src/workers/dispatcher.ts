@@ -294,20 +294,22 @@ export class Dispatcher {
     const acked = await Promise.all(
       handled.map(async (h) => {
         const { event, attempt } = h.claimed;
-        if (!(await this.settle(() => this.options.queue.ack(event.id), 'ack', log)).ok) return false;
+        if (!(await this.settle(() => this.options.queue.ack(event.id), 'ack', log)).ok) return null;
         const durationMs = Date.now() - h.startedAt;
         this.options.lifecycle.emit('event:succeeded', { source: event.source, eventId: event.id, attempt, records: countRecords(h.changes), durationMs });
         if (handled.length > 1) log.debug({ source: event.source, eventId: event.id, attempt, type: event.type, durationMs }, 'event processed');
-        return true;
+        return event.id;
       }),
     );
-    const events = acked.filter(Boolean).length;
+    const eventIds = acked.filter((id): id is string => id !== null);
+    const events = eventIds.length;
     const facts = { events, written: result.written, stale: result.stale };
     if (handled.length === 1) {
       const { event, attempt } = (handled[0] as Handled).claimed;
       log.info({ ...facts, source: event.source, eventId: event.id, attempt, type: event.type, durationMs: Date.now() - (handled[0] as Handled).startedAt }, 'event processed');
     } else {
-      log.info(facts, `${events} events processed`);
+      // The ids (at most batchSize) let an operator find any event's line in the log.
+      log.info({ ...facts, eventIds }, `${events} events processed`);
     }
   }
 

@@ -29,6 +29,19 @@ describe('BackfillProgressView', () => {
     expect(frames.at(-1)).toBe('\r\x1b[Kteamwork [#####-----]  50%  1,500 events  750/s  3 pages  2.0 s  through 2026-01-06T00:00Z');
   });
 
+  it('reads 100% once the source is done, though its newest item is older than the start of the run', () => {
+    let now = since.getTime() + 10 * DAY;
+    const { out, writes } = output(true);
+    const view = new BackfillProgressView(out, { now: () => now, redrawMs: 0, barWidth: 10 });
+    view.start('missive', since);
+    now += 1_000;
+    view.page({ source: 'missive', pages: 1, events: 10, newestUpdate: new Date(since.getTime() + 10 * DAY - 60_000), startedAt: 0 });
+    view.done();
+    expect(writes.at(-1)).toBe('\n');
+    expect(writes.at(-2)).toContain('[##########] 100%');
+    expect(writes.slice(0, -2).some((f) => f.includes(' 99%'))).toBe(true);
+  });
+
   it('shows a moving marker when the share is unknown, redraws at most every redrawMs, and fits the terminal', () => {
     let now = 1_000_000;
     const { out, writes } = output(true, 40);

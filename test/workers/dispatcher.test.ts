@@ -9,6 +9,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteDatabase } from '../../src/db/sqlite/sqlite-database.ts';
@@ -150,6 +151,18 @@ describe('Dispatcher', () => {
     expect(readDb(w, 'SELECT id, subject FROM emails')).toEqual([{ id: 'm1', subject: 'm1 v1' }]);
     expect(await w.queue.stats()).toMatchObject({ pending: 0, inFlight: 0, delayed: 0, deadLettered: 0 });
     expect(w.seen.filter((s) => s.name === 'event:succeeded')).toHaveLength(3);
+  });
+
+  it('a batch\'s "N events processed" line names its events (issue 15 item 11)', async () => {
+    const w = await world();
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = createLogger({ level: 'info', console: false, destination: new Writable({ write: (chunk, _e, done) => void (lines.push(JSON.parse(String(chunk))), done()) }) });
+    const events = [ev('60'), ev('61'), ev('62')];
+    await w.queue.enqueue(events);
+    w.dispatcher({ log: sink });
+    await until('all processed', () => count(w, 'event:succeeded') === 3);
+    const batch = lines.find((l) => l.msg === '3 events processed');
+    expect(batch?.eventIds).toEqual(events.map((e) => e.id));
   });
 
   it('acks only after the write: while the database is locked nothing is acked, dead-lettered or handled again, and a restart hands the events out again', async () => {
