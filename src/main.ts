@@ -2,9 +2,12 @@
  * The composition root: builds the connector from its settings and runs one or both roles.
  * - `serve`: the HTTP app (webhooks, health); needs only the queue.
  * - `work`: the dispatcher; needs the queue, the sources and the database.
- * `start` runs both in one process. Stopping is graceful and ordered: close the tunnel and stop
- * accepting deliveries, let the dispatcher finish the event in hand, then close the queue and the
- * database.
+ * `start` runs both in one process. The worker side starts in the background (WorkerStart, below): it
+ * waits for the database (a database down at boot is an outage, not a start-up failure) and, while
+ * another process consumes the queue, stands by; neither keeps the webhooks from listening. Only a bad
+ * setting stops a start. Stopping is graceful and ordered: close the tunnel and stop accepting
+ * deliveries, end the worker's waits, let the dispatcher finish the event in hand, then close the queue
+ * and the database.
  *
  * Where vendors reach us (serve role), printed per source at start-up: the ngrok tunnel's URL when
  * NGROK_AUTHTOKEN is set and it opened, else PUBLIC_URL, else the local URL (with a note that vendors

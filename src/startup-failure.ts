@@ -1,7 +1,9 @@
 /**
  * What an operator reads when `start`, `serve` or `work` cannot start: one line naming the cause and the
  * fix ("port 8080 is in use: set PORT ..."), and the exit code (2 for a bad setting, 1 otherwise). The
- * stack is for LOG_LEVEL=debug only; the CLI logs it at debug level.
+ * stack is for LOG_LEVEL=debug only; the CLI logs it at debug level. A database that cannot be reached
+ * is not a start-up failure (the worker waits for it, src/main.ts), but its one line is written here
+ * too (describeDatabaseFailure): the waiting worker repeats it.
  *
  * A line never carries a secret: the database is named by host and port only (never the user or the
  * password in DATABASE_URL), and the CLI scrubs every configured secret from the line as well.

@@ -60,7 +60,8 @@
  *
  * Several processes. `serve` appends and `work` claims, acks and compacts. Any instance keeps the same
  * index by tailing inbox.jsonl; a process that is not the consumer reports in-flight events as pending.
- * The consumer lock is taken on the first `claim`. When inbox.jsonl is replaced (a compaction), other
+ * The consumer lock is taken on the first `claim` (or `tryConsume`, which a worker calls before it starts and, on
+ * standby, every second while another live process holds it). When inbox.jsonl is replaced (a compaction), other
  * processes notice the new inode and re-read it.
  *
  * Compaction (consumer only), when done bytes pass `compactThresholdBytes` and outweigh live ones:
