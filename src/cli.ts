@@ -45,7 +45,10 @@ function settings(overrides: Env = {}): Config {
   }
 }
 
-/** Runs the chosen roles until SIGINT/SIGTERM; a second signal forces the exit. */
+/**
+ * Runs the chosen roles until SIGINT/SIGTERM; a second signal forces the exit. A database down at boot
+ * does not stop them (the worker waits for it), nor another worker holding the queue (this one stands by).
+ */
 async function run(roles: Roles): Promise<void> {
   const config = settings();
   const log = createLoggerFromConfig(config);

@@ -2,9 +2,12 @@
  * The composition root: builds the connector from its settings and runs one or both roles.
  * - `serve`: the HTTP app (webhooks, health); needs only the queue.
  * - `work`: the dispatcher; needs the queue, the sources and the database.
- * `start` runs both in one process. Stopping is graceful and ordered: close the tunnel and stop
- * accepting deliveries, let the dispatcher finish the event in hand, then close the queue and the
- * database.
+ * `start` runs both in one process. The worker side starts in the background (WorkerStart, below): it
+ * waits for the database (a database down at boot is an outage, not a start-up failure) and, while
+ * another process consumes the queue, stands by; neither keeps the webhooks from listening. Only a bad
+ * setting stops a start. Stopping is graceful and ordered: close the tunnel and stop accepting
+ * deliveries, end the worker's waits, let the dispatcher finish the event in hand, then close the queue
+ * and the database.
  *
  * Where vendors reach us (serve role), printed per source at start-up: the ngrok tunnel's URL when
  * NGROK_AUTHTOKEN is set and it opened, else PUBLIC_URL, else the local URL (with a note that vendors
@@ -17,15 +20,17 @@ import { SOURCE_API_SETTINGS } from './admin/source-settings.ts';
 import type { Config } from './config.ts';
 import type { Database } from './db/database.ts';
 import { createDatabase } from './db/create-database.ts';
+import { ConnectorError } from './errors.ts';
 import { Lifecycle } from './lifecycle.ts';
 import type { Logger } from './log.ts';
 import type { Queue } from './queue/queue.ts';
 import { createQueue, type QueueDeps } from './queue/create-queue.ts';
 import { buildApp } from './server/app.ts';
+import { describeDatabaseFailure } from './startup-failure.ts';
 import { REPLAY_WINDOW_FILE, ReplayWindow } from './server/replay-window.ts';
 import { createSources } from './sources/index.ts';
 import type { Source } from './sources/source.ts';
-import { HOUR, MINUTE } from './retry-policy.ts';
+import { HOUR, MINUTE, SECOND } from './retry-policy.ts';
 import { CheckpointStore } from './sync/checkpoints.ts';
 import { Reconciler } from './sync/reconciler.ts';
 import { openTunnel, type Tunnel, type TunnelOptions } from './tunnel.ts';
@@ -74,9 +79,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   const queue = await createQueue(config, { ...options.queue, log: log.child({ component: 'queue' }), lifecycle });
   const closers: Array<() => Promise<void>> = [() => queue.close()];
   let app: FastifyInstance | null = null;
-  let db: Database | null = null;
-  let dispatcher: Dispatcher | null = null;
-  let reconciler: Reconciler | null = null;
+  let worker: WorkerStart | null = null;
   let url: string | null = null;
   let publicUrl: string | null = null;
   let tunnel: Tunnel | null = null;
@@ -93,31 +96,25 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       }
     }
 
+    // The worker side starts in the background (see WorkerStart): the webhooks below listen whether or
+    // not the database is there yet, or another process consumes the queue.
     if (roles.work) {
-      const database = await createDatabase(config, { log: log.child({ component: 'db' }) });
-      closers.unshift(() => database.close());
-      await database.migrate();
-      db = database;
-      // In one process with the webhooks, deliveries go first when they flood the event loop.
-      const pressure = roles.serve ? new IngestPressure(lifecycle) : null;
-      if (pressure !== null) closers.push(async () => pressure.close());
-      dispatcher = new Dispatcher({ queue, db, sources, log, lifecycle, maxAttempts: config.MAX_QUEUE_ATTEMPTS, concurrency: config.WORKER_CONCURRENCY, yieldTo: pressure === null ? undefined : () => pressure.high });
-      dispatcher.start();
-      log.info({ backend: db.backend, concurrency: config.WORKER_CONCURRENCY }, 'worker started');
-
-      reconciler = new Reconciler({
-        sources,
+      worker = new WorkerStart({
+        config,
         log,
-        intervalMs: reconcileEveryMs,
-        onStart: config.BACKFILL_ON_START,
-        deps: { queue, checkpoints: new CheckpointStore(database, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS },
+        roles,
+        queue,
+        lifecycle,
+        sources,
+        onDatabase: (database) => closers.unshift(() => database.close()),
+        reconcileEveryMs,
       });
-      reconciler.start();
+      worker.start();
       if (config.POLLING_ONLY && !roles.serve) log.info({ pollingOnly: true }, `POLLING_ONLY is on: webhooks are not expected; reconciling ${reconcileEvery}`);
     }
 
     if (roles.serve) {
-      const database = db;
+      const starting = worker;
       const replayWindow = config.DELIVERY_REPLAY_WINDOW_HOURS === 0 ? undefined : await ReplayWindow.open({
         file: path.join(config.queueDir, REPLAY_WINDOW_FILE),
         windowMs: config.DELIVERY_REPLAY_WINDOW_HOURS * HOUR,
@@ -142,7 +139,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
           clientBodyBytesInFlight: config.WEBHOOK_CLIENT_BODIES_IN_FLIGHT_BYTES,
         },
         refusalLinesPerMinute: config.LOG_REFUSALS_PER_MINUTE,
-        healthDetails: database === null ? undefined : async () => ({ database: await database.health() }),
+        healthDetails: starting === null ? undefined : () => starting.health(),
       });
       await app.listen({ host: config.HOST, port: config.PORT });
       const address = app.server.address();
@@ -165,10 +162,11 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         }
       }
     }
+    // A configuration error of the worker side stops the start here; an outage does not.
+    await worker?.firstOutcome;
   } catch (err) {
+    await worker?.stop();
     await tunnel?.close();
-    await reconciler?.stop();
-    await dispatcher?.stop();
     await app?.close();
     for (const close of closers) await close().catch(() => {});
     throw err;
@@ -180,20 +178,221 @@ export async function startConnector(config: Config, options: StartOptions): Pro
     publicUrl,
     app,
     queue,
-    db,
+    get db() {
+      return worker?.database ?? null;
+    },
     lifecycle,
-    abort: () => dispatcher?.abort(),
-    reconcile: () => reconciler?.runAll() ?? Promise.resolve(),
+    abort: () => worker?.dispatcher?.abort(),
+    reconcile: () => worker?.reconciler?.runAll() ?? Promise.resolve(),
     stop: () => {
       stopping ??= (async () => {
         await tunnel?.close();
         await app?.close();
-        await reconciler?.stop();
-        await dispatcher?.stop();
+        await worker?.stop();
         for (const close of closers) await close();
         log.info('stopped');
       })();
       return stopping;
     },
   };
+}
+
+/** The longest pause between two tries of the database while the worker waits for it, ms. */
+const DATABASE_RETRY_MAX_MS = 5 * SECOND;
+/** How often the worker repeats that it waits for the database, ms. */
+const DATABASE_WAIT_LINE_EVERY_MS = 30 * SECOND;
+/** How often a worker on standby tries the consumer lock, ms: bounds how soon it takes over. */
+const STANDBY_POLL_MS = SECOND;
+
+interface WorkerStartOptions {
+  config: Config;
+  log: Logger;
+  roles: Roles;
+  queue: Queue;
+  lifecycle: Lifecycle;
+  sources: Source[];
+  reconcileEveryMs: number;
+  /** The database object exists (migrated or not): the caller closes it on stop, after `stop()`. */
+  onDatabase(database: Database): void;
+}
+
+type WorkerState = { state: 'starting' } | { state: 'waiting for the database'; cause: string } | { state: 'standby'; holder: string } | { state: 'running' };
+
+/**
+ * The worker side's start, in the background so that nothing it waits for keeps the webhooks closed:
+ * 1. the database: created and migrated. While that fails for any reason but a setting (unreachable,
+ *    refused credentials during a rotation, a database not created yet, read-only...), the worker waits:
+ *    one WARN line at once and every 30 s ("waiting for the database (<cause>); deliveries are being
+ *    queued"), a new try every few seconds, and /health says the database is not ok. A bad setting
+ *    (CONN_ERR_CONFIG_INVALID) on the first try fails the start (exit 2).
+ * 2. the queue's consumer lock (one process claims): while another live process holds it, this worker
+ *    is a standby. One INFO line ("standing by; pid N holds the queue"), a try every second, and no
+ *    claim, no backfill and no reconciliation meanwhile (they would repeat the holder's vendor
+ *    requests). When the holder stops (or dies, or freezes for the lock's stale time), the standby
+ *    takes the lock, says so in one line and goes on.
+ * 3. the dispatcher and the reconciler (with its start-up backfill) start.
+ * `firstOutcome` settles once the first try of each step is made: rejected for a bad setting, resolved
+ * otherwise (running, waiting or standing by). `stop()` ends the waits, then stops the reconciler and
+ * the dispatcher (the event in hand finishes).
+ */
+class WorkerStart {
+  database: Database | null = null;
+  dispatcher: Dispatcher | null = null;
+  reconciler: Reconciler | null = null;
+  private pressure: IngestPressure | null = null;
+  readonly firstOutcome: Promise<void>;
+  private status: WorkerState = { state: 'starting' };
+  private readonly stopping = new AbortController();
+  private settleFirst: (err?: unknown) => void = () => {};
+  private run: Promise<void> = Promise.resolve();
+
+  constructor(private readonly options: WorkerStartOptions) {
+    this.firstOutcome = new Promise<void>((resolve, reject) => {
+      let settled = false;
+      this.settleFirst = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+    });
+    this.firstOutcome.catch(() => {}); // awaited by startConnector; never an unhandled rejection
+  }
+
+  start(): void {
+    this.run = this.starting().then(
+      () => this.settleFirst(),
+      (err: unknown) => {
+        this.settleFirst(err);
+        if (!this.stopping.signal.aborted) this.options.log.error({ err }, `the worker could not start: ${err instanceof Error ? err.message : String(err)}`);
+      },
+    );
+  }
+
+  /** The /health facts of the worker side: the database (not ok while waited for) and the worker's state. */
+  async health(): Promise<Record<string, unknown>> {
+    const status = this.status;
+    const worker = status.state === 'standby' ? { state: 'standby', holder: status.holder } : { state: status.state };
+    if (this.database !== null) return { database: await this.database.health(), worker };
+    const cause = status.state === 'waiting for the database' ? status.cause : 'connecting';
+    return { database: { ok: false, backend: this.options.config.DB_BACKEND, detail: `waiting for the database (${cause})` }, worker };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.run;
+    await this.reconciler?.stop();
+    await this.dispatcher?.stop();
+    this.pressure?.close();
+  }
+
+  private async starting(): Promise<void> {
+    const database = await this.openDatabase();
+    if (database === null) return;
+    this.database = database;
+    if (!(await this.holdQueue()) || this.stopping.signal.aborted) return;
+    this.startWorking(database);
+    this.settleFirst();
+  }
+
+  /** Creates and migrates the database, waiting while it cannot be; null when stopped first. */
+  private async openDatabase(): Promise<Database | null> {
+    const { config, log } = this.options;
+    let database: Database | null = null;
+    let failures = 0;
+    let lineAt = -Infinity;
+    for (;;) {
+      try {
+        if (database === null) {
+          database = await createDatabase(config, { log: log.child({ component: 'db' }) });
+          this.options.onDatabase(database);
+        }
+        await database.migrate();
+        if (failures > 0) log.info({ backend: database.backend }, 'the database is back: starting the worker');
+        return database;
+      } catch (err) {
+        if (err instanceof ConnectorError && err.code === 'CONN_ERR_CONFIG_INVALID' && failures === 0) throw err;
+        if (this.stopping.signal.aborted) return null;
+        failures++;
+        const cause = describeDatabaseFailure(err, config) ?? (err instanceof ConnectorError ? `${err.code}: ${firstLine(err.message)}` : firstLine(err instanceof Error ? err.message : String(err)));
+        this.status = { state: 'waiting for the database', cause };
+        log.debug({ err }, 'the database is not ready');
+        if (Date.now() - lineAt >= DATABASE_WAIT_LINE_EVERY_MS) {
+          lineAt = Date.now();
+          log.warn({ backend: config.DB_BACKEND, failures }, `waiting for the database (${cause}); deliveries are being queued`);
+        }
+        this.settleFirst();
+        await sleep(Math.min(250 * 2 ** Math.min(failures, 10), DATABASE_RETRY_MAX_MS), this.stopping.signal);
+        if (this.stopping.signal.aborted) return null;
+      }
+    }
+  }
+
+  /** Becomes the queue's consumer, standing by while another process is; false when stopped first. */
+  private async holdQueue(): Promise<boolean> {
+    const { queue, log } = this.options;
+    if (queue.tryConsume === undefined) return true;
+    let holder: string | null = null;
+    let problemAt = -Infinity;
+    for (;;) {
+      try {
+        const answer = await queue.tryConsume();
+        if (answer.consumer) {
+          if (holder !== null) log.info({ previousHolder: holder }, `took over the queue from ${holder}; processing events`);
+          return true;
+        }
+        if (holder === null) log.info({ holder: answer.holder }, `standing by; ${answer.holder} holds the queue (this worker takes over when it stops; no backfill meanwhile)`);
+        holder = answer.holder;
+        this.status = { state: 'standby', holder };
+        this.settleFirst();
+      } catch (err) {
+        if (this.stopping.signal.aborted) return false;
+        if (Date.now() - problemAt >= DATABASE_WAIT_LINE_EVERY_MS) {
+          problemAt = Date.now();
+          log.warn({ err }, `could not take the queue's consumer lock; trying again: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      }
+      await sleep(STANDBY_POLL_MS, this.stopping.signal);
+      if (this.stopping.signal.aborted) return false;
+    }
+  }
+
+  private startWorking(db: Database): void {
+    const { config, log, roles, queue, lifecycle, sources, reconcileEveryMs } = this.options;
+    // In one process with the webhooks, deliveries go first when they flood the event loop.
+    const pressure = roles.serve ? new IngestPressure(lifecycle) : null;
+    const dispatcher = new Dispatcher({ queue, db, sources, log, lifecycle, maxAttempts: config.MAX_QUEUE_ATTEMPTS, concurrency: config.WORKER_CONCURRENCY, yieldTo: pressure === null ? undefined : () => pressure.high });
+    dispatcher.start();
+    log.info({ backend: db.backend, concurrency: config.WORKER_CONCURRENCY }, 'worker started');
+    const reconciler = new Reconciler({
+      sources,
+      log,
+      intervalMs: reconcileEveryMs,
+      onStart: config.BACKFILL_ON_START,
+      deps: { queue, checkpoints: new CheckpointStore(db, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS },
+    });
+    reconciler.start();
+    this.status = { state: 'running' };
+    this.dispatcher = dispatcher;
+    this.reconciler = reconciler;
+    this.pressure = pressure;
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
+  });
+}
+
+function firstLine(text: string): string {
+  return text.split('\n', 1)[0]?.trim() ?? '';
 }

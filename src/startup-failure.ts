@@ -1,7 +1,9 @@
 /**
  * What an operator reads when `start`, `serve` or `work` cannot start: one line naming the cause and the
  * fix ("port 8080 is in use: set PORT ..."), and the exit code (2 for a bad setting, 1 otherwise). The
- * stack is for LOG_LEVEL=debug only; the CLI logs it at debug level.
+ * stack is for LOG_LEVEL=debug only; the CLI logs it at debug level. A database that cannot be reached
+ * is not a start-up failure (the worker waits for it, src/main.ts), but its one line is written here
+ * too (describeDatabaseFailure): the waiting worker repeats it.
  *
  * A line never carries a secret: the database is named by host and port only (never the user or the
  * password in DATABASE_URL), and the CLI scrubs every configured secret from the line as well.
@@ -29,24 +31,33 @@ export function describeStartupFailure(err: unknown, config: FailureConfig): Sta
     if (code === 'EADDRNOTAVAIL') return { line: `cannot listen on ${config.HOST}: no such address on this machine: set HOST (127.0.0.1, or 0.0.0.0 for every interface)`, exitCode: 1 };
   }
 
-  if (err instanceof ConnectorError && (err.code === 'CONN_ERR_DB_UNAVAILABLE' || err.code === 'CONN_ERR_DB_REJECTED')) {
-    if (config.DB_BACKEND === 'postgres') {
-      const where = databaseAddress(config.DATABASE_URL);
-      const why = code === undefined ? '' : ` (${code})`;
-      // The SQLSTATEs first: refused credentials are an outage to the worker (a rotation may be under
-      // way), but at start-up the operator wants to hear which it is.
-      if (code === '28P01' || code === '28000') return { line: `the database at ${where} refused the credentials${why}: check the user and password in DATABASE_URL`, exitCode: 1 };
-      if (code === '3D000') return { line: `the database named in DATABASE_URL does not exist at ${where}${why}: create it or check DATABASE_URL`, exitCode: 1 };
-      if (err.code === 'CONN_ERR_DB_UNAVAILABLE') return { line: `cannot reach the database at ${where}${why}: check DATABASE_URL and that PostgreSQL runs there`, exitCode: 1 };
-      return { line: `the database at ${where} refused to start${why}: ${firstLine(err.message)}`, exitCode: 1 };
-    }
-    if (config.DB_BACKEND === 'sqlite') {
-      return { line: `cannot open the SQLite database ${config.sqlitePath ?? ''}${code === undefined ? '' : ` (${code})`}: check DATA_DIR (it must be a writable directory)`, exitCode: 1 };
-    }
-  }
+  const database = describeDatabaseFailure(err, config);
+  if (database !== null) return { line: database, exitCode: 1 };
 
   const prefix = err instanceof ConnectorError ? `${err.code}: ` : '';
   return { line: `could not start: ${prefix}${firstLine(messageOf(err))} (LOG_LEVEL=debug shows the details)`, exitCode: 1 };
+}
+
+/**
+ * The database's failure in one line with the fix ("cannot reach the database at host:port
+ * (ECONNREFUSED): check DATABASE_URL ..."), or null when `err` is not a database failure. The worker
+ * waiting for the database at start-up repeats it in its waiting line.
+ */
+export function describeDatabaseFailure(err: unknown, config: FailureConfig): string | null {
+  if (!(err instanceof ConnectorError && (err.code === 'CONN_ERR_DB_UNAVAILABLE' || err.code === 'CONN_ERR_DB_REJECTED'))) return null;
+  const code = errorCode(err);
+  const why = code === undefined ? '' : ` (${code})`;
+  if (config.DB_BACKEND === 'postgres') {
+    const where = databaseAddress(config.DATABASE_URL);
+    // The SQLSTATEs first: refused credentials are an outage to the worker (a rotation may be under
+    // way), but the operator wants to hear which it is.
+    if (code === '28P01' || code === '28000') return `the database at ${where} refused the credentials${why}: check the user and password in DATABASE_URL`;
+    if (code === '3D000') return `the database named in DATABASE_URL does not exist at ${where}${why}: create it or check DATABASE_URL`;
+    if (err.code === 'CONN_ERR_DB_UNAVAILABLE') return `cannot reach the database at ${where}${why}: check DATABASE_URL and that PostgreSQL runs there`;
+    return `the database at ${where} refused to start${why}: ${firstLine(err.message)}`;
+  }
+  if (config.DB_BACKEND === 'sqlite') return `cannot open the SQLite database ${config.sqlitePath ?? ''}${why}: check DATA_DIR (it must be a writable directory)`;
+  return `${err.code}: ${firstLine(err.message)}`;
 }
 
 /** `host:port` of a database URL, without user or password; "DATABASE_URL" when it cannot be read. */

@@ -370,6 +370,12 @@ function describe(owner: Owner): string {
   return owner.host === HOST ? `pid ${owner.pid} on this host` : `pid ${owner.pid} on another host (id ${owner.host})`;
 }
 
+/** A lock holder as an operator reads it: "pid 123" on this host, "pid 123 on another host (id ...)". */
+export function describeHolder(owner: Owner | null | undefined): string {
+  if (owner === null || owner === undefined) return 'another process';
+  return owner.host === HOST ? `pid ${owner.pid}` : describe(owner);
+}
+
 /** True when a process with this pid exists (EPERM: it exists, owned by someone else). */
 export function processAlive(pid: number): boolean {
   try {

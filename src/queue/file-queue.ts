@@ -60,7 +60,8 @@
  *
  * Several processes. `serve` appends and `work` claims, acks and compacts. Any instance keeps the same
  * index by tailing inbox.jsonl; a process that is not the consumer reports in-flight events as pending.
- * The consumer lock is taken on the first `claim`. When inbox.jsonl is replaced (a compaction), other
+ * The consumer lock is taken on the first `claim` (or `tryConsume`, which a worker calls before it starts and, on
+ * standby, every second while another live process holds it). When inbox.jsonl is replaced (a compaction), other
  * processes notice the new inode and re-read it.
  *
  * Compaction (consumer only), when done bytes pass `compactThresholdBytes` and outweigh live ones:
@@ -98,7 +99,7 @@ import { QueueEvent, checkQueueEvent, eventJson } from '../model.ts';
 import type { ClaimedEvent, ClaimOptions, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
 import { deadLetterEventJson, deadLetterKey, matchesFilter, readDeadLetterFile, sealDeadLetter, toDeadLetter, uniqueByKey, type StoredDeadLetter, type UnreadableLine } from './dead-letters.ts';
 import { appendDurably, fsyncDir, replaceFile, writeAll, writeAllSync } from '../durable-file.ts';
-import { FileLock } from './file-lock.ts';
+import { describeHolder, FileLock, type Owner } from './file-lock.ts';
 import { BufferedWriter, lastLineEnd, readAt, readLines } from './line-reader.ts';
 import {
   checkLine,
@@ -657,6 +658,22 @@ export class FileQueue implements Queue {
       if (moved.length > 0) this.log.info({ count: moved.length, filter }, `replayed ${moved.length} dead letter(s) to the inbox`);
       return moved.map(toDeadLetter);
     });
+  }
+
+  /**
+   * One try at the consumer lock (see Queue.tryConsume): a live holder is answered with its name, a
+   * holder that is gone (not running, or silent for lockStaleMs) is taken over. A worker on standby
+   * calls this every second or so; nothing is logged here while the holder lives.
+   */
+  async tryConsume(): Promise<{ consumer: true } | { consumer: false; holder: string }> {
+    this.assertOpen();
+    try {
+      await this.becomeConsumer();
+      return { consumer: true };
+    } catch (err) {
+      if (err instanceof ConnectorError && err.code === 'CONN_ERR_QUEUE_LOCKED') return { consumer: false, holder: describeHolder(err.details?.holder as Owner | null | undefined) };
+      throw err;
+    }
   }
 
   async waitForWork(timeoutMs: number): Promise<void> {

@@ -98,6 +98,12 @@ export interface Queue {
    * `timeoutMs` passed), so a worker need not spin. Resolves at once if the queue is closing.
    */
   waitForWork(timeoutMs: number): Promise<void>;
+  /**
+   * One try at becoming the queue's one consumer (the process that claims), without waiting: where a
+   * backend has a single consumer, a worker calls it before it starts and stands by while another live
+   * process is the consumer (`holder` names it). Left out by backends where any worker may claim.
+   */
+  tryConsume?(): Promise<{ consumer: true } | { consumer: false; holder: string }>;
   /** Flushes, releases locks and stops timers. Claimed, unacked events are handed out again next time. */
   close(): Promise<void>;
 }

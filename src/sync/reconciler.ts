@@ -3,6 +3,8 @@
  * asked) and then every `intervalMs`, so a webhook lost while running (vendor outage, deactivated hook,
  * network) is caught within one interval. Runs never overlap per source; a failed run is logged and the
  * next one tries again from the unchanged checkpoint. `stop()` aborts runs in progress and waits.
+ * Only the worker that holds the queue's consumer lock makes one (src/main.ts): a standby on the same
+ * DATA_DIR runs no backfill, so that two processes never repeat each other's vendor requests.
  */
 import type { Logger } from '../log.ts';
 import type { Source } from '../sources/source.ts';

@@ -107,6 +107,17 @@ interface Handled {
   startedAt: number;
 }
 
+/** A claim failing the same way again is logged once every this many tries. */
+const CLAIM_FAILURE_LINE_EVERY = 20;
+
+/** What makes two claim failures "the same" for the log: the error's code, else its message. */
+function claimFailureKey(err: unknown): string {
+  if (err instanceof ConnectorError) return err.code;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') return code;
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** Failures after which the backoff for a database outage (and for a failing queue) stops growing: 16-32 s. */
 const DB_OUTAGE_ATTEMPT_CAP = 6;
 
@@ -175,18 +186,38 @@ export class Dispatcher {
     return this.state === 'running';
   }
 
+  /**
+   * A claim that failed, logged without flooding: the first failure of a kind with its error (at error
+   * level, but a consumer lock another process holds now, at warn and without a stack: that is another
+   * worker, not a fault), the same failure again only every CLAIM_FAILURE_LINE_EVERY tries, one line.
+   */
+  private logClaimFailure(log: Logger, err: unknown, previous: string, failures: number, delayMs: number): void {
+    const key = claimFailureKey(err);
+    const message = err instanceof Error ? err.message : String(err);
+    if (key !== previous) {
+      if (key === 'CONN_ERR_QUEUE_LOCKED') log.warn({ code: key, delayMs }, `could not claim events: ${message}; trying again`);
+      else log.error({ err, delayMs }, 'could not claim events; trying again');
+    } else if (failures % CLAIM_FAILURE_LINE_EVERY === 0) {
+      log.warn({ code: key, failures, delayMs }, `still cannot claim events after ${failures} tries: ${message}; trying again`);
+    }
+  }
+
   private async lane(index: number): Promise<void> {
     const log = this.options.log.child({ component: 'dispatcher', lane: index });
     let claimFailures = 0;
+    let claimFailure = '';
     while (this.state === 'running') {
       let claimed: ClaimedEvent[];
       try {
         claimed = await this.options.queue.claim({ limit: await this.claimLimit(), busyKeys: this.busyKeys });
+        if (claimFailures > 0) log.info({ failures: claimFailures }, 'claiming events again');
         claimFailures = 0;
+        claimFailure = '';
       } catch (err) {
         claimFailures++;
         const delayMs = this.retryDelay(Math.min(claimFailures, DB_OUTAGE_ATTEMPT_CAP), undefined);
-        log.error({ err, delayMs }, 'could not claim events; trying again');
+        this.logClaimFailure(log, err, claimFailure, claimFailures, delayMs);
+        claimFailure = claimFailureKey(err);
         await this.pause(delayMs);
         continue;
       }
