@@ -118,11 +118,16 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  app.get('/health', async () => {
+  // 503 when the database this process writes to cannot take writes (a load balancer or a monitor
+  // then sees it); /health/live says only that the process answers.
+  app.get('/health', async (_request, reply) => {
     const stats = await queue.stats();
     const details = options.healthDetails === undefined ? {} : await options.healthDetails();
-    return { status: 'ok', queue: { size: stats.pending + stats.delayed + stats.inFlight, ...stats }, ...details };
+    const database = (details as { database?: { ok?: unknown } }).database;
+    const healthy = database === undefined || database.ok !== false;
+    return reply.code(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unhealthy', queue: { size: stats.pending + stats.delayed + stats.inFlight, ...stats }, ...details });
   });
+  app.get('/health/live', async () => ({ status: 'ok' }));
 
   for (const source of options.sources) {
     await app.register(async (scope) => {

@@ -40,3 +40,27 @@ describe('/metrics', () => {
     }
   });
 });
+
+describe('/health', () => {
+  it('answers 503 "unhealthy" while the database cannot take writes, 200 otherwise; /health/live always 200', async () => {
+    const log = createLogger({ level: 'silent', console: false });
+    const config = parseConfig({ DATA_DIR: path.join(dir, 'health') });
+    const lifecycle = new Lifecycle(() => {});
+    const queue = await createQueue(config, { log, lifecycle });
+    let database = { ok: false, backend: 'sqlite', detail: 'the database file is gone' };
+    const app = await buildApp({ log, queue, sources: createSources(config, { log }), lifecycle, maxBodyBytes: 1 << 20, healthDetails: async () => ({ database }) });
+    try {
+      const down = await app.inject({ method: 'GET', url: '/health' });
+      expect(down.statusCode).toBe(503);
+      expect(down.json()).toMatchObject({ status: 'unhealthy', database: { ok: false } });
+      expect((await app.inject({ method: 'GET', url: '/health/live' })).statusCode).toBe(200);
+      database = { ok: true, backend: 'sqlite', detail: '' };
+      const up = await app.inject({ method: 'GET', url: '/health' });
+      expect(up.statusCode).toBe(200);
+      expect(up.json()).toMatchObject({ status: 'ok' });
+    } finally {
+      await app.close();
+      await queue.close();
+    }
+  });
+});
