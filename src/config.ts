@@ -100,6 +100,8 @@ export const ConfigSchema = z.object({
   MISSIVE_API_TOKEN: headerToken(secret).optional(),
   MISSIVE_BASE_URL: url.default('https://public.missiveapp.com/v1'),
   MISSIVE_WEBHOOK_SECRET: secret.optional(),
+  /** Accept deliveries without a signature for a source whose secret is unset (not recommended; doctor fails on it). */
+  WEBHOOKS_ALLOW_UNSIGNED: bool.default(false),
 
   ATTACHMENTS_STORE: bool.default(false),
   ATTACHMENTS_DIR: z.string().min(1).optional(),

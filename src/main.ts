@@ -94,6 +94,12 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       if (!source.apiConfigured) {
         log.warn({ source: source.name }, `${source.name}: API credentials are not set (${SOURCE_API_SETTINGS[source.name]}); webhooks are received and stored as they come, but enrichment and backfill are off`);
       }
+      // Loud on purpose: anyone who can reach the endpoint can write to the database (docs/configuration.md).
+      if (source.acceptsUnsigned === true) {
+        const setting = source.name === 'teamwork' ? 'TEAMWORK_WEBHOOK_TOKEN' : 'MISSIVE_WEBHOOK_SECRET';
+        const bodies = source.apiConfigured ? 'each is re-read from the API before it is stored' : 'their bodies are stored as sent, since the API is not configured';
+        log.warn({ source: source.name, unsigned: true }, `${source.name}: WEBHOOKS_ALLOW_UNSIGNED is on and ${setting} is not set: deliveries are accepted WITHOUT a signature from anyone who can reach the endpoint (${bodies}); set ${setting}`);
+      }
     }
 
     // The worker side starts in the background (see WorkerStart): the webhooks below listen whether or

@@ -8,10 +8,15 @@
  *   queue        it is there and opens; what waits in it; whether a worker consumes it
  *   teamwork-api / missive-api
  *                one cheap authenticated call each (a one-task page; a one-conversation page)
+ *   webhook-signatures
+ *                every source has its webhook secret: FAIL for a source without one, whose endpoint
+ *                refuses every delivery (unless POLLING_ONLY), and FAIL, louder, with
+ *                WEBHOOKS_ALLOW_UNSIGNED=true, under which anyone who can reach it writes to the database
  *   teamwork-webhook / missive-webhook
- *                an empty, unsigned POST to PUBLIC_URL's /webhooks/<source>: with a secret set this
- *                connector answers 401 CONN_ERR_WEBHOOK_SIGNATURE, without one 200 or 4xx with our
- *                JSON; anything else answered, it is not us
+ *                an empty, unsigned POST to PUBLIC_URL's /webhooks/<source>: this connector answers
+ *                401 CONN_ERR_WEBHOOK_SIGNATURE (with a secret set, or without one: it then refuses
+ *                everything), or 200 or 4xx with our JSON under WEBHOOKS_ALLOW_UNSIGNED; anything else
+ *                answered, it is not us
  *   tunnel       with NGROK_AUTHTOKEN: the optional ngrok module loads
  *   disk         free space where DATA_DIR lives (statfs)
  *
@@ -92,9 +97,11 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
     }
   } catch (err) {
     checks.push({ name: 'config', status: 'FAIL', detail: err instanceof Error ? err.message : String(err), fix: 'fix that variable in .env or the environment (every setting: docs/configuration.md)' });
-    for (const name of ['database', 'queue', 'teamwork-api', 'missive-api', 'teamwork-webhook', 'missive-webhook', 'disk']) checks.push({ name, status: 'SKIP', detail: 'the settings do not parse' });
+    for (const name of ['webhook-signatures', 'database', 'queue', 'teamwork-api', 'missive-api', 'teamwork-webhook', 'missive-webhook', 'disk']) checks.push({ name, status: 'SKIP', detail: 'the settings do not parse' });
     return { checks, ok: false };
   }
+
+  checks.push({ name: 'webhook-signatures', ...checkSignatures(config) });
 
   const limit = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const run = async (name: string, check: (signal: AbortSignal) => Promise<Omit<DoctorCheck, 'name'>>, fix: string): Promise<void> => {
@@ -232,6 +239,29 @@ async function checkMissiveApi(config: Config, options: DoctorOptions, signal: A
   return { status: 'OK', detail: `${config.MISSIVE_BASE_URL}: the token reads conversations (${Date.now() - started} ms)` };
 }
 
+// ───────────────────────────── webhook signatures ─────────────────────────────
+
+/** Whether each source checks its deliveries' signatures (see the header). */
+function checkSignatures(config: Config): Omit<DoctorCheck, 'name'> {
+  const unset = (['teamwork', 'missive'] as const).filter((s) => config[SOURCE_SECRET_SETTINGS[s]] === undefined);
+  if (unset.length === 0) return { status: 'OK', detail: 'TEAMWORK_WEBHOOK_TOKEN and MISSIVE_WEBHOOK_SECRET are set: every delivery must be signed' };
+  const names = unset.map((s) => SOURCE_SECRET_SETTINGS[s]).join(' and ');
+  const sources = unset.map((s) => `${s} (no ${SOURCE_SECRET_SETTINGS[s]})`).join(', ');
+  if (config.WEBHOOKS_ALLOW_UNSIGNED) {
+    return {
+      status: 'FAIL',
+      detail: `WEBHOOKS_ALLOW_UNSIGNED is on: ${sources} accept${unset.length === 1 ? 's' : ''} deliveries WITHOUT a signature, from anyone who can reach the endpoint`,
+      fix: `set ${names} (the same value as in the vendor's webhook settings) and remove WEBHOOKS_ALLOW_UNSIGNED`,
+    };
+  }
+  if (config.POLLING_ONLY) return { status: 'OK', detail: `${names} not set: the endpoints refuse every delivery, as POLLING_ONLY expects none` };
+  return {
+    status: 'FAIL',
+    detail: `${names} not set: ${unset.join(' and ')} refuse${unset.length === 1 ? 's' : ''} every delivery (401), so changes arrive only by reconciliation`,
+    fix: `set ${names} (the same value as in the vendor's webhook settings), or POLLING_ONLY=true to rely on reconciliation`,
+  };
+}
+
 // ───────────────────────────── webhook reachability ─────────────────────────────
 
 function reachFix(config: Config, source: SourceName): string {
@@ -245,10 +275,12 @@ async function checkWebhook(config: Config, source: SourceName, options: DoctorO
   const response = await (options.fetch ?? fetch)(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '', redirect: 'manual', signal });
   const text = await response.text().catch(() => '');
   let code: string | null = null;
+  let message = '';
   let ours = false;
   try {
-    const body = JSON.parse(text) as { error?: unknown; ok?: unknown };
+    const body = JSON.parse(text) as { error?: unknown; ok?: unknown; message?: unknown };
     code = typeof body.error === 'string' ? body.error : null;
+    message = typeof body.message === 'string' ? body.message : '';
     ours = (code !== null && code.startsWith('CONN_ERR_')) || body.ok === true;
   } catch {
     // not JSON: not us
@@ -259,12 +291,21 @@ async function checkWebhook(config: Config, source: SourceName, options: DoctorO
   if (!ours) {
     return { status: 'FAIL', detail: `${url} answered ${response.status} ${excerpt(text)}: that is not this connector`, fix: reachFix(config, source) };
   }
+  // The serving process without a secret refuses everything, saying so (src/sources/signature.ts).
+  const servingUnset = response.status === 401 && message.startsWith(`no ${secretName} is set`);
+  if (secretSet && servingUnset) {
+    return { status: 'FAIL', detail: `${answered}: the connector serving PUBLIC_URL has no ${secretName} and refuses every delivery`, fix: `set ${secretName} for the process serving ${config.PUBLIC_URL} too (same value), and restart it` };
+  }
   if (secretSet && response.status === 401) return { status: 'OK', detail: `${answered} to an unsigned delivery: this connector answers there and checks signatures` };
   if (secretSet) {
     return { status: 'FAIL', detail: `${answered} to an unsigned delivery: the connector serving PUBLIC_URL does not check signatures`, fix: `set ${secretName} for the process serving ${config.PUBLIC_URL} too (same value), and restart it` };
   }
+  if (servingUnset) return { status: 'OK', detail: `${answered}: this connector answers there, and refuses every delivery until ${secretName} is set (see webhook-signatures)` };
   if (response.status === 401) {
     return { status: 'FAIL', detail: `${answered}: the connector serving PUBLIC_URL checks signatures, but ${secretName} is not set here`, fix: `set ${secretName} here to the same value as the serving process` };
+  }
+  if (!config.WEBHOOKS_ALLOW_UNSIGNED) {
+    return { status: 'FAIL', detail: `${answered} to an unsigned delivery: the connector serving PUBLIC_URL accepts unsigned deliveries (WEBHOOKS_ALLOW_UNSIGNED is on there)`, fix: `set ${secretName} for the process serving ${config.PUBLIC_URL} and here, and remove WEBHOOKS_ALLOW_UNSIGNED there` };
   }
   return { status: 'OK', detail: `${answered}: this connector answers there (deliveries are not verified: set ${secretName})` };
 }

@@ -3,6 +3,7 @@
  * header and its prefix; that knowledge stays in each source's webhook module.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { ConnectorError } from '../errors.ts';
 
 /** Lower-case hex HMAC-SHA256 of `body` keyed with `secret`. */
 export function hmacSha256Hex(secret: string, body: Buffer | string): string {
@@ -22,4 +23,16 @@ export function hmacSha256Matches(secret: string, body: Buffer, signatureHex: st
   const bytes = Buffer.from(given, 'hex');
   if (bytes.length !== 32) return false;
   return timingSafeEqual(createHmac('sha256', secret).update(body).digest(), bytes);
+}
+
+/**
+ * The refusal of a delivery to a source with no secret configured: secure by default, the endpoint takes
+ * nothing it cannot authenticate unless the operator opted out with WEBHOOKS_ALLOW_UNSIGNED=true.
+ */
+export function missingSecret(setting: string): ConnectorError {
+  return new ConnectorError(
+    'CONN_ERR_WEBHOOK_SIGNATURE',
+    `no ${setting} is set: this endpoint refuses deliveries; set it (or WEBHOOKS_ALLOW_UNSIGNED=true to accept unsigned deliveries, not recommended)`,
+    { status: 401, details: { variable: setting } },
+  );
 }

@@ -4,7 +4,10 @@
  *
  * What callers may rely on:
  * - `verify` looks only at the raw bytes and headers, before anything is parsed. With a secret
- *   configured, a missing or wrong signature throws `CONN_ERR_WEBHOOK_SIGNATURE`; without one it passes.
+ *   configured, a missing or wrong signature throws `CONN_ERR_WEBHOOK_SIGNATURE`; without one every
+ *   delivery throws it too (401, naming the missing setting), unless the operator set
+ *   WEBHOOKS_ALLOW_UNSIGNED=true: then it passes and `acceptsUnsigned` is true. Such a source's handler
+ *   takes nothing from a delivery body as data while its API is configured: it re-reads the vendor.
  * - `parseWebhook` throws `CONN_ERR_WEBHOOK_MEDIA_TYPE` (415) or `CONN_ERR_WEBHOOK_MALFORMED` (400) for
  *   bodies it cannot use; otherwise it returns the events to enqueue, possibly none (a vendor's
  *   validation ping, an event we do not store), with a note saying why.
@@ -74,6 +77,11 @@ export interface Source {
   readonly name: SourceName;
   /** Whether the vendor API is configured (credentials set): enrichment and backfill need it. */
   readonly apiConfigured: boolean;
+  /**
+   * Whether deliveries are accepted without a signature (no secret set and WEBHOOKS_ALLOW_UNSIGNED=true);
+   * start-up warns about each such source. Unset: false.
+   */
+  readonly acceptsUnsigned?: boolean;
   verify(delivery: Delivery): void;
   parseWebhook(delivery: Delivery): ParsedDelivery;
   handle(event: QueueEvent, context: HandlerContext): Promise<Changes>;

@@ -98,6 +98,7 @@ describe('runDoctor', () => {
     const report = await runDoctor({ env: { ...settings, PUBLIC_URL: url } });
     expect(report.checks.map((c) => `${c.name} ${c.status}`)).toEqual([
       'config OK',
+      'webhook-signatures OK',
       'database OK',
       'queue OK',
       'teamwork-api OK',
@@ -124,7 +125,9 @@ describe('runDoctor', () => {
     // A DATA_DIR nothing has run with: doctor creates nothing there and says so (issue 15 item 9).
     expect(check(report, 'queue')).toMatchObject({ status: 'FAIL', detail: expect.stringMatching(/^no queue at .*\(nothing was created\)$/), fix: expect.stringContaining('--data-dir') });
     expect(check(report, 'database')).toMatchObject({ status: 'FAIL', detail: expect.stringMatching(/^no database at .*connector\.db/) });
-    expect(text).toContain('3 check(s) failed');
+    // No webhook secrets either: every delivery would be refused (issue 15 item 3).
+    expect(check(report, 'webhook-signatures')).toMatchObject({ status: 'FAIL', detail: expect.stringContaining('TEAMWORK_WEBHOOK_TOKEN and MISSIVE_WEBHOOK_SECRET not set'), fix: expect.stringContaining('POLLING_ONLY=true') });
+    expect(text).toContain('4 check(s) failed');
   });
 
   it('PUBLIC_URL reaching something else, nothing, or a connector with another secret setting: FAIL', async () => {
@@ -134,11 +137,31 @@ describe('runDoctor', () => {
     const nothing = await runDoctor({ env: env({ PUBLIC_URL: await closedUrl() }) });
     expect(check(nothing, 'missive-webhook')).toMatchObject({ status: 'FAIL', detail: expect.stringContaining('ECONNREFUSED'), fix: expect.stringContaining('is `npm start` running?') });
 
-    const unsignedServer = env();
+    const unsignedServer = env({ WEBHOOKS_ALLOW_UNSIGNED: 'true' });
     const url = await serve(unsignedServer);
     const expectsSignatures = await runDoctor({ env: { ...unsignedServer, PUBLIC_URL: url, MISSIVE_WEBHOOK_SECRET: 'only-here' } });
     expect(check(expectsSignatures, 'missive-webhook')).toMatchObject({ status: 'FAIL', fix: 'set MISSIVE_WEBHOOK_SECRET for the process serving ' + url + ' too (same value), and restart it' });
     expect(check(expectsSignatures, 'teamwork-webhook')).toMatchObject({ status: 'OK', detail: expect.stringContaining('deliveries are not verified: set TEAMWORK_WEBHOOK_TOKEN') });
+  });
+
+  it('WEBHOOKS_ALLOW_UNSIGNED=true is a FAIL naming the unsigned sources; a serving connector without a secret refuses everything (issue 15 item 3)', async () => {
+    const optOut = await runDoctor({ env: env({ WEBHOOKS_ALLOW_UNSIGNED: 'true', MISSIVE_WEBHOOK_SECRET: 'mv-doctor' }) });
+    expect(check(optOut, 'webhook-signatures')).toEqual({
+      name: 'webhook-signatures',
+      status: 'FAIL',
+      detail: 'WEBHOOKS_ALLOW_UNSIGNED is on: teamwork (no TEAMWORK_WEBHOOK_TOKEN) accepts deliveries WITHOUT a signature, from anyone who can reach the endpoint',
+      fix: "set TEAMWORK_WEBHOOK_TOKEN (the same value as in the vendor's webhook settings) and remove WEBHOOKS_ALLOW_UNSIGNED",
+    });
+    expect(optOut.ok).toBe(false);
+    expect(renderDoctor(optOut).join('\n')).toMatch(/^webhook-signatures\s+FAIL\s+WEBHOOKS_ALLOW_UNSIGNED is on/m);
+    expect(check(await runDoctor({ env: env({ POLLING_ONLY: 'true' }) }), 'webhook-signatures')).toMatchObject({ status: 'OK' });
+
+    // The serving process has no secret (it refuses everything); this one has it.
+    const noSecret = env();
+    const url = await serve(noSecret);
+    const report = await runDoctor({ env: { ...noSecret, PUBLIC_URL: url, TEAMWORK_WEBHOOK_TOKEN: 'only-here' } });
+    expect(check(report, 'teamwork-webhook')).toMatchObject({ status: 'FAIL', detail: expect.stringContaining('has no TEAMWORK_WEBHOOK_TOKEN and refuses every delivery') });
+    expect(check(report, 'missive-webhook')).toMatchObject({ status: 'OK', detail: expect.stringContaining('refuses every delivery until MISSIVE_WEBHOOK_SECRET is set') });
   });
 
   it('an unreachable PostgreSQL fails the database check with the DATABASE_URL fix', async () => {

@@ -7,6 +7,7 @@
  *
  * The tests run in order and share the running connector; each says what it leaves behind.
  */
+import { createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -102,12 +103,13 @@ describe('operator commands against a running connector', { timeout: 90_000 }, (
     //    dead-lettered at once (CONN_ERR_SOURCE_UNCONFIGURED).
     const task = teamwork.data().tasks.find((t) => t.status !== 'deleted');
     if (task === undefined) throw new Error('the simulator has no live task');
-    connector = await spawnConnector({ cwd, env: settings({ TEAMWORK_API_KEY: '', TEAMWORK_WEBHOOK_TOKEN: '' }) });
+    connector = await spawnConnector({ cwd, env: settings({ TEAMWORK_API_KEY: '' }) });
     expect(connector.output()).toContain('teamwork: API credentials are not set (TEAMWORK_API_KEY and TEAMWORK_SITE (or TEAMWORK_BASE_URL))');
+    const v1 = `accountId=1&event=TASK.UPDATED&objectId=${task.id}&userId=1`;
     const delivered = await fetch(`${connector.url}/webhooks/teamwork`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: `accountId=1&event=TASK.UPDATED&objectId=${task.id}&userId=1`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-projects-signature': createHmac('sha256', TEAMWORK_TOKEN).update(v1).digest('hex') },
+      body: v1,
     });
     expect(delivered.status).toBe(200);
     await waitFor(async () => (await health()).queue.deadLettered === 1, 'the dead letter');
@@ -241,7 +243,7 @@ describe('operator commands against a running connector', { timeout: 90_000 }, (
     const ok = await cli(['doctor'], settings({ PUBLIC_URL: connector?.url as string }));
     expect(ok.stdout).toContain('all checks passed');
     expect(ok.code).toBe(0);
-    for (const check of ['config', 'database', 'queue', 'teamwork-api', 'missive-api', 'teamwork-webhook', 'missive-webhook', 'disk']) {
+    for (const check of ['config', 'webhook-signatures', 'database', 'queue', 'teamwork-api', 'missive-api', 'teamwork-webhook', 'missive-webhook', 'disk']) {
       expect(ok.stdout).toMatch(new RegExp(`^${check}\\s+OK\\s`, 'm'));
     }
     expect(ok.stdout).toMatch(/teamwork-webhook\s+OK\s+.*answered 401 CONN_ERR_WEBHOOK_SIGNATURE/);

@@ -1,7 +1,8 @@
 /**
  * The fuzz suite of issue 14: signed and unsigned deliveries of every shape (deliveries.ts) to both
  * webhook endpoints of the real connector running in this process (world.ts), with webhook secrets
- * configured and without. What must hold (runner.ts has the exact rules):
+ * configured and without them under WEBHOOKS_ALLOW_UNSIGNED=true (without secrets and that opt-out
+ * every delivery is refused: nothing to fuzz past the door). What must hold (runner.ts has the exact rules):
  * - no answer is a 5xx, and nothing uncaught (exception or rejection) happens;
  * - with secrets set, a delivery not signed correctly is refused and enqueues nothing; a 200 says how
  *   many events it enqueued, and one without events carries a note;
@@ -10,7 +11,7 @@
  * - heap growth over the whole run stays under a bound.
  *
  * Settings: FUZZ_SEED (default fixed, printed on failure), FUZZ_RUNS (cases in all, half with secrets
- * and half without; default 3,000; `npm run test:fuzz` runs 100,000), FUZZ_BATCH (cases sent
+ * and half with WEBHOOKS_ALLOW_UNSIGNED=true; default 3,000; `npm run test:fuzz` runs 100,000), FUZZ_BATCH (cases sent
  * before each drain, default 25), FUZZ_HEAP_MB (the heap bound, default 48), FUZZ_SHRINK_SECONDS (time
  * given to shrinking each failing property, default 60).
  *
@@ -43,7 +44,7 @@ function heapMb(): number {
 }
 
 for (const secrets of [true, false]) {
-  describe(`fuzzed deliveries to both endpoints, ${secrets ? 'with' : 'without'} webhook secrets (FUZZ_SEED=${SEED}, ${RUNS} cases)`, () => {
+  describe(`fuzzed deliveries to both endpoints, ${secrets ? 'with webhook secrets' : 'with WEBHOOKS_ALLOW_UNSIGNED=true'} (FUZZ_SEED=${SEED}, ${RUNS} cases)`, () => {
     const seed = SEED + (secrets ? 0 : 1);
     let result: PassResult;
     const uncaught: string[] = [];
@@ -57,7 +58,7 @@ for (const secrets of [true, false]) {
       result = await collectPass({ secrets, seed, runs: RUNS, batch: BATCH, onCheckpoint: (when) => void (heap[when] = heapMb()) });
       const byProperty = Object.entries(PROPERTIES).map(([id]) => `${id}: ${result.failures.filter((f) => f.property === id).length}`);
       console.info(
-        `fuzz (${secrets ? 'secrets' : 'no secrets'}, FUZZ_SEED=${seed}): ${result.cases} cases, ${result.events} events, ${result.batches} batches in ${(result.ms / 1000).toFixed(1)} s; ` +
+        `fuzz (${secrets ? 'secrets' : 'WEBHOOKS_ALLOW_UNSIGNED'}, FUZZ_SEED=${seed}): ${result.cases} cases, ${result.events} events, ${result.batches} batches in ${(result.ms / 1000).toFixed(1)} s; ` +
           `answers ${JSON.stringify(result.statuses)}; failures ${byProperty.join(', ')}; worlds rebuilt ${result.rebuilds}; heap ${heap.warm?.toFixed(1)} -> ${heap.end?.toFixed(1)} MB`,
       );
     }, PASS_TIMEOUT_MS);

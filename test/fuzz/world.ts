@@ -41,7 +41,7 @@ export type Outcome =
 
 export interface World {
   config: Config;
-  /** Whether webhook secrets are configured (so that unsigned deliveries must be refused). */
+  /** Whether webhook secrets are configured (so that unsigned deliveries must be refused); else WEBHOOKS_ALLOW_UNSIGNED=true. */
   secrets: boolean;
   app: FastifyInstance;
   /** Where the app listens (http://127.0.0.1:<port>), for the deliveries sent over a real socket. */
@@ -76,7 +76,9 @@ export async function startWorld(options: { secrets: boolean }): Promise<World> 
     LOG_DIR: path.join(dir, 'logs'),
     BACKFILL_ON_START: 'false',
     BACKFILL_INTERVAL_MINUTES: '0',
-    ...(options.secrets ? { TEAMWORK_WEBHOOK_TOKEN: TEAMWORK_TOKEN, MISSIVE_WEBHOOK_SECRET: MISSIVE_SECRET } : {}),
+    // Without secrets every delivery would be refused (issue 15 item 3): the no-secret half is the
+    // operator's explicit opt-out, where unsigned deliveries of every shape get through to the handlers.
+    ...(options.secrets ? { TEAMWORK_WEBHOOK_TOKEN: TEAMWORK_TOKEN, MISSIVE_WEBHOOK_SECRET: MISSIVE_SECRET } : { WEBHOOKS_ALLOW_UNSIGNED: 'true' }),
   });
 
   const recentLog: Array<Record<string, unknown>> = [];

@@ -15,6 +15,7 @@ import { createQueue } from '../../src/queue/create-queue.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { REPLAY_WINDOW_FILE, ReplayWindow } from '../../src/server/replay-window.ts';
 import { createMissiveSource } from '../../src/sources/missive/index.ts';
+import { hmacSha256Hex } from '../../src/sources/signature.ts';
 import { HOUR } from '../../src/retry-policy.ts';
 
 const log = createLogger({ level: 'silent', console: false });
@@ -154,11 +155,12 @@ describe('ReplayWindow', () => {
 describe('the replay window at the door', () => {
   it('a delivery whose enqueue failed (503) is not remembered: its retry is enqueued', async () => {
     const dir = tempDir();
-    const config = parseConfig({ DATA_DIR: path.join(dir, 'data') });
+    const config = parseConfig({ DATA_DIR: path.join(dir, 'data'), MISSIVE_WEBHOOK_SECRET: 'door-secret' });
     const window = await openWindow(path.join(config.queueDir, REPLAY_WINDOW_FILE), Date.now);
     const sources = [createMissiveSource(config, { log })];
     const body = JSON.stringify({ rule: { type: 'label_change' }, conversation: { id: 'c-503' }, latest_message: { id: 'm-503' } });
-    const post = (app: Awaited<ReturnType<typeof buildApp>>) => app.inject({ method: 'POST', url: '/webhooks/missive', headers: { 'content-type': 'application/json' }, payload: body });
+    const signature = `sha256=${hmacSha256Hex('door-secret', body)}`;
+    const post = (app: Awaited<ReturnType<typeof buildApp>>) => app.inject({ method: 'POST', url: '/webhooks/missive', headers: { 'content-type': 'application/json', 'x-hook-signature': signature }, payload: body });
 
     const lifecycle = new Lifecycle(() => {});
     const broken = await createQueue(config, { log, lifecycle });

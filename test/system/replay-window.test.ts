@@ -73,7 +73,7 @@ describe('the replay window through the running connector (Missive, no API)', ()
   });
 
   it('Teamwork: a v1 form body (ids only) is never a repeat; a v2 body with dateUpdated is, for the same event name only', async () => {
-    const sys = await startSystem({ env: { TEAMWORK_WEBHOOK_TOKEN: SECRET } });
+    const sys = await startSystem({ env: { TEAMWORK_WEBHOOK_TOKEN: SECRET, MISSIVE_WEBHOOK_SECRET: SECRET } });
     const send = async (body: string, event: string, type = 'application/json') => {
       const response = await fetch(`${sys.url}/webhooks/teamwork`, { method: 'POST', headers: { 'content-type': type, 'x-projects-event': event, 'x-projects-signature': createHmac('sha256', SECRET).update(body).digest('hex') }, body });
       expect(response.status).toBe(200);
@@ -91,7 +91,7 @@ describe('the replay window through the running connector (Missive, no API)', ()
   });
 
   it('the same bytes sent to the other source are not a duplicate', async () => {
-    const sys = await startSystem({ env: { TEAMWORK_WEBHOOK_TOKEN: SECRET } });
+    const sys = await startSystem({ env: { TEAMWORK_WEBHOOK_TOKEN: SECRET, MISSIVE_WEBHOOK_SECRET: SECRET } });
     // One body both sources turn into an event: a Teamwork task delivery that also has a conversation.
     const body = JSON.stringify({ task: { id: 4242, name: 'Both', dateUpdated: '2026-11-28T10:05:00Z' }, conversation: { id: 'c-both' }, latest_message: { id: 'm-both' } });
     const teamwork = await fetch(`${sys.url}/webhooks/teamwork`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-projects-event': 'TASK.UPDATED', 'x-projects-signature': createHmac('sha256', SECRET).update(body).digest('hex') }, body });

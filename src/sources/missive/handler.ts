@@ -21,6 +21,14 @@
  *                                         letter says to set MISSIVE_API_TOKEN, after which a replay
  *                                         re-syncs the conversation
  *
+ *   unsigned delivery, API configured     (WEBHOOKS_ALLOW_UNSIGNED, no MISSIVE_WEBHOOK_SECRET) the
+ *                                         body gives ids only: a message rule reads GET /messages/:id
+ *                                         with its conversation, anything else (a snapshot-typed body
+ *                                         too) re-syncs the conversation; a 404 deletes nothing. The
+ *                                         decision is the source's configuration when the event is
+ *                                         handled (docs/missive.md: let the queue drain after turning
+ *                                         the opt-out off). Without the API: the body, as above
+ *
  * So every event ends as rows or as a dead letter that names its cause; never as "no changes" while
  * the delivery had something we could not use. A time that is not a valid time (`1e308`) is refused
  * by map.ts the same way, naming the field.
@@ -63,6 +71,11 @@ export interface MissiveHandlerOptions {
   attachments: AttachmentStore | null;
   /** For the one-time "enrichment is off" warning. */
   log: Logger;
+  /**
+   * False when deliveries are taken unsigned (WEBHOOKS_ALLOW_UNSIGNED, no MISSIVE_WEBHOOK_SECRET): then,
+   * with the API configured, nothing in a delivery body is used as data (see the header). Default true.
+   */
+  trustBody?: boolean;
 }
 
 /** When the delivery arrived, as a Date even if the event came back from JSON with a string. */
@@ -85,6 +98,8 @@ export class MissiveHandler {
   constructor(private readonly options: MissiveHandlerOptions) {}
 
   async handle(event: QueueEvent, context: HandlerContext): Promise<Changes> {
+    const { client } = this.options;
+    if (this.options.trustBody === false && client !== null && event.origin !== 'backfill') return this.fromApiOnly(client, event, context);
     if (event.type === SNAPSHOT_EVENT_TYPE) return this.fromSnapshot(event, context);
 
     const delivery = MissiveDelivery.safeParse(event.payload);
@@ -99,10 +114,37 @@ export class MissiveHandler {
       context.log.info({ type: event.type, conversationId: conversation.data.id }, `unknown Missive rule type "${event.type}": re-syncing the conversation`);
     }
 
-    const { client } = this.options;
     if (client === null) return this.fromBody(event, conversation.data, delivery.data, context);
     if (isMessageRule(event.type) && message !== null) return this.oneMessage(client, event, conversation.data, message, deliveryMessageField(delivery.data) ?? 'message', context);
     return this.wholeConversation(client, conversation.data.id, message, context);
+  }
+
+  /**
+   * An unsigned delivery's event (anyone could have sent it): only the ids are taken from it, to know
+   * what to read. A message rule reads its message (and the message's conversation); anything else, or a
+   * message the API does not return with its conversation, re-syncs the conversation. A conversation the
+   * API does not know marks nothing deleted: the message the body names is the sender's word only.
+   */
+  private async fromApiOnly(client: MissiveClient, event: QueueEvent, context: HandlerContext): Promise<Changes> {
+    const delivery = MissiveDelivery.safeParse(event.payload);
+    const conversation = delivery.success ? MissiveConversation.safeParse(delivery.data.conversation) : null;
+    if (!delivery.success || conversation === null || !conversation.success) {
+      throw new ConnectorError('CONN_ERR_EVENT_INVALID', `Missive event ${event.id} (${event.type}) has no readable conversation`, {
+        details: { eventId: event.id, type: event.type },
+      });
+    }
+    const message = deliveryMessage(delivery.data);
+    if (isMessageRule(event.type) && message !== null) {
+      const observedAt = context.now();
+      const full = await client.getMessage(message.id, context.signal);
+      if (full === null) {
+        throw new ConnectorError('CONN_ERR_EVENT_NOT_READY', `Missive does not show message ${message.id} (yet)`, {
+          details: { messageId: message.id, conversationId: conversation.data.id },
+        });
+      }
+      if (full.conversation !== null && full.conversation !== undefined) return this.changes([toEmail(full, full.conversation, { observedAt })], context, 'api');
+    }
+    return this.wholeConversation(client, conversation.data.id, null, context);
   }
 
   private async fromSnapshot(event: QueueEvent, context: HandlerContext): Promise<Changes> {

@@ -2,6 +2,10 @@
  * The Missive source: webhook verification and parsing, the handler (-> Email), and the backfill.
  * The API client exists only when MISSIVE_API_TOKEN is set (`apiConfigured`); without it deliveries are
  * still verified, parsed and stored from their bodies, and there is no backfill.
+ *
+ * Without MISSIVE_WEBHOOK_SECRET every delivery is refused (401) unless WEBHOOKS_ALLOW_UNSIGNED=true;
+ * then, with the API configured, no delivery body is trusted: every webhook event is re-read from the
+ * API (handler.ts, `trustBody`).
  */
 import path from 'node:path';
 import type { Config } from '../../config.ts';
@@ -67,15 +71,20 @@ export function createMissiveSource(config: Config, deps: MissiveSourceDeps): Mi
   if (config.ATTACHMENTS_STORE && client === null) {
     log.warn('ATTACHMENTS_STORE is on but MISSIVE_API_TOKEN is not set: attachment content cannot be fetched; metadata only');
   }
-  const handler = new MissiveHandler({ client, attachments, log });
   const secret = config.MISSIVE_WEBHOOK_SECRET;
+  const allowUnsigned = config.WEBHOOKS_ALLOW_UNSIGNED;
+  // Taking deliveries nobody signed (the operator's explicit opt-out): their bodies are never trusted
+  // while the API can say what the conversation really is.
+  const acceptsUnsigned = secret === undefined && allowUnsigned;
+  const handler = new MissiveHandler({ client, attachments, log, trustBody: !acceptsUnsigned });
   const parseOptions = { apiConfigured: client !== null, ...(deps.newId !== undefined ? { newId: deps.newId } : {}) };
 
   const source: MissiveSource = {
     name: 'missive',
     apiConfigured: client !== null,
+    acceptsUnsigned,
     client,
-    verify: (delivery: Delivery): void => verifyMissiveSignature(delivery, secret),
+    verify: (delivery: Delivery): void => verifyMissiveSignature(delivery, secret, { allowUnsigned }),
     parseWebhook: (delivery: Delivery): ParsedDelivery => parseMissiveDelivery(delivery, parseOptions),
     handle: (event: QueueEvent, context: HandlerContext): Promise<Changes> => handler.handle(event, context),
   };

@@ -3,7 +3,7 @@
  *
  * Signature (reference 1.6): header `X-Hook-Signature`, value `sha256=<hex HMAC-SHA256 of the raw body>`
  * keyed with the rule's secret. A bare hex value is accepted too (U2), hex in either case. Without
- * MISSIVE_WEBHOOK_SECRET nothing is checked. The comparison is constant-time, on the exact bytes
+ * MISSIVE_WEBHOOK_SECRET every delivery is refused (401) unless WEBHOOKS_ALLOW_UNSIGNED=true. The comparison is constant-time, on the exact bytes
  * received: a body re-serialised by anyone in between no longer matches, by design.
  *
  * Parsing (reference 1.4, 1.7):
@@ -19,7 +19,7 @@ import { randomUUID } from 'node:crypto';
 import { ConnectorError } from '../../errors.ts';
 import type { QueueEvent } from '../../model.ts';
 import { jsonTooDeep, tooDeepMessage } from '../json-depth.ts';
-import { hmacSha256Matches } from '../signature.ts';
+import { hmacSha256Matches, missingSecret } from '../signature.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
 import { Id, MissiveRule } from './payloads.ts';
 
@@ -56,10 +56,14 @@ export function isKnownRuleType(type: string): boolean {
 
 /**
  * Throws CONN_ERR_WEBHOOK_SIGNATURE unless the delivery carries a valid signature for `secret`.
- * Passes everything when `secret` is undefined.
+ * Without a secret every delivery is refused, naming MISSIVE_WEBHOOK_SECRET, unless `allowUnsigned`
+ * (WEBHOOKS_ALLOW_UNSIGNED) says to take them unchecked.
  */
-export function verifyMissiveSignature(delivery: Delivery, secret: string | undefined): void {
-  if (secret === undefined) return;
+export function verifyMissiveSignature(delivery: Delivery, secret: string | undefined, options: { allowUnsigned?: boolean } = {}): void {
+  if (secret === undefined || secret === '') {
+    if (options.allowUnsigned === true) return;
+    throw missingSecret('MISSIVE_WEBHOOK_SECRET');
+  }
   const value = header(delivery.headers, SIGNATURE_HEADER);
   if (value === undefined || value.trim() === '') {
     throw new ConnectorError('CONN_ERR_WEBHOOK_SIGNATURE', 'Missive delivery has no X-Hook-Signature header', { status: 401 });

@@ -28,6 +28,13 @@
  *   body (an id and nothing else) fails with CONN_ERR_SOURCE_UNCONFIGURED.
  * - A task Teamwork no longer knows (404) for a non-delete event: the body's task if there is one with
  *   a usable version, else nothing, with a warning (a later TASK.DELETED or the backfill settles it).
+ * - Unsigned deliveries (WEBHOOKS_ALLOW_UNSIGNED and no TEAMWORK_WEBHOOK_TOKEN: `trustBody` false) with
+ *   the API configured: the body is not used at all, only its task id. Every event reads the task from
+ *   the API and stores what it says; a 404 is a deletion for TASK.DELETED and nothing otherwise. The
+ *   decision is the source's configuration when the event is handled: events queued while unsigned and
+ *   handled after a token is set are trusted like signed ones (docs/teamwork.md says to let the queue
+ *   drain, or run a backfill, after turning the opt-out off). Without the API the body is all there is,
+ *   and is stored as above: the operator's explicit choice, warned about at start-up and by doctor.
  */
 import { ConnectorError } from '../../errors.ts';
 import { noChanges, type Changes, type QueueEvent, type Task } from '../../model.ts';
@@ -42,6 +49,11 @@ export interface TeamworkHandlerDeps {
   client: TeamworkClient | null;
   /** For task links; null leaves `url` null. */
   baseUrl: string | null;
+  /**
+   * False when deliveries are taken unsigned (WEBHOOKS_ALLOW_UNSIGNED, no TEAMWORK_WEBHOOK_TOKEN): then,
+   * with the API configured, nothing in a webhook body is used as data (see the header). Default true.
+   */
+  trustBody?: boolean;
 }
 
 export async function handleTeamworkEvent(event: QueueEvent, deps: TeamworkHandlerDeps, context: HandlerContext): Promise<Changes> {
@@ -58,6 +70,8 @@ export async function handleTeamworkEvent(event: QueueEvent, deps: TeamworkHandl
   const parsed = WebhookEventPayload.safeParse(event.payload);
   if (!parsed.success) throw invalid(event, `a webhook payload must be { format, taskId, body }: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
   const { format, taskId, body } = parsed.data;
+
+  if (deps.trustBody === false && client !== null) return fromApiOnly(event, taskId, client, baseUrl, context);
 
   let fromBody: V2MapResult | null = null;
   /** The body task's `dateUpdated` checked as a version; null when the body carries no task. */
@@ -136,6 +150,25 @@ export async function handleTeamworkEvent(event: QueueEvent, deps: TeamworkHandl
   const announced = usable?.task.updatedAt ?? null;
   if (!task.deleted && announced !== null && task.updatedAt.getTime() < announced.getTime()) {
     throw notReady(taskId, `Teamwork shows task ${taskId} as of ${task.updatedAt.toISOString()}, older than the webhook's ${announced.toISOString()}`);
+  }
+  return withTask(task);
+}
+
+/**
+ * An unsigned delivery's event (anyone could have sent it): only the task id is taken from it, to know
+ * which task to read; what is stored is what the API says. Not there: a deletion for TASK.DELETED (the
+ * API confirms it), else nothing. A deletion is dated by the delivery's arrival, never by a body time.
+ */
+async function fromApiOnly(event: QueueEvent, taskId: string, client: TeamworkClient, baseUrl: string | null, context: HandlerContext): Promise<Changes> {
+  const fetched = await client.getTask(taskId, { signal: context.signal });
+  if (fetched === null) {
+    if (event.type === 'TASK.DELETED') return { ...noChanges(), deletedTasks: [{ id: taskId, at: event.receivedAt }] };
+    context.log.warn({ taskId, eventType: event.type }, 'Teamwork answered 404 for the task of an unsigned delivery; nothing to store');
+    return noChanges();
+  }
+  const task = fromApi(event, fetched.task, fetched.included, baseUrl, context);
+  if (event.type === 'TASK.DELETED' && !task.deleted && task.updatedAt.getTime() <= event.receivedAt.getTime()) {
+    throw notReady(taskId, `TASK.DELETED arrived but Teamwork still shows task ${taskId} as ${task.status ?? 'live'}`);
   }
   return withTask(task);
 }

@@ -5,6 +5,10 @@
  * Without TEAMWORK_API_KEY and a base URL (TEAMWORK_BASE_URL or TEAMWORK_SITE) the source still takes
  * webhooks and stores what v2 bodies carry; fetching thin events and the backfill are off.
  *
+ * Without TEAMWORK_WEBHOOK_TOKEN every delivery is refused (401) unless WEBHOOKS_ALLOW_UNSIGNED=true;
+ * then, with the API configured, no delivery body is trusted: every webhook event's task is read from
+ * the API (handler.ts, `trustBody`).
+ *
  * Deliveries acknowledged without events (non-task events, TASK.REMINDER, bodies with neither event
  * name nor task) are logged and counted per event type: `ignoredDeliveries()` (the first 64 names one
  * by one, the rest together as `(other)`: the name is the sender's choice, the table stays small).
@@ -51,14 +55,19 @@ export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): 
       ? new TeamworkClient({ baseUrl, apiKey, fetch: deps.fetch, clock, log, requestsPerMinute: deps.requestsPerMinute ?? config.TEAMWORK_REQUESTS_PER_MINUTE })
       : null;
   const token = config.TEAMWORK_WEBHOOK_TOKEN;
+  const allowUnsigned = config.WEBHOOKS_ALLOW_UNSIGNED;
+  // Taking deliveries nobody signed (the operator's explicit opt-out): their bodies are never trusted
+  // while the API can say what the task really is.
+  const acceptsUnsigned = token === undefined && allowUnsigned;
   const ignored = new Map<string, number>();
 
   const source: TeamworkSource = {
     name: 'teamwork',
     apiConfigured: client !== null,
+    acceptsUnsigned,
     client,
     verify(delivery: Delivery): void {
-      verifyTeamworkSignature(delivery, token);
+      verifyTeamworkSignature(delivery, token, { allowUnsigned });
     },
     parseWebhook(delivery: Delivery): ParsedDelivery {
       const parsed = parseTeamworkDelivery(delivery);
@@ -73,7 +82,7 @@ export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): 
       return parsed;
     },
     handle(event: QueueEvent, context: HandlerContext): Promise<Changes> {
-      return handleTeamworkEvent(event, { client, baseUrl }, context);
+      return handleTeamworkEvent(event, { client, baseUrl, trustBody: !acceptsUnsigned }, context);
     },
     ignoredDeliveries(): Readonly<Record<string, number>> {
       return Object.fromEntries(ignored);

@@ -29,7 +29,7 @@ import { randomUUID } from 'node:crypto';
 import { ConnectorError } from '../../errors.ts';
 import { withPayloadJson, type QueueEvent } from '../../model.ts';
 import { jsonTooDeep, tooDeepMessage } from '../json-depth.ts';
-import { hmacSha256Matches } from '../signature.ts';
+import { hmacSha256Matches, missingSecret } from '../signature.ts';
 import { checkVersion } from './map.ts';
 import { header, type Delivery, type ParsedDelivery } from '../source.ts';
 import { Id, canonicalId, keyToken, member, type WebhookEventPayload, type WebhookFormat } from './payloads.ts';
@@ -63,10 +63,14 @@ const UNSAFE_KEYS = new Set(['__proto__', 'prototype', 'constructor']);
 
 /**
  * Throws CONN_ERR_WEBHOOK_SIGNATURE unless `X-Projects-Signature` is the HMAC-SHA256 of the raw body
- * under `token`. Without a token every delivery passes (Teamwork's token is optional per hook).
+ * under `token`. Without a token every delivery is refused, naming TEAMWORK_WEBHOOK_TOKEN, unless
+ * `allowUnsigned` (WEBHOOKS_ALLOW_UNSIGNED) says to take them unchecked.
  */
-export function verifyTeamworkSignature(delivery: Delivery, token: string | undefined): void {
-  if (token === undefined || token === '') return;
+export function verifyTeamworkSignature(delivery: Delivery, token: string | undefined, options: { allowUnsigned?: boolean } = {}): void {
+  if (token === undefined || token === '') {
+    if (options.allowUnsigned === true) return;
+    throw missingSecret('TEAMWORK_WEBHOOK_TOKEN');
+  }
   const given = header(delivery.headers, SIGNATURE_HEADER);
   if (given === undefined || given.trim() === '') {
     throw new ConnectorError('CONN_ERR_WEBHOOK_SIGNATURE', 'Missing X-Projects-Signature header (a webhook token is configured, so every delivery must be signed)', { status: 401 });

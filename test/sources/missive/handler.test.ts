@@ -292,6 +292,33 @@ async function findSnapshot(harness: Harness, since: Date, conversationId: strin
 }
 
 /** A webhook event made from the label_change fixture, its payload changed by `edit` (no simulator delivery). */
+describe('unsigned deliveries under WEBHOOKS_ALLOW_UNSIGNED=true, API configured (issue 15 item 3)', () => {
+  it('a forged message body is not stored as sent: the message is read from the API; a forged unknown conversation deletes nothing', async () => {
+    h = await startHarness({ env: { MISSIVE_WEBHOOK_SECRET: '', WEBHOOKS_ALLOW_UNSIGNED: 'true' } });
+    expect(h.source.acceptsUnsigned).toBe(true);
+    const { message } = await h.sim.receiveEmail({ subject: 'The real subject', from: { name: 'Ada', address: 'ada@example.com' }, html: '<p>The real body</p>' });
+    const [event] = await h.take();
+    if (event === undefined) throw new Error('no event');
+    // The body as a forger would send it: the HTML body present (a signed one would be stored as it is).
+    const payload = event.payload as Record<string, unknown>;
+    const field = payload.message !== undefined ? 'message' : 'latest_message';
+    payload[field] = { ...(payload[field] as Record<string, unknown>), subject: 'FORGED by anyone', body: '<p>FORGED by anyone</p>' };
+    await h.process(event);
+    const email = (await h.db.getEmail(message.id))!;
+    expect(email.subject).toBe('The real subject');
+    expect(email.bodyHtml).toBe('<p>The real body</p>');
+
+    // A conversation the API does not know, naming a stored message: nothing is marked deleted.
+    const forged = fixtureEvent('label_change', (p) => {
+      (p.conversation as Record<string, unknown>).id = '00000000-0000-4000-8000-00000000dead';
+      p.latest_message = { ...(p.latest_message as Record<string, unknown>), id: message.id };
+    });
+    const { changes } = await h.process(forged);
+    expect(changes.deletedEmails).toEqual([]);
+    expect((await h.db.getEmail(message.id))?.deleted).toBe(false);
+  });
+});
+
 function fixtureEvent(type: string, edit: (payload: Record<string, unknown>) => void): QueueEvent {
   const payload = fixture<Record<string, unknown>>('label-change.json');
   edit(payload);

@@ -92,9 +92,23 @@ describe('Missive webhook signature', () => {
     expect(result.code).toBe('CONN_ERR_WEBHOOK_SIGNATURE');
   });
 
-  it('checks nothing when no secret is configured', () => {
-    const source = createMissiveSource(config(), { log: logSink().log });
+  it('refuses everything when no secret is configured, naming the setting; WEBHOOKS_ALLOW_UNSIGNED=true checks nothing (issue 15 item 3)', () => {
+    const closed = createMissiveSource(config(), { log: logSink().log });
     const d = delivery(body, json);
+    let thrown: unknown;
+    try {
+      closed.verify(d);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(ConnectorError);
+    expect(thrown).toMatchObject({
+      code: 'CONN_ERR_WEBHOOK_SIGNATURE',
+      status: 401,
+      message: 'no MISSIVE_WEBHOOK_SECRET is set: this endpoint refuses deliveries; set it (or WEBHOOKS_ALLOW_UNSIGNED=true to accept unsigned deliveries, not recommended)',
+    });
+    const source = createMissiveSource(config({ WEBHOOKS_ALLOW_UNSIGNED: 'true' }), { log: logSink().log });
+    expect(source.acceptsUnsigned).toBe(true);
     expect(() => source.verify(d)).not.toThrow();
     expect(source.parseWebhook(d).events).toHaveLength(1);
   });

@@ -103,9 +103,18 @@ describe('verify (X-Projects-Signature)', () => {
     expect((payload.body.task as { name: string }).name).toBe('Überprüfung ✓ 日本');
   });
 
-  it('accepts anything when no token is configured', () => {
-    const open = createTeamworkSource(parseConfig({}), { log });
+  it('refuses everything when no token is configured, naming the setting; WEBHOOKS_ALLOW_UNSIGNED=true takes it unchecked (issue 15 item 3)', () => {
+    const closed = createTeamworkSource(parseConfig({}), { log });
+    expect(closed.acceptsUnsigned).toBe(false);
+    expectCode(() => closed.verify(delivery({ body: created })), 'CONN_ERR_WEBHOOK_SIGNATURE', /^no TEAMWORK_WEBHOOK_TOKEN is set: this endpoint refuses deliveries; set it \(or WEBHOOKS_ALLOW_UNSIGNED=true/);
+    expectCode(() => closed.verify(delivery({ body: created, token: 'anything' })), 'CONN_ERR_WEBHOOK_SIGNATURE', /no TEAMWORK_WEBHOOK_TOKEN/);
+    const open = createTeamworkSource(parseConfig({ WEBHOOKS_ALLOW_UNSIGNED: 'true' }), { log });
+    expect(open.acceptsUnsigned).toBe(true);
     expect(() => open.verify(delivery({ body: created }))).not.toThrow();
+    // The opt-out does not turn off a token that is set.
+    const signed = source({ WEBHOOKS_ALLOW_UNSIGNED: 'true' });
+    expect(signed.acceptsUnsigned).toBe(false);
+    expectCode(() => signed.verify(delivery({ body: created })), 'CONN_ERR_WEBHOOK_SIGNATURE', /Missing X-Projects-Signature/);
   });
 });
 
