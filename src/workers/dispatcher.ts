@@ -3,7 +3,8 @@
  * only then acknowledges them.
  *
  * States: `idle` (constructed) -> `running` (lanes claiming) -> `stopping` (no new claims, no new
- * handler started; the event in hand finishes and what was handled is written and acked) ->
+ * handler started; the event in hand finishes and what was handled is written and acked; an event
+ * still in hand after `stopGraceMs` has its vendor requests aborted and is put back unsettled) ->
  * `stopped`. There are `concurrency` lanes. Each lane, in a loop:
  *   1. claims up to `batchSize` ready events (with several lanes, a fair share of what is ready) whose
  *      entity keys no other lane holds, at most one per entity (so two events of one task or
@@ -87,6 +88,13 @@ export interface DispatcherOptions {
   yieldPauseMs?: number;
   /** How long an idle lane waits for work before looking again, ms. Default 1 s. */
   idleWaitMs?: number;
+  /**
+   * How long `stop` lets the events in hand finish before it aborts their vendor requests, ms: a
+   * handler waiting out a vendor's pause (minutes) must not hold a stop (systemd's TimeoutStopSec is
+   * 30 s). An aborted event is put back unsettled: no attempt is spent, it is handed out again after
+   * the restart. Default 5 s.
+   */
+  stopGraceMs?: number;
   /** The clock handlers see. Default the system clock. */
   now?: () => Date;
   /** Randomness in [0, 1) for the jitter of the default `retryDelay`. Default Math.random. */
@@ -141,6 +149,7 @@ export class Dispatcher {
   private readonly batchSize: number;
   private readonly flushAfterMs: number;
   private readonly idleWaitMs: number;
+  private readonly stopGraceMs: number;
   private readonly now: () => Date;
   private readonly retryDelay: (attempt: number, retryAfterMs: number | undefined) => number;
 
@@ -150,6 +159,7 @@ export class Dispatcher {
     this.batchSize = Math.max(1, options.batchSize ?? 100);
     this.flushAfterMs = options.flushAfterMs ?? 200;
     this.idleWaitMs = options.idleWaitMs ?? 1 * SECOND;
+    this.stopGraceMs = options.stopGraceMs ?? 5 * SECOND;
     this.now = options.now ?? (() => new Date());
     const random = options.random ?? Math.random;
     this.retryDelay = options.retryDelay ?? ((attempt, retryAfterMs) => calculateDelay(attempt, retryAfterMs, random));
@@ -172,7 +182,16 @@ export class Dispatcher {
     if (this.state === 'stopped') return;
     this.state = 'stopping';
     this.wake();
-    await Promise.all(this.lanes);
+    const grace = setTimeout(() => {
+      if (this.state !== 'stopping') return;
+      this.options.log.info({ component: 'dispatcher', graceMs: this.stopGraceMs }, 'stopping: the events in hand did not finish in time; their vendor requests are aborted and they are handed out again after the restart');
+      this.abort();
+    }, this.stopGraceMs);
+    try {
+      await Promise.all(this.lanes);
+    } finally {
+      clearTimeout(grace);
+    }
     this.state = 'stopped';
   }
 
@@ -274,6 +293,12 @@ export class Dispatcher {
         const changes = await source.handle(claimed.event, { log: eventLog, now: this.now, signal: this.shutdown.signal, lastAttempt: claimed.attempt >= this.maxAttempts });
         handled.push({ claimed, changes, startedAt });
       } catch (err) {
+        if (this.shutdown.signal.aborted) {
+          // Aborted by the stop, not failed: put back as it is (no attempt spent, nothing retried or
+          // dead-lettered); the queue hands it out again after the restart.
+          eventLog.info({ type: claimed.event.type }, 'stopping: the event in hand was aborted; it is handed out again after the restart');
+          continue;
+        }
         await this.settleFailure(claimed, toErrorRecord(err), eventLog);
       }
     }

@@ -83,6 +83,25 @@ async function until(what: string, probe: () => boolean, timeoutMs: number): Pro
   }
 }
 
+/** An HTTP server that takes requests and never answers them (a vendor hanging), with the paths it saw. */
+async function silentVendor(): Promise<{ base: string; requests: string[] }> {
+  const requests: string[] = [];
+  const silent: Server = createServer((req) => {
+    requests.push(req.url ?? '');
+    // never answers
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        silent.closeAllConnections();
+        silent.close(() => resolve());
+      }),
+  );
+  const address = silent.address();
+  return { base: `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`, requests };
+}
+
 describe('shutdown signals', () => {
   let sim: TeamworkSimulator | null = null;
   afterEach(async () => {
@@ -128,21 +147,7 @@ describe('shutdown signals', () => {
   });
 
   it('a second signal exits at once while the first stop waits on a vendor that does not answer; the event stays queued', async () => {
-    const requests: string[] = [];
-    const silent: Server = createServer((req) => {
-      requests.push(req.url ?? '');
-      // never answers
-    });
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    cleanups.push(
-      () =>
-        new Promise<void>((resolve) => {
-          silent.closeAllConnections();
-          silent.close(() => resolve());
-        }),
-    );
-    const address = silent.address();
-    const base = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`;
+    const { base, requests } = await silentVendor();
     const cwd = workdir();
     const connector = await start(cwd, { TEAMWORK_API_KEY: 'key-for-a-silent-vendor', TEAMWORK_BASE_URL: base });
 
@@ -158,5 +163,18 @@ describe('shutdown signals', () => {
     expect(Date.now() - t0).toBeLessThan(3_000);
     expect(connector.output()).toContain('second signal');
     expect(await queuedTaskIds(cwd)).toMatchObject({ ids: ['4242'], inFlight: 0, deadLettered: 0 });
+  });
+
+  it('SIGTERM completes within 10 s however long a vendor keeps the event in hand; the event stays queued, no attempt spent (issue 15 item 2)', async () => {
+    const { base, requests } = await silentVendor();
+    const cwd = workdir();
+    const connector = await start(cwd, { TEAMWORK_API_KEY: 'key-for-a-silent-vendor', TEAMWORK_BASE_URL: base, MAX_QUEUE_ATTEMPTS: '1' });
+    expect(await deliverThin(connector.url, 4343)).toBe(200);
+    await until('the worker waiting on the vendor', () => requests.some((u) => u.includes('4343')), 10_000);
+    const t0 = Date.now();
+    connector.kill('SIGTERM');
+    expect(await connector.exited).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(await queuedTaskIds(cwd)).toMatchObject({ ids: ['4343'], inFlight: 0, deadLettered: 0 });
   });
 });

@@ -446,6 +446,26 @@ describe('Dispatcher', () => {
     expect(taskTitles(w)).toEqual({ '90': '90 v1', '91': '91 v1', '92': '92 v1', '93': '93 v1' });
   });
 
+  it('a stop does not wait longer than stopGraceMs for an event in hand: its vendor requests are aborted and it is put back, no attempt spent (issue 15 item 2)', async () => {
+    const w = await world();
+    const events = [ev('94'), ev('95')];
+    w.teamwork.script(events[0]!.id, { untilAborted: true }); // a vendor that never answers (or a pause of minutes)
+    await w.queue.enqueue(events);
+    const d = w.dispatcher({ batchSize: 10, maxAttempts: 1, stopGraceMs: 200 });
+    await until('first handler running', () => w.teamwork.calls.length === 1);
+    const t0 = performance.now();
+    await d.stop();
+    expect(performance.now() - t0).toBeLessThan(2_000);
+    expect(dlqLines(w)).toEqual([]); // not dead-lettered, though it was its only attempt
+    expect(count(w, 'event:retrying')).toBe(0);
+    await w.queue.close();
+
+    const queue = await w.reopenQueue();
+    expect(await queue.stats()).toMatchObject({ pending: 2, inFlight: 0, deadLettered: 0 });
+    const [first] = await queue.claim();
+    expect(first).toMatchObject({ event: { id: events[0]!.id }, attempt: 1 });
+  });
+
   it('returns from stop at once when idle', async () => {
     const w = await world();
     const d = w.dispatcher({ idleWaitMs: 60_000 });

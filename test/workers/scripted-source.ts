@@ -27,6 +27,8 @@ export interface Step {
   delayMs?: number;
   /** Wait until this resolves first. */
   hold?: Promise<void>;
+  /** Wait until the handler's signal aborts (a vendor request that does not answer), then throw its reason. */
+  untilAborted?: boolean;
 }
 
 export interface Call {
@@ -100,6 +102,14 @@ export class ScriptedSource implements Source {
       const step = this.scripts.get(event.id)?.shift();
       if (step?.delayMs !== undefined) await new Promise((r) => setTimeout(r, step.delayMs));
       if (step?.hold !== undefined) await step.hold;
+      if (step?.untilAborted === true) {
+        const signal = context.signal;
+        await new Promise<void>((_resolve, reject) => {
+          if (signal === undefined) return;
+          if (signal.aborted) reject(signal.reason);
+          signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+        });
+      }
       if (step?.fail !== undefined) {
         throw new ConnectorError(step.fail, `scripted ${step.fail} for ${event.id}`, step.retryAfterMs === undefined ? {} : { retryAfterMs: step.retryAfterMs });
       }
