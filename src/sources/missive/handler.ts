@@ -92,6 +92,18 @@ export function isMessageRule(type: string): boolean {
  * Holds one piece of state: whether the "enrichment is off" warning was logged, so that a process
  * without API credentials says it once rather than on every event.
  */
+/** A delivery event's body, its conversation and the message it names; INVALID without a readable conversation. */
+function readDelivery(event: QueueEvent): { delivery: MissiveDelivery; conversation: MissiveConversation; message: MissiveMessage | null } {
+  const delivery = MissiveDelivery.safeParse(event.payload);
+  const conversation = delivery.success ? MissiveConversation.safeParse(delivery.data.conversation) : null;
+  if (!delivery.success || conversation === null || !conversation.success) {
+    throw new ConnectorError('CONN_ERR_EVENT_INVALID', `Missive event ${event.id} (${event.type}) has no readable conversation`, {
+      details: { eventId: event.id, type: event.type },
+    });
+  }
+  return { delivery: delivery.data, conversation: conversation.data, message: deliveryMessage(delivery.data) };
+}
+
 export class MissiveHandler {
   private warnedOffline = false;
 
@@ -102,21 +114,14 @@ export class MissiveHandler {
     if (this.options.trustBody === false && client !== null && event.origin !== 'backfill') return this.fromApiOnly(client, event, context);
     if (event.type === SNAPSHOT_EVENT_TYPE) return this.fromSnapshot(event, context);
 
-    const delivery = MissiveDelivery.safeParse(event.payload);
-    const conversation = delivery.success ? MissiveConversation.safeParse(delivery.data.conversation) : null;
-    if (!delivery.success || conversation === null || !conversation.success) {
-      throw new ConnectorError('CONN_ERR_EVENT_INVALID', `Missive event ${event.id} (${event.type}) has no readable conversation`, {
-        details: { eventId: event.id, type: event.type },
-      });
-    }
-    const message = deliveryMessage(delivery.data);
+    const { delivery, conversation, message } = readDelivery(event);
     if (!isKnownRuleType(event.type)) {
-      context.log.info({ type: event.type, conversationId: conversation.data.id }, `unknown Missive rule type "${event.type}": re-syncing the conversation`);
+      context.log.info({ type: event.type, conversationId: conversation.id }, `unknown Missive rule type "${event.type}": re-syncing the conversation`);
     }
 
-    if (client === null) return this.fromBody(event, conversation.data, delivery.data, context);
-    if (isMessageRule(event.type) && message !== null) return this.oneMessage(client, event, conversation.data, message, deliveryMessageField(delivery.data) ?? 'message', context);
-    return this.wholeConversation(client, conversation.data.id, message, context);
+    if (client === null) return this.fromBody(event, conversation, delivery, context);
+    if (isMessageRule(event.type) && message !== null) return this.oneMessage(client, event, conversation, message, deliveryMessageField(delivery) ?? 'message', context);
+    return this.wholeConversation(client, conversation.id, message, context);
   }
 
   /**
@@ -126,25 +131,18 @@ export class MissiveHandler {
    * API does not know marks nothing deleted: the message the body names is the sender's word only.
    */
   private async fromApiOnly(client: MissiveClient, event: QueueEvent, context: HandlerContext): Promise<Changes> {
-    const delivery = MissiveDelivery.safeParse(event.payload);
-    const conversation = delivery.success ? MissiveConversation.safeParse(delivery.data.conversation) : null;
-    if (!delivery.success || conversation === null || !conversation.success) {
-      throw new ConnectorError('CONN_ERR_EVENT_INVALID', `Missive event ${event.id} (${event.type}) has no readable conversation`, {
-        details: { eventId: event.id, type: event.type },
-      });
-    }
-    const message = deliveryMessage(delivery.data);
+    const { conversation, message } = readDelivery(event);
     if (isMessageRule(event.type) && message !== null) {
       const observedAt = context.now();
       const full = await client.getMessage(message.id, context.signal);
       if (full === null) {
         throw new ConnectorError('CONN_ERR_EVENT_NOT_READY', `Missive does not show message ${message.id} (yet)`, {
-          details: { messageId: message.id, conversationId: conversation.data.id },
+          details: { messageId: message.id, conversationId: conversation.id },
         });
       }
       if (full.conversation !== null && full.conversation !== undefined) return this.changes([toEmail(full, full.conversation, { observedAt })], context, 'api');
     }
-    return this.wholeConversation(client, conversation.data.id, null, context);
+    return this.wholeConversation(client, conversation.id, null, context);
   }
 
   private async fromSnapshot(event: QueueEvent, context: HandlerContext): Promise<Changes> {
