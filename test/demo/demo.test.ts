@@ -132,7 +132,8 @@ describe('npm run demo', () => {
       demo,
     );
     const connectorUrl = (urls[0] as { url: string }).url;
-    expect(demo.output()).toContain(`sqlite3 ${path.join('data', 'demo', 'connector.db')}`);
+    // The banner's later lines may arrive in a later chunk of output than its URLs (seen once in CI).
+    await waitFor('the banner\'s query hint', () => demo.output().includes(`sqlite3 ${path.join('data', 'demo', 'connector.db')}`), 5_000, demo);
 
     // Rows within 10 s of start: the first backfill's tasks and emails, and a task made by a webhook.
     await waitFor('tasks and emails rows', () => {
