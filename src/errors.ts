@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   CONN_ERR_HTTP_NOT_FOUND: { retryable: false, summary: 'A vendor API answered 404.' },
   CONN_ERR_HTTP_CLIENT: { retryable: false, summary: 'A vendor API rejected the request (another 4xx).' },
   CONN_ERR_HTTP_BAD_RESPONSE: { retryable: false, summary: 'A vendor API answered with a body we could not read.' },
+  CONN_ERR_VENDOR_PAUSED: { retryable: true, summary: 'A vendor is paused (it rate-limited us) or down (its requests keep failing); the event waits until it can be asked again, spending no attempt.' },
   CONN_ERR_EVENT_INVALID: { retryable: false, summary: 'An event carried a payload its handler cannot use.' },
   CONN_ERR_EVENT_NOT_READY: { retryable: true, summary: 'The vendor API does not show the change yet; tried again later.' },
   CONN_ERR_SOURCE_UNKNOWN: { retryable: false, summary: 'An event names a source this process does not know.' },

@@ -22,6 +22,8 @@ export interface LifecycleEvents {
   'backfill:done': { source: SourceName; events: number; pages: number; durationMs: number };
   'backfill:failed': { source: SourceName; error: ErrorRecord };
   'shutdown:start': { signal: string };
+  /** A vendor's state changed (src/http/rate-limiter.ts): paused by it, taken for down, or ok again. */
+  'vendor:state': { source: SourceName; state: 'ok' | 'paused' | 'unavailable'; previous: 'ok' | 'paused' | 'unavailable'; until?: string; reason?: string };
 }
 
 export type LifecycleName = keyof LifecycleEvents;

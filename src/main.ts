@@ -30,6 +30,7 @@ import { describeDatabaseFailure } from './startup-failure.ts';
 import { REPLAY_WINDOW_FILE, ReplayWindow } from './server/replay-window.ts';
 import { createSources } from './sources/index.ts';
 import type { Source } from './sources/source.ts';
+import type { VendorState } from './http/rate-limiter.ts';
 import { HOUR, MINUTE, SECOND } from './retry-policy.ts';
 import { CheckpointStore } from './sync/checkpoints.ts';
 import { Reconciler } from './sync/reconciler.ts';
@@ -246,6 +247,7 @@ class WorkerStart {
   dispatcher: Dispatcher | null = null;
   reconciler: Reconciler | null = null;
   private pressure: IngestPressure | null = null;
+  private readonly stopWatching: Array<() => void> = [];
   readonly firstOutcome: Promise<void>;
   private status: WorkerState = { state: 'starting' };
   private readonly stopping = new AbortController();
@@ -275,13 +277,17 @@ class WorkerStart {
     );
   }
 
-  /** The /health facts of the worker side: the database (not ok while waited for) and the worker's state. */
+  /**
+   * The /health facts of the worker side: the database (not ok while waited for), the worker's state,
+   * and each vendor's (a paused vendor does not make the connector unhealthy: its events wait).
+   */
   async health(): Promise<Record<string, unknown>> {
     const status = this.status;
     const worker = status.state === 'standby' ? { state: 'standby', holder: status.holder } : { state: status.state };
-    if (this.database !== null) return { database: await this.database.health(), worker };
+    const vendors = Object.fromEntries(this.options.sources.flatMap((s) => (s.vendor === undefined ? [] : [[s.name, vendorHealth(s.vendor.status())]])));
+    if (this.database !== null) return { database: await this.database.health(), worker, vendors };
     const cause = status.state === 'waiting for the database' ? status.cause : 'connecting';
-    return { database: { ok: false, backend: this.options.config.DB_BACKEND, detail: `waiting for the database (${cause})` }, worker };
+    return { database: { ok: false, backend: this.options.config.DB_BACKEND, detail: `waiting for the database (${cause})` }, worker, vendors };
   }
 
   async stop(): Promise<void> {
@@ -290,6 +296,7 @@ class WorkerStart {
     await this.reconciler?.stop();
     await this.dispatcher?.stop();
     this.pressure?.close();
+    for (const stop of this.stopWatching.splice(0)) stop();
   }
 
   private async starting(): Promise<void> {
@@ -365,6 +372,7 @@ class WorkerStart {
 
   private startWorking(db: Database): void {
     const { config, log, roles, queue, lifecycle, sources, reconcileEveryMs } = this.options;
+    for (const source of sources) if (source.vendor !== undefined) this.stopWatching.push(watchVendor(source.name, source.vendor, log, lifecycle));
     // In one process with the webhooks, deliveries go first when they flood the event loop.
     const pressure = roles.serve ? new IngestPressure(lifecycle) : null;
     const dispatcher = new Dispatcher({ queue, db, sources, log, lifecycle, maxAttempts: config.MAX_QUEUE_ATTEMPTS, concurrency: config.WORKER_CONCURRENCY, yieldTo: pressure === null ? undefined : () => pressure.high });
@@ -383,6 +391,32 @@ class WorkerStart {
     this.reconciler = reconciler;
     this.pressure = pressure;
   }
+}
+
+/**
+ * One log line per change of a vendor's state (src/http/rate-limiter.ts), with the reason and the time
+ * it can be asked again, and the change on the lifecycle (metrics, tests).
+ */
+function watchVendor(name: Source['name'], vendor: NonNullable<Source['vendor']>, log: Logger, lifecycle: Lifecycle): () => void {
+  const vlog = log.child({ component: 'vendor', source: name });
+  return vendor.onStateChange((state, previous) => {
+    const until = state.state === 'ok' ? undefined : new Date(state.until).toISOString();
+    lifecycle.emit('vendor:state', { source: name, state: state.state, previous: previous.state, ...(until !== undefined ? { until } : {}), ...(state.state !== 'ok' ? { reason: state.reason } : {}) });
+    if (state.state === 'paused') {
+      vlog.warn({ state: state.state, until, reason: state.reason }, `${name} paused until ${until} (${state.reason}); its events wait in the queue, other sources go on`);
+    } else if (state.state === 'unavailable') {
+      vlog.warn({ state: state.state, until, reason: state.reason }, `${name} unavailable (${state.reason}); its events wait in the queue, other sources go on; trying it again from ${until}, then at growing intervals`);
+    } else if (previous.state !== 'ok') {
+      const seconds = Math.round((Date.now() - previous.since) / 1000);
+      vlog.info({ state: state.state, previous: previous.state, pausedSeconds: seconds }, previous.state === 'paused' ? `${name} resumed after ${seconds} s` : `${name} available again after ${seconds} s`);
+    }
+  });
+}
+
+/** A vendor's state for /health. */
+function vendorHealth(state: VendorState): Record<string, unknown> {
+  if (state.state === 'ok') return { state: 'ok' };
+  return { state: state.state, since: new Date(state.since).toISOString(), until: new Date(state.until).toISOString(), reason: state.reason };
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts. */

@@ -353,10 +353,11 @@ export function formatBytes(bytes: number): string {
   return `${value >= 100 || unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
 }
 
-/** A 429 is not a bad credential: say until when the vendor asked us to wait. */
+/** A 429 (or a vendor paused or down) is not a bad credential: say until when the vendor cannot be asked. */
 function rateLimitedFix(err: unknown): string | undefined {
-  if (!(err instanceof ConnectorError) || err.code !== 'CONN_ERR_HTTP_RATE_LIMITED') return undefined;
-  const until = err.retryAfterMs === undefined ? 'rate-limited (the vendor did not say until when)' : `rate-limited until ${new Date(Date.now() + err.retryAfterMs).toISOString()} (Retry-After ${Math.ceil(err.retryAfterMs / SECOND)} s)`;
+  if (!(err instanceof ConnectorError) || (err.code !== 'CONN_ERR_HTTP_RATE_LIMITED' && err.code !== 'CONN_ERR_VENDOR_PAUSED')) return undefined;
+  const what = err.code === 'CONN_ERR_HTTP_RATE_LIMITED' || err.status === 429 ? 'rate-limited' : 'paused';
+  const until = err.retryAfterMs === undefined ? `${what} (the vendor did not say until when)` : `${what} until ${new Date(Date.now() + err.retryAfterMs).toISOString()} (${Math.ceil(err.retryAfterMs / SECOND)} s from now)`;
   return `${until}: the credentials were not refused; run doctor again after that (the connector waits and resumes on its own)`;
 }
 

@@ -11,6 +11,8 @@
  *   other 4xx                                CONN_ERR_HTTP_CLIENT        permanent
  *   unreadable 2xx body, schema mismatch,
  *   download over its cap, odd status         CONN_ERR_HTTP_BAD_RESPONSE  permanent
+ *   not sent: the vendor paused or down       CONN_ERR_VENDOR_PAUSED      retryable (retryAfterMs: until when),
+ *   (rate-limiter.ts), or no slot in time                                not the event's fault
  */
 import { ConnectorError } from '../errors.ts';
 
@@ -22,7 +24,8 @@ export type ApiErrorCode =
   | 'CONN_ERR_HTTP_AUTH'
   | 'CONN_ERR_HTTP_NOT_FOUND'
   | 'CONN_ERR_HTTP_CLIENT'
-  | 'CONN_ERR_HTTP_BAD_RESPONSE';
+  | 'CONN_ERR_HTTP_BAD_RESPONSE'
+  | 'CONN_ERR_VENDOR_PAUSED';
 
 /** Characters of a response body kept on an error. */
 export const BODY_EXCERPT_CHARS = 500;

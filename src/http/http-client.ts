@@ -6,7 +6,8 @@
  * One call to `request` runs attempts until one succeeds or the call gives up:
  *
  *   acquire a limiter slot (waits out windows, concurrency and any 429 pause; caller abort rejects)
- *   -> fetch and read the whole body, under the timeout -> release the slot
+ *   -> fetch and read the whole body, under the timeout -> release the slot -> tell the limiter how
+ *      it ended (answered, 429, failed: it keeps the vendor's state, see rate-limiter.ts)
  *   -> 2xx: parse JSON (empty body -> null), validate with the schema, return
  *   -> failure: classify (see api-error.ts). Try again after calculateDelay(attempt, vendor wait) when
  *      all of these hold, else throw the ApiError:
@@ -14,8 +15,14 @@
  *        - attempts remain (maxAttempts, counting the first);
  *        - repeating is safe: the request is idempotent, or it never left (connection refused, DNS),
  *          or the answer was 429, which says the request was not processed;
- *        - the wait is not longer than maxRetryDelayMs (a longer one belongs to the dispatcher, which
+ *        - the wait is not longer than maxWaitMs (a longer one belongs to the dispatcher, which
  *          reschedules the event durably instead of holding it in memory).
+ *
+ * A call that ends while the vendor is paused or down (the limiter's `status()`), or whose limiter
+ * slot would come later than maxWaitMs, throws CONN_ERR_VENDOR_PAUSED with `retryAfterMs` = until the
+ * vendor can be asked again: not the request's fault, so the dispatcher holds the event until then and
+ * spends no attempt on it. A vendor taken for down is not tried again within the call: the next request
+ * after its pause is the probe, made by whichever caller comes first.
  *
  * So a POST (without `idempotent: true`) that timed out, lost its connection, or got a 5xx is NOT
  * repeated here, because the vendor may already have acted on it (a second POST could create a second
@@ -24,7 +31,8 @@
  *
  * A 429 pauses the shared limiter until the vendor's Retry-After (seconds or HTTP date) or
  * X-RateLimit-Reset, or for `defaultRateLimitPauseMs` when it gave neither, so every caller in the
- * process waits, not just this one. A response saying "remaining 0" with a reset pauses it too.
+ * process waits, not just this one. A response saying "remaining 0" with a reset pauses it too, and so
+ * does a 5xx with a Retry-After (the vendor saying when to come back).
  *
  * A caller abort (`signal`) is never retried and rejects with the signal's reason, as fetch does.
  * Timeouts run on real timers whatever the clock; waits between attempts run on the clock.
@@ -39,7 +47,7 @@ import type { Logger } from '../log.ts';
 import { calculateDelay, MINUTE, SECOND } from '../retry-policy.ts';
 import { ApiError, codeForStatus, excerpt, type ApiErrorCode } from './api-error.ts';
 import { systemClock, type Clock } from './clock.ts';
-import type { RateLimiter } from './rate-limiter.ts';
+import { BudgetWait, type RateLimiter } from './rate-limiter.ts';
 import { exhaustedForMs, vendorWaitMs } from './rate-limit-headers.ts';
 import { safePathAndQuery, safeUrl } from './safe-url.ts';
 
@@ -62,11 +70,12 @@ export interface HttpClientOptions {
   /** How long to pause everyone after a 429 with no Retry-After or X-RateLimit-Reset, ms. Default 60 s. */
   defaultRateLimitPauseMs?: number;
   /**
-   * Longest wait between two attempts within one call, ms. When the next wait would be longer (a vendor
-   * asking for minutes), the call ends with the retryable ApiError (carrying `retryAfterMs`) so the
-   * dispatcher can reschedule. Default 5 min.
+   * Longest wait within one call, ms: for a limiter slot (a pause, a full window) or between two
+   * attempts. A longer one (a vendor asking for minutes) ends the call with a retryable ApiError
+   * carrying `retryAfterMs` (CONN_ERR_VENDOR_PAUSED while the vendor is paused or down), so that the
+   * dispatcher reschedules the event instead of holding a lane. Default 5 min.
    */
-  maxRetryDelayMs?: number;
+  maxWaitMs?: number;
   /** Time source for waits between attempts and 429 pauses; share it with the limiter. Default `systemClock`. */
   clock?: Clock;
   /** Default the global fetch. */
@@ -119,7 +128,7 @@ export interface DownloadResponse {
 const DEFAULT_TIMEOUT_MS = 30 * SECOND;
 const DEFAULT_MAX_ATTEMPTS = 5;
 const DEFAULT_RATE_LIMIT_PAUSE_MS = 1 * MINUTE;
-const DEFAULT_MAX_RETRY_DELAY_MS = 5 * MINUTE;
+const DEFAULT_MAX_WAIT_MS = 5 * MINUTE;
 /** Bytes of an error response read from a download (for the excerpt); the rest is discarded. */
 const ERROR_BODY_MAX_BYTES = 64 * 1024;
 const USER_AGENT = 'teamwork-missive-connector';
@@ -187,7 +196,7 @@ export class HttpClient {
   private readonly maxAttempts: number;
   private readonly limiter: RateLimiter | undefined;
   private readonly defaultRateLimitPauseMs: number;
-  private readonly maxRetryDelayMs: number;
+  private readonly maxWaitMs: number;
   private readonly clock: Clock;
   private readonly fetch: typeof fetch;
   private readonly log: Logger;
@@ -210,7 +219,7 @@ export class HttpClient {
     }
     this.limiter = options.limiter;
     this.defaultRateLimitPauseMs = options.defaultRateLimitPauseMs ?? DEFAULT_RATE_LIMIT_PAUSE_MS;
-    this.maxRetryDelayMs = options.maxRetryDelayMs ?? DEFAULT_MAX_RETRY_DELAY_MS;
+    this.maxWaitMs = options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
     this.clock = options.clock ?? systemClock;
     this.fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
     this.log = (options.log ?? pino({ level: 'silent' })).child({ component: 'http', vendor: options.vendor });
@@ -288,24 +297,36 @@ export class HttpClient {
         const exchange = await this.attempt(call, attempt);
         return call.finish(exchange);
       } catch (err) {
+        if (err instanceof BudgetWait) throw this.pausedError(call, err.until, err.reason, attempt - 1);
         if (!(err instanceof AttemptFailed)) throw err;
         failure = err.failure;
       }
 
       if (failure.code === 'CONN_ERR_HTTP_RATE_LIMITED') {
-        this.limiter?.pauseUntil(this.clock.now() + (failure.retryAfterMs ?? this.defaultRateLimitPauseMs));
+        const waitMs = failure.retryAfterMs ?? this.defaultRateLimitPauseMs;
+        this.limiter?.pauseUntil(this.clock.now() + waitMs, `answered 429, asking to wait ${seconds(waitMs)}`);
+      } else if (failure.code === 'CONN_ERR_HTTP_SERVER' && failure.retryAfterMs !== undefined) {
+        this.limiter?.pauseUntil(this.clock.now() + failure.retryAfterMs, `answered ${failure.status ?? '5xx'}, asking to wait ${seconds(failure.retryAfterMs)}`);
       }
       const retryable = ERROR_CODES[failure.code].retryable;
       const safeToRepeat = call.idempotent || !failure.mayHaveReachedServer || failure.code === 'CONN_ERR_HTTP_RATE_LIMITED';
       const waitAsked = failure.retryAfterMs ?? (failure.code === 'CONN_ERR_HTTP_RATE_LIMITED' ? this.defaultRateLimitPauseMs : undefined);
       const delay = calculateDelay(attempt, waitAsked);
 
+      // The vendor's state after this failure: a vendor taken for down is not retried in-call (the
+      // dispatcher holds the event, and its next claim is the probe).
+      const state = retryable ? this.limiter?.status() : undefined;
       // Why this attempt is the last, if it is (read after "... answered 503 after 2 attempts").
       let stop: string | undefined;
-      if (!retryable || attempt >= this.maxAttempts) stop = '';
+      if (!retryable || attempt >= this.maxAttempts || state?.state === 'unavailable') stop = '';
       else if (!safeToRepeat) stop = `; not repeated: ${call.method} is not idempotent and may have reached the server`;
-      else if (delay > this.maxRetryDelayMs) stop = `; not waiting ${seconds(delay)} in-call (limit ${seconds(this.maxRetryDelayMs)})`;
-      if (stop !== undefined) throw this.toApiError(call, failure, attempt, `${attemptsText(attempt)}${stop}`);
+      else if (delay > this.maxWaitMs) stop = `; not waiting ${seconds(delay)} in-call (limit ${seconds(this.maxWaitMs)})`;
+      if (stop !== undefined) {
+        if (state !== undefined && state.state !== 'ok' && state.until > this.clock.now()) {
+          throw this.pausedError(call, state.until, state.state === 'paused' ? `paused by the vendor: ${state.reason}` : `unavailable: ${state.reason}`, attempt, failure);
+        }
+        throw this.toApiError(call, failure, attempt, `${attemptsText(attempt)}${stop}`);
+      }
 
       this.log.warn(
         { method: call.method, url: this.logUrl(call.url), attempt, status: failure.status, code: failure.code, delayMs: delay },
@@ -317,7 +338,7 @@ export class HttpClient {
 
   /** One attempt: limiter slot, fetch, body read, all under the timeout; throws AttemptFailed on failure. */
   private async attempt<B, R>(call: Call<B, R>, attempt: number): Promise<Exchange<B>> {
-    const release = this.limiter === undefined ? () => {} : await this.limiter.acquire(call.signal);
+    const release = this.limiter === undefined ? () => {} : await this.limiter.acquire(call.signal, this.maxWaitMs);
     const controller = new AbortController();
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -338,9 +359,11 @@ export class HttpClient {
       status = response.status;
       const body = await call.read(response);
       const exchange = { status: response.status, headers: response.headers, body };
+      const outcome = status === 429 ? 'rate-limited' : status >= 500 ? 'failed' : 'answered';
+      this.limiter?.record(outcome, call.url.pathname, outcome === 'failed' ? `${call.method} ${this.shortTarget(call.url)} answered ${status}` : undefined);
       const now = this.clock.now();
       const exhausted = exhaustedForMs(response.headers, now);
-      if (exhausted !== undefined) this.limiter?.pauseUntil(now + exhausted);
+      if (exhausted !== undefined) this.limiter?.pauseUntil(now + exhausted, `answered with X-RateLimit-Remaining 0 (the budget resets in ${seconds(exhausted)})`);
       this.logAttempt(call, attempt, started, { status });
       return exchange;
     } catch (err) {
@@ -349,6 +372,7 @@ export class HttpClient {
         throw call.signal.reason;
       }
       if (timedOut) {
+        this.limiter?.record('failed', call.url.pathname, `${call.method} ${this.shortTarget(call.url)} did not answer within ${this.timeoutMs} ms`);
         this.logAttempt(call, attempt, started, { status, error: 'timeout' });
         throw new AttemptFailed({
           code: 'CONN_ERR_HTTP_TIMEOUT',
@@ -359,6 +383,7 @@ export class HttpClient {
       }
       const code = networkCode(err);
       if (code === undefined) throw err; // not a network failure: a bug or a bad header value; not retried
+      this.limiter?.record('failed', call.url.pathname, `${call.method} ${this.shortTarget(call.url)} ${NOT_SENT_CODES.has(code) ? 'could not connect' : 'lost the connection'} (${code})`);
       this.logAttempt(call, attempt, started, { status, error: code });
       const notSent = NOT_SENT_CODES.has(code);
       throw new AttemptFailed({
@@ -441,6 +466,25 @@ export class HttpClient {
       body: failure.body,
       retryAfterMs: failure.retryAfterMs,
       cause: failure.cause,
+    });
+  }
+
+  /**
+   * CONN_ERR_VENDOR_PAUSED: the call ends because the vendor cannot be asked before `until` (clock ms);
+   * `failure` is the last attempt's, when one was made.
+   */
+  private pausedError<B, R>(call: Call<B, R>, until: number, reason: string, attempts: number, failure?: Failure): ApiError {
+    const retryAfterMs = Math.max(0, until - this.clock.now());
+    const last = failure === undefined ? '' : ` (last attempt: ${failure.what})`;
+    const message = `${this.vendor} ${call.method} ${this.shortTarget(call.url)} not sent before ${new Date(until).toISOString()}: ${this.vendor} is ${reason}${last}`;
+    return new ApiError('CONN_ERR_VENDOR_PAUSED', message, {
+      vendor: this.vendor,
+      method: call.method,
+      url: safeUrl(call.url),
+      status: failure?.status,
+      attempts,
+      retryAfterMs,
+      cause: failure?.cause,
     });
   }
 

@@ -1,8 +1,8 @@
 /** The shared HTTP core: import from here (or the single modules) in vendor clients. */
 export { systemClock, FakeClock } from './clock.ts';
 export type { Clock, FakeClockOptions } from './clock.ts';
-export { RateLimiter } from './rate-limiter.ts';
-export type { RateWindow, RateLimiterOptions, RateLimiterStats } from './rate-limiter.ts';
+export { BudgetWait, RateLimiter } from './rate-limiter.ts';
+export type { OutageOptions, RateWindow, RateLimiterOptions, RateLimiterStats, RequestOutcome, VendorState } from './rate-limiter.ts';
 export { HttpClient, ApiError } from './http-client.ts';
 export type { HttpClientOptions, RequestOptions, HttpResponse, DownloadOptions, DownloadResponse, ApiErrorCode } from './http-client.ts';
 export { BODY_EXCERPT_CHARS, codeForStatus } from './api-error.ts';

@@ -2,6 +2,30 @@
  * A budget of requests shared by everything in the process that talks to one vendor (or one Airtable
  * base): at most `concurrency` in flight, and at most `limit` started within any `intervalMs` for each
  * window. Missive, for example, is 5 concurrent, 300 per 60 s and 900 per 15 min, all at once.
+ *
+ * It is also where the process knows whether the vendor can be asked at all (`status()`):
+ *
+ *                    pauseUntil(t, reason): 429, Retry-After, budget spent
+ *        ┌────────┐ ───────────────────────────────────────────────▶ ┌──────────┐
+ *        │   ok   │ ◀─────────────────────────────────────────────── │  paused  │
+ *        └────────┘               the pause is over                  └──────────┘
+ *          │    ▲
+ *   `outage.failures` requests     a request answered (any status but 5xx)
+ *   failed in a row (5xx, network,
+ *   timeout) on 2+ different paths
+ *          ▼    │
+ *      ┌─────────────┐  requests wait out a pause of `firstPauseMs`; then they go again (probes);
+ *      │ unavailable │  each probe that fails pauses again, twice as long, up to `maxPauseMs`
+ *      └─────────────┘
+ *
+ * Each change of state is reported once to the `onStateChange` listeners (the composition root logs it
+ * and counts it). A pause without a reason (pacing a budget that is running low) is not a state. A
+ * failing path on its own never makes the vendor unavailable: one entity the vendor cannot serve must
+ * not stop the others (its event fails and is retried like any other).
+ *
+ * `acquire(signal, maxWaitMs)` refuses at once, with a `BudgetWait` saying until when and why, a wait
+ * longer than `maxWaitMs`: a caller that should not hold its place for minutes (the dispatcher, which
+ * reschedules the event durably) hears so instead of sleeping.
  */
 import { ConnectorError } from '../errors.ts';
 import { systemClock, type Clock } from './clock.ts';
@@ -12,6 +36,16 @@ export interface RateWindow {
   intervalMs: number;
 }
 
+/** When a vendor that keeps failing is taken for down (see the header). */
+export interface OutageOptions {
+  /** Requests failed in a row (5xx, network, timeout), on at least two paths. Default 5. */
+  failures?: number;
+  /** The first pause, ms; each failed probe doubles it. Default 1 s. */
+  firstPauseMs?: number;
+  /** The longest pause between probes, ms. Default 60 s. */
+  maxPauseMs?: number;
+}
+
 export interface RateLimiterOptions {
   /** Most requests in flight at once. Default: unlimited. */
   concurrency?: number;
@@ -19,6 +53,36 @@ export interface RateLimiterOptions {
   windows?: RateWindow[];
   /** Time source for windows and pauses. Default `systemClock`. */
   clock?: Clock;
+  /** Take the vendor for down when its requests keep failing (see the header). Default: never. */
+  outage?: OutageOptions;
+}
+
+/** Whether the vendor can be asked now (see the header). Times are clock ms. */
+export type VendorState =
+  | { state: 'ok' }
+  | { state: 'paused'; since: number; until: number; reason: string }
+  | { state: 'unavailable'; since: number; until: number; reason: string };
+
+/** How a request ended, as far as the vendor's health goes. */
+export type RequestOutcome =
+  /** The vendor answered (2xx, 4xx other than 429). */
+  | 'answered'
+  /** 429. */
+  | 'rate-limited'
+  /** 5xx, a network failure or a timeout. */
+  | 'failed';
+
+/** `acquire` would have to wait longer than the caller's `maxWaitMs`. */
+export class BudgetWait extends Error {
+  constructor(
+    /** Clock ms at which a request may go (at the earliest). */
+    readonly until: number,
+    /** Why: the vendor's pause or outage, or which of our windows is full. */
+    readonly reason: string,
+  ) {
+    super(`no request before ${new Date(until).toISOString()}: ${reason}`);
+    this.name = 'BudgetWait';
+  }
 }
 
 export interface RateLimiterStats {
@@ -30,6 +94,10 @@ export interface RateLimiterStats {
   pausedUntil: number | undefined;
   /** Per window, the acquisitions that started within its last `intervalMs`. */
   windows: Array<{ limit: number; intervalMs: number; used: number }>;
+  /** Requests reported through `record` since the start, those answered 429, and those failed. */
+  requests: number;
+  rateLimited: number;
+  failed: number;
 }
 
 /**
@@ -73,7 +141,15 @@ interface Waiter {
   reject: (reason: unknown) => void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** Clock ms after which this caller would rather hear "not before T" than wait. */
+  deadline: number;
 }
+
+const DEFAULT_OUTAGE_FAILURES = 5;
+const DEFAULT_FIRST_OUTAGE_PAUSE_MS = 1000;
+const DEFAULT_MAX_OUTAGE_PAUSE_MS = 60_000;
+/** Paths remembered of the failures in a row (only "two or more" matters). */
+const FAILED_PATHS_KEPT = 8;
 
 /**
  * Waiters are served strictly first in, first out: everyone needs the same thing (one slot in every
@@ -86,6 +162,7 @@ interface Waiter {
  *                                  intervalMs, pausedUntil); on waking, check again, because timers can
  *                                  fire a millisecond early and a pause may have been extended.
  * - otherwise                   -> granted now: the start time goes into every window, inFlight + 1.
+ * A waiter whose deadline (`maxWaitMs`) falls before that time is refused with a BudgetWait instead.
  * At most one timer is armed at a time, and it is cancelled when the queue empties, so an idle limiter
  * holds no timer.
  */
@@ -98,9 +175,24 @@ export class RateLimiter {
   private pausedUntilMs = -Infinity;
   /** The armed wake-up: when it fires and how to cancel it. */
   private timer: { at: number; cancel: AbortController } | undefined;
+  private current: VendorState = { state: 'ok' };
+  private readonly listeners: Array<(state: VendorState, previous: VendorState) => void> = [];
+  private readonly outage: Required<OutageOptions> | undefined;
+  /** Requests failed in a row, and (some of) their paths. */
+  private failuresInARow = 0;
+  private readonly failedPaths = new Set<string>();
+  private outagePauseMs = 0;
+  private readonly counts = { requests: 0, rateLimited: 0, failed: 0 };
 
   constructor(options: RateLimiterOptions) {
     this.clock = options.clock ?? systemClock;
+    if (options.outage !== undefined) {
+      this.outage = {
+        failures: options.outage.failures ?? DEFAULT_OUTAGE_FAILURES,
+        firstPauseMs: options.outage.firstPauseMs ?? DEFAULT_FIRST_OUTAGE_PAUSE_MS,
+        maxPauseMs: options.outage.maxPauseMs ?? DEFAULT_MAX_OUTAGE_PAUSE_MS,
+      };
+    }
     this.concurrency = options.concurrency ?? Infinity;
     if (!(this.concurrency >= 1)) {
       throw new ConnectorError('CONN_ERR_CONFIG_INVALID', `rate limiter concurrency must be at least 1, got ${this.concurrency}`);
@@ -119,15 +211,17 @@ export class RateLimiter {
   /**
    * Waits for a slot in every window and a concurrency slot; returns the release function (calling it
    * twice releases once). If `signal` aborts first, the caller leaves the queue and the promise rejects
-   * with `signal.reason`.
+   * with `signal.reason`. A wait for a pause or a window longer than `maxWaitMs` rejects at once with a
+   * BudgetWait (a wait for a concurrency slot is not bounded: requests in flight end within their
+   * timeout).
    */
-  acquire(signal?: AbortSignal): Promise<() => void> {
+  acquire(signal?: AbortSignal, maxWaitMs = Infinity): Promise<() => void> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
         reject(signal.reason);
         return;
       }
-      const waiter: Waiter = { resolve, reject, signal, onAbort: undefined };
+      const waiter: Waiter = { resolve, reject, signal, onAbort: undefined, deadline: this.clock.now() + maxWaitMs };
       if (signal !== undefined) {
         waiter.onAbort = () => {
           const index = this.queue.indexOf(waiter);
@@ -143,14 +237,83 @@ export class RateLimiter {
     });
   }
 
-  /** Nobody acquires before `untilMs` (clock time): used after a 429 so the whole process waits. */
-  pauseUntil(untilMs: number): void {
+  /**
+   * Nobody acquires before `untilMs` (clock time): used after a 429 so the whole process waits. With a
+   * `reason` (the vendor asked: 429, Retry-After, budget spent) the vendor is `paused` until then; without
+   * one it is pacing, not a state.
+   */
+  pauseUntil(untilMs: number, reason?: string): void {
+    const state = this.status();
+    if (reason !== undefined && state.state !== 'unavailable') {
+      const until = Math.max(untilMs, this.pausedUntilMs);
+      // A longer pause while paused is the same state, not a new one.
+      if (state.state === 'ok') this.setState({ state: 'paused', since: this.clock.now(), until, reason });
+      else if (until > state.until) this.current = { ...state, until };
+    }
     if (!(untilMs > this.pausedUntilMs)) return;
     this.pausedUntilMs = untilMs;
     this.pump();
   }
 
-  /** Snapshot for metrics/tests: in flight, waiting, pause, and used slots per window. */
+  /**
+   * How a request ended (the HTTP client reports every attempt): counts it, and takes the vendor for
+   * down, or up again, as the header says. `path` tells failing entities from a failing vendor;
+   * `detail` says how the request failed, for the reason given.
+   */
+  record(outcome: RequestOutcome, path: string, detail?: string): void {
+    this.counts.requests++;
+    if (outcome === 'rate-limited') this.counts.rateLimited++;
+    if (outcome !== 'failed') {
+      this.failuresInARow = 0;
+      this.failedPaths.clear();
+      if (this.current.state === 'unavailable') {
+        this.outagePauseMs = 0;
+        this.setState({ state: 'ok' });
+      }
+      return;
+    }
+    this.counts.failed++;
+    if (this.outage === undefined) return;
+    this.failuresInARow++;
+    if (this.failedPaths.size < FAILED_PATHS_KEPT) this.failedPaths.add(path);
+    const down = this.current.state === 'unavailable' || (this.failuresInARow >= this.outage.failures && this.failedPaths.size >= 2);
+    if (!down) return;
+    // Down, or a probe failed: pause (again), twice as long as last time.
+    this.outagePauseMs = this.outagePauseMs === 0 ? this.outage.firstPauseMs : Math.min(this.outagePauseMs * 2, this.outage.maxPauseMs);
+    const now = this.clock.now();
+    const until = now + this.outagePauseMs;
+    if (this.current.state === 'unavailable') this.current = { ...this.current, until };
+    else this.setState({ state: 'unavailable', since: now, until, reason: `${this.failuresInARow} requests failed in a row${detail === undefined ? '' : `, the last: ${detail}`}` });
+    if (until > this.pausedUntilMs) {
+      this.pausedUntilMs = until;
+      this.pump();
+    }
+  }
+
+  /** Whether the vendor can be asked now; a pause that is over is reported (once) as over here. */
+  status(): VendorState {
+    if (this.current.state === 'paused' && this.current.until <= this.clock.now()) this.setState({ state: 'ok' });
+    return this.current;
+  }
+
+  /**
+   * The earliest clock time a request could start, for a caller deciding whether to start work that
+   * needs one: a pause, an outage's pause, a full window. `now` or earlier when one could start now.
+   */
+  readyAt(): number {
+    return Math.max(this.pausedUntilMs, ...this.windows.map((w) => w.freeAt()));
+  }
+
+  /** Listens to changes of `status()`; returns the function that stops listening. */
+  onStateChange(listener: (state: VendorState, previous: VendorState) => void): () => void {
+    this.listeners.push(listener);
+    return () => {
+      const index = this.listeners.indexOf(listener);
+      if (index !== -1) this.listeners.splice(index, 1);
+    };
+  }
+
+  /** Snapshot for metrics/tests: in flight, waiting, pause, used slots per window, requests counted. */
   stats(): RateLimiterStats {
     const now = this.clock.now();
     return {
@@ -158,7 +321,20 @@ export class RateLimiter {
       waiting: this.queue.length,
       pausedUntil: this.pausedUntilMs > now ? this.pausedUntilMs : undefined,
       windows: this.windows.map((w) => ({ limit: w.limit, intervalMs: w.intervalMs, used: w.used(now) })),
+      ...this.counts,
     };
+  }
+
+  private setState(next: VendorState): void {
+    const previous = this.current;
+    this.current = next;
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(next, previous);
+      } catch {
+        // A listener (a log line, a metric) must never break the budget.
+      }
+    }
   }
 
   /** Grants waiters in order while they fit; otherwise arranges to be called again when they might. */
@@ -175,8 +351,13 @@ export class RateLimiter {
         return;
       }
       const now = this.clock.now();
-      const readyAt = Math.max(this.pausedUntilMs, ...this.windows.map((w) => w.freeAt()));
+      const readyAt = this.readyAt();
       if (readyAt > now) {
+        this.refuseBefore(readyAt);
+        if (this.queue.length === 0) {
+          this.disarm();
+          return;
+        }
         this.arm(readyAt);
         return;
       }
@@ -186,6 +367,26 @@ export class RateLimiter {
       this.inFlight++;
       head.resolve(this.releaser());
     }
+  }
+
+  /** Refuses every waiter that would rather not wait until `readyAt` (see `acquire`). */
+  private refuseBefore(readyAt: number): void {
+    const refused = this.queue.filter((w) => w.deadline < readyAt);
+    if (refused.length === 0) return;
+    const reason = this.waitReason(readyAt);
+    for (const waiter of refused) {
+      this.queue.splice(this.queue.indexOf(waiter), 1);
+      if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+      waiter.reject(new BudgetWait(readyAt, reason));
+    }
+  }
+
+  private waitReason(readyAt: number): string {
+    const state = this.status();
+    if (state.state !== 'ok' && this.pausedUntilMs >= readyAt) return state.state === 'paused' ? `paused by the vendor: ${state.reason}` : `unavailable: ${state.reason}`;
+    if (this.pausedUntilMs >= readyAt) return 'pacing the rest of the budget';
+    const full = this.windows.find((w) => w.freeAt() >= readyAt);
+    return full === undefined ? 'the budget is in use' : `the budget of ${full.limit} requests per ${Math.round(full.intervalMs / 1000)} s is used up`;
   }
 
   private releaser(): () => void {

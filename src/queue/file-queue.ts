@@ -23,8 +23,9 @@
  *                                 │                      │     then a `dead` line ─────────────────▶ DONE
  *                    backoff ends │                retry │
  *                                 │                      ▼
- *                                 └───────────── DELAYED: a NEW copy (attempt+1, not-before, `sup` = the
- *                                                old seq) in ONE line; writing it is what makes the old
+ *                                 └───────────── DELAYED: a NEW copy (attempt+1, or the same attempt
+ *                                                when the retry spends none; not-before; `sup` = the old
+ *                                                seq) in ONE line; writing it is what makes the old
  *                                                copy DONE, so a crash leaves one or the other, not both
  *                                                and not neither.
  *
@@ -72,7 +73,11 @@
  *   A crash before the rename leaves the old file whole (the consumer deletes the .compact on open);
  *   after it, the new file is complete and durable, and the stale offset.json is ignored (generation).
  *
- * Reading never loads the file: the index holds 33 bytes a copy; bodies are read on claim and peek.
+ * Reading never loads the file: the index holds 34 bytes a copy; bodies are read on claim and peek.
+ * Each slot knows its copy's source as a one-byte code (see sourceCode), so a claim limited to some
+ * sources (a worker's lane for one vendor) passes over the others' slots without reading their lines;
+ * where the scan of each source may start is remembered per source (firstLiveOf), so the lane of a
+ * quiet source does not walk the backlog of a busy or paused one at every claim.
  * Unreadable lines anywhere are skipped with a log line and set aside in quarantine.jsonl by the
  * consumer; the next compaction drops them. Everything before and after them is kept.
  *
@@ -95,7 +100,7 @@ import path from 'node:path';
 import { ConnectorError, type ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
-import { QueueEvent, checkQueueEvent, eventJson } from '../model.ts';
+import { QueueEvent, checkQueueEvent, eventJson, type SourceName } from '../model.ts';
 import type { ClaimedEvent, ClaimOptions, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
 import { deadLetterEventJson, deadLetterKey, matchesFilter, readDeadLetterFile, sealDeadLetter, toDeadLetter, uniqueByKey, type StoredDeadLetter, type UnreadableLine } from './dead-letters.ts';
 import { appendDurably, fsyncDir, replaceFile, writeAll, writeAllSync } from '../durable-file.ts';
@@ -244,6 +249,8 @@ const SYNCS_IN_FLIGHT = 2;
 /** Longest the write lock is kept from one group commit to the next before it is let go and taken anew, ms. */
 const WRITE_LEASE_MS = 1000;
 const COPY_CHUNK = 1 << 20;
+/** The highest source code a slot can hold (SlotTable.source is one byte). */
+const MAX_SOURCE_CODE = 255;
 
 /** Serialises async sections (never nest `run` on one mutex). */
 class Mutex {
@@ -298,6 +305,17 @@ export class FileQueue implements Queue {
   private claimedCount = 0;
   /** No LIVE slot lies before this one. */
   private firstLive = 0;
+  /** By source code: no LIVE slot of that source lies before this one. */
+  private firstLiveOf = new Float64Array(MAX_SOURCE_CODE + 1);
+  /**
+   * Source names to the codes the slot table keeps (SlotTable.source): each name gets the next code,
+   * 1..MAX_SOURCE_CODE, the first time a copy of it is indexed, and keeps it while this object lives
+   * (across re-reads of the file). A name seen after MAX_SOURCE_CODE others shares code 0, and a claim
+   * limited to sources reads such a slot's line to tell (never, with the sources there are).
+   */
+  private readonly sourceCodes = new Map<string, number>();
+  /** Some slot was given code 0 (sourceCodes was full). */
+  private uncodedSources = false;
   /** Dead-letter keys that replayed copies in the index came from. */
   private replayKeys = new Set<string>();
   /** ...that dlq.jsonl may still hold (a replay that crashed, or one by another process). */
@@ -327,7 +345,9 @@ export class FileQueue implements Queue {
 
   // Waiting for work.
   private version = 0;
-  private emptyClaimVersion = -1;
+  /** Per `sources` of a claim (claimKey), the version at its last empty claim; and at the last of any. */
+  private readonly emptyClaimVersions = new Map<string, number>();
+  private lastEmptyClaimVersion = -1;
   private readonly waiters = new Set<() => void>();
   private watcher: FSWatcher | null = null;
   private pollTimer: NodeJS.Timeout | null = null;
@@ -430,16 +450,18 @@ export class FileQueue implements Queue {
       for (const key of busy) busyHashes.add(hashKey(key));
       // An entity with an event in flight here is busy too, whatever the caller passed.
       for (const c of this.claims.values()) if (c.key !== null) busyHashes.add(hashKey(c.key));
+      // After the refresh, which may have indexed a source's first copies.
+      const only = options.sources === undefined ? null : this.sourceFilter(options.sources);
+      const mask = only === null ? null : only.mask;
       const claimed: ClaimedEvent[] = [];
       const t = this.table;
-      let i = Math.max(this.firstLive, t.start);
-      while (i < t.end && t.state(i) !== SLOT_LIVE) i++;
-      this.firstLive = i;
+      let i = this.firstToScan(only);
       while (claimed.length < limit && i < t.end) {
         // Pick candidates from the index alone, then read their lines (adjacent ones in one read).
+        // Only LIVE slots of the sources asked for are visited: nextLive passes over the rest.
+        const want = limit - claimed.length;
         const picks: number[] = [];
-        for (; i < t.end && picks.length < limit - claimed.length; i++) {
-          if (t.state(i) !== SLOT_LIVE) continue;
+        for (i = t.nextLive(i, mask); i < t.end; i = t.nextLive(i + 1, mask)) {
           const nb = this.notBefore.get(i);
           if (nb !== undefined && nb > now) continue;
           // Equal keys hash equally, so a hash not in the set proves the key free; a hash in it is
@@ -448,6 +470,10 @@ export class FileQueue implements Queue {
           if (busyHashes.has(h)) continue;
           if (h !== 0) busyHashes.add(h); // one event per entity per claim
           picks.push(i);
+          if (picks.length === want) {
+            i++;
+            break;
+          }
         }
         if (picks.length === 0) break;
         const lines = await readSlots(handle, t, picks);
@@ -463,6 +489,7 @@ export class FileQueue implements Queue {
             continue;
           }
           if (this.claims.has(record.id)) continue; // the same event twice in the file: one at a time
+          if (only !== null && t.source(slot) === 0 && !only.names.includes(record.src)) continue; // code 0: any source
           const parsed = QueueEvent.safeParse(record.ev);
           if (!parsed.success) {
             this.setAside(slot, `not an event: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
@@ -487,9 +514,67 @@ export class FileQueue implements Queue {
           claimed.push({ event: parsed.data, attempt: record.a, lastError: (record.err as ErrorRecord | undefined) ?? null });
         }
       }
-      if (claimed.length === 0) this.emptyClaimVersion = this.version;
+      if (claimed.length === 0) {
+        this.emptyClaimVersions.set(claimKey(options.sources), this.version);
+        this.lastEmptyClaimVersion = this.version;
+      }
       return claimed;
     });
+  }
+
+  /**
+   * A claim's `sources` as a mask over source codes, and the codes it names. A name no copy has had yet
+   * has no code and matches nothing, unless names have overflowed to code 0 (then code 0 is in the mask,
+   * and claim checks such a slot's line). Holds viewMutex.
+   */
+  private sourceFilter(sources: readonly string[]): { mask: Uint8Array; codes: number[]; names: readonly string[] } {
+    const mask = new Uint8Array(MAX_SOURCE_CODE + 1);
+    const codes: number[] = [];
+    for (const name of sources) {
+      const code = this.sourceCodes.get(name) ?? (this.uncodedSources ? 0 : -1);
+      if (code < 0 || mask[code] === 1) continue;
+      mask[code] = 1;
+      codes.push(code);
+    }
+    return { mask, codes, names: sources };
+  }
+
+  /**
+   * Where a claim's scan starts: the first LIVE slot (of the sources asked for, if any), found from the
+   * hints and remembered in them. A scan limited to some sources moves only their hints: a LIVE slot of
+   * another source may lie before where it starts. Holds viewMutex.
+   */
+  private firstToScan(only: { mask: Uint8Array; codes: number[] } | null): number {
+    const t = this.table;
+    const hints = this.firstLiveOf;
+    if (only === null) {
+      const i = t.nextLive(this.firstLive, null);
+      this.firstLive = i;
+      for (let c = 0; c <= this.sourceCodes.size; c++) if ((hints[c] as number) < i) hints[c] = i;
+      return i;
+    }
+    if (only.codes.length === 0) return t.end;
+    let from = Infinity;
+    for (const c of only.codes) from = Math.min(from, hints[c] as number);
+    const i = t.nextLive(Math.max(from, this.firstLive), only.mask);
+    for (const c of only.codes) if ((hints[c] as number) < i) hints[c] = i;
+    // No LIVE slot of any source lies before the least of the sources' hints.
+    let least = this.uncodedSources ? (hints[0] as number) : Infinity;
+    for (let c = 1; c <= this.sourceCodes.size; c++) least = Math.min(least, hints[c] as number);
+    if (least !== Infinity && least > this.firstLive) this.firstLive = least;
+    return i;
+  }
+
+  /** The code the slot table keeps for a copy of source `name` (see sourceCodes). */
+  private sourceCode(name: string): number {
+    const code = this.sourceCodes.get(name);
+    if (code !== undefined) return code;
+    if (this.sourceCodes.size >= MAX_SOURCE_CODE) {
+      this.uncodedSources = true;
+      return 0;
+    }
+    this.sourceCodes.set(name, this.sourceCodes.size + 1);
+    return this.sourceCodes.size;
   }
 
   async ack(eventId: string): Promise<void> {
@@ -506,7 +591,8 @@ export class FileQueue implements Queue {
       src: claim.src,
       k: claim.key,
       r: claim.receivedAt,
-      a: claim.attempt + 1,
+      // An attempt that failed for a reason outside the event (its vendor paused) is not counted.
+      a: options.spendAttempt === false ? claim.attempt : claim.attempt + 1,
       nb: Date.now() + Math.max(0, options.delayMs),
       fa: claim.firstAttemptAt,
       sup: claim.seq,
@@ -676,9 +762,11 @@ export class FileQueue implements Queue {
     }
   }
 
-  async waitForWork(timeoutMs: number): Promise<void> {
+  async waitForWork(timeoutMs: number, options: { sources?: readonly SourceName[] } = {}): Promise<void> {
     if (this.state !== 'open') return;
-    if (this.version !== this.emptyClaimVersion) return; // something arrived since the last empty claim
+    // Something arrived since the last empty claim of these sources.
+    // (A wait for sources no claim asked for compares with the last empty claim of any: it never spins.)
+    if (this.version !== (this.emptyClaimVersions.get(claimKey(options.sources)) ?? this.lastEmptyClaimVersion)) return;
     this.startWatching();
     const now = Date.now();
     let wait = Math.max(0, timeoutMs);
@@ -742,6 +830,7 @@ export class FileQueue implements Queue {
     this.liveBytes = 0;
     this.claimedCount = 0;
     this.firstLive = 0;
+    this.firstLiveOf.fill(0);
     this.replayKeys = new Set();
     this.unrepairedReplays = new Set();
     this.faults = [];
@@ -895,7 +984,7 @@ export class FileQueue implements Queue {
       this.maxSeq = head.seq;
     }
     if (head.seq >= this.nextSeq) this.nextSeq = head.seq + 1;
-    const slot = this.table.append(stored, offset, length, head.r, hashKey(head.k));
+    const slot = this.table.append(stored, offset, length, head.r, hashKey(head.k), this.sourceCode(head.src));
     if (stray) {
       const list = this.strays.get(head.seq) ?? [];
       list.push({ slot, id: head.id });
@@ -1769,4 +1858,9 @@ function statIfExists(file: string): Stats | null {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
+}
+
+/** Which claims `waitForWork` compares with: those of the same sources (in any order). */
+function claimKey(sources: readonly string[] | undefined): string {
+  return sources === undefined ? '*' : [...sources].sort().join(',');
 }

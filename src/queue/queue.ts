@@ -9,7 +9,12 @@
  *   replaced by `retry`; a crash before `ack` hands it out again after restart.
  * - Fresh events are handed out in enqueue order within a source. An event that is backing off (after
  *   `retry`) waits for its time without holding up the events behind it.
- * - `claim` never hands out an event whose `entityKey` is in `busyKeys`, nor one that is already claimed.
+ * - `claim` never hands out an event whose `entityKey` is in `busyKeys`, nor one that is already claimed,
+ *   nor, when `sources` is given, an event of another source: a worker gives each source lanes of their
+ *   own, so one source's backlog or paused vendor never holds another source's events.
+ * - `retry` with `spendAttempt: false` hands the event out again with the same attempt number: the
+ *   attempt failed for a reason outside the event (its vendor paused) and does not count toward
+ *   dead-lettering.
  * - `retry` and `deadLetter` are atomic with respect to a crash: afterwards the event is either in its
  *   old place or its new one, never lost, and never in both for longer than at-least-once allows.
  * - Stats are cheap enough to call on every `/health` request.
@@ -33,11 +38,19 @@ export interface ClaimOptions {
   limit?: number;
   /** Entity keys already being worked on; events for them stay where they are. */
   busyKeys?: ReadonlySet<string>;
+  /** Only events of these sources; default every source. */
+  sources?: readonly SourceName[];
 }
 
 export interface RetryOptions {
   /** Milliseconds before the event may be claimed again. */
   delayMs: number;
+  /**
+   * Whether the failed attempt counts toward the event's attempts. Default true. False when it failed
+   * for a reason outside the event (its vendor paused or down): the next claim reports the same
+   * `attempt` again, with this error as `lastError`.
+   */
+  spendAttempt?: boolean;
 }
 
 /** A dead-lettered event, as kept in the dead-letter store. */
@@ -95,9 +108,11 @@ export interface Queue {
   replayDeadLetters(filter: DeadLetterFilter, options?: { dryRun?: boolean }): Promise<DeadLetter[]>;
   /**
    * Resolves when an event may be ready to claim (something was enqueued, a backoff ended, or
-   * `timeoutMs` passed), so a worker need not spin. Resolves at once if the queue is closing.
+   * `timeoutMs` passed), so a worker need not spin. Resolves at once if the queue is closing, or if
+   * something arrived since the last empty claim with the same `sources` (so that a lane of one
+   * source never sleeps through an event that came while another source's lane claimed).
    */
-  waitForWork(timeoutMs: number): Promise<void>;
+  waitForWork(timeoutMs: number, options?: { sources?: readonly SourceName[] }): Promise<void>;
   /**
    * One try at becoming the queue's one consumer (the process that claims), without waiting: where a
    * backend has a single consumer, a worker calls it before it starts and stands by while another live

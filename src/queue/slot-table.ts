@@ -1,7 +1,11 @@
 /**
  * The file queue's in-memory index: one slot per event copy in `inbox.jsonl`, in file order, holding
- * only what claiming, acking and stats need (33 bytes a slot). Event bodies stay on disk and are read
- * when an event is claimed, so a million pending events cost about 33 MB here, not the size of the file.
+ * only what claiming, acking and stats need (34 bytes a slot). Event bodies stay on disk and are read
+ * when an event is claimed, so a million pending events cost about 34 MB here, not the size of the file.
+ *
+ * A slot's source is a small code (1..255; 0 for "not coded", see FileQueue's source registry) so that
+ * a claim limited to some sources passes over the others' slots by comparing bytes, without reading
+ * their lines.
  *
  * Slots live in fixed-size chunks of typed arrays (no doubling, so no 2x overshoot) and are addressed
  * by an absolute index that never changes; chunks wholly before the first slot not yet done are
@@ -27,6 +31,7 @@ interface Chunk {
   receivedAt: Float64Array;
   keyHash: Int32Array;
   state: Uint8Array;
+  source: Uint8Array;
 }
 
 function newChunk(): Chunk {
@@ -37,6 +42,7 @@ function newChunk(): Chunk {
     receivedAt: new Float64Array(CHUNK),
     keyHash: new Int32Array(CHUNK),
     state: new Uint8Array(CHUNK),
+    source: new Uint8Array(CHUNK),
   };
 }
 
@@ -57,7 +63,8 @@ export class SlotTable {
     return this.endIndex;
   }
 
-  append(seq: number, offset: number, length: number, receivedAt: number, keyHash: number): number {
+  /** Appends a LIVE slot; `source` is the copy's source code (0..255). Returns its index. */
+  append(seq: number, offset: number, length: number, receivedAt: number, keyHash: number, source: number): number {
     const index = this.endIndex;
     const c = index >>> CHUNK_BITS;
     if (c - this.firstChunk >= this.chunks.length) this.chunks.push(newChunk());
@@ -69,6 +76,7 @@ export class SlotTable {
     chunk.receivedAt[i] = receivedAt;
     chunk.keyHash[i] = keyHash;
     chunk.state[i] = SLOT_LIVE;
+    chunk.source[i] = source;
     this.endIndex++;
     return index;
   }
@@ -109,6 +117,35 @@ export class SlotTable {
     this.chunk(index).state[index & MASK] = state;
   }
 
+  source(index: number): number {
+    return this.chunk(index).source[index & MASK] as number;
+  }
+
+  /**
+   * The first slot from `from` on (at least `start`) that is LIVE and, when `sources` is given, whose
+   * source code `c` has `sources[c] !== 0`; `end` when there is none. Walks the typed arrays chunk by
+   * chunk (no per-slot lookup), for a claim that passes over a long run of other sources' slots.
+   */
+  nextLive(from: number, sources: Uint8Array | null): number {
+    let i = Math.max(from, this.startIndex);
+    while (i < this.endIndex) {
+      const chunk = this.chunk(i);
+      const stop = Math.min(this.endIndex, ((i >>> CHUNK_BITS) + 1) * CHUNK);
+      const state = chunk.state;
+      let k = i & MASK;
+      const last = k + (stop - i);
+      if (sources === null) {
+        while (k < last && state[k] !== SLOT_LIVE) k++;
+      } else {
+        const source = chunk.source;
+        while (k < last && (state[k] !== SLOT_LIVE || sources[source[k] as number] === 0)) k++;
+      }
+      i = stop - (last - k);
+      if (k < last) return i;
+    }
+    return this.endIndex;
+  }
+
   /** The first retained slot whose seq is `seq`, or -1. */
   find(seq: number): number {
     let lo = this.startIndex;
@@ -133,7 +170,7 @@ export class SlotTable {
 
   /** Bytes held by the typed arrays. */
   get bytes(): number {
-    return this.chunks.length * CHUNK * 33;
+    return this.chunks.length * CHUNK * 34;
   }
 
   private chunk(index: number): Chunk {

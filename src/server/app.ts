@@ -111,7 +111,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return sendError(reply, 500, 'CONN_ERR_INTERNAL', 'internal error');
   });
 
-  const metrics = createMetrics(lifecycle, queue);
+  const metrics = createMetrics(lifecycle, queue, options.sources);
   options.replayWindow?.registerMetrics(metrics.registry);
   app.addHook('onClose', async () => metrics.detach());
   app.get('/metrics', async (_request, reply) => {

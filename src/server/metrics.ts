@@ -1,11 +1,13 @@
 /**
- * Prometheus metrics for `GET /metrics`, fed only by lifecycle events and queue stats: nothing in the
- * data path calls this module. Each registry is per process (a fresh one per app in tests).
+ * Prometheus metrics for `GET /metrics`, fed only by lifecycle events, queue stats and the vendors'
+ * budgets (read when scraped): nothing in the data path calls this module. Each registry is per
+ * process (a fresh one per app in tests); the vendor series count the requests of this process.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Lifecycle } from '../lifecycle.ts';
 import { SOURCE_NAMES } from '../model.ts';
 import type { Queue } from '../queue/queue.ts';
+import type { Source } from '../sources/source.ts';
 
 /** Delivery outcomes counted from the start at 0: accepted, and the statuses deliveries are refused with. */
 const DELIVERY_OUTCOMES = ['accepted', '400', '401', '413', '415', '503'] as const;
@@ -17,7 +19,7 @@ export interface Metrics {
   detach(): void;
 }
 
-export function createMetrics(lifecycle: Lifecycle, queue: Queue): Metrics {
+export function createMetrics(lifecycle: Lifecycle, queue: Queue, sources: readonly Source[] = []): Metrics {
   const registry = new Registry();
   // The default metrics are named process_* and nodejs_* already: the prefix is ours alone.
   collectDefaultMetrics({ register: registry, prefix: 'connector_' });
@@ -59,6 +61,33 @@ export function createMetrics(lifecycle: Lifecycle, queue: Queue): Metrics {
     },
   });
   void queueGauge;
+
+  // The vendors' state and requests, from their budgets (src/http/rate-limiter.ts), when scraped.
+  const vendors = sources.flatMap((s) => (s.vendor === undefined ? [] : [{ source: s.name, gate: s.vendor }]));
+  new Gauge({
+    name: 'connector_vendor_paused',
+    help: 'Whether a vendor cannot be asked now: 1 while it is paused (it rate-limited us) or unavailable (its requests keep failing; see connector_vendor_requests_total), else 0.',
+    labelNames: ['source'],
+    registers: [registry],
+    collect() {
+      for (const { source, gate } of vendors) this.set({ source }, gate.status().state === 'ok' ? 0 : 1);
+    },
+  });
+  new Counter({
+    name: 'connector_vendor_requests_total',
+    help: 'Vendor API requests made by this process, by outcome: answered, rate_limited (429), failed (5xx, network, timeout).',
+    labelNames: ['source', 'outcome'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const { source, gate } of vendors) {
+        const { requests, rateLimited, failed } = gate.stats();
+        this.inc({ source, outcome: 'answered' }, requests - rateLimited - failed);
+        this.inc({ source, outcome: 'rate_limited' }, rateLimited);
+        this.inc({ source, outcome: 'failed' }, failed);
+      }
+    },
+  });
 
   const off = [
     lifecycle.on('delivery:accepted', (e) => deliveries.inc({ source: e.source, outcome: 'accepted' })),

@@ -16,8 +16,28 @@
  * - `backfill` yields pages in the vendor's order; a page's `checkpoint` is safe to store once that
  *   page's events are durably enqueued. A page that failed is never yielded.
  */
+import type { RateLimiter } from '../http/rate-limiter.ts';
 import type { Logger } from '../log.ts';
 import type { Changes, QueueEvent, SourceName } from '../model.ts';
+import { MINUTE, SECOND } from '../retry-policy.ts';
+
+/**
+ * How long a handler's vendor request may wait for the vendor (its pause, its budget, between two
+ * attempts) before the call gives up with a retryable error saying until when (CONN_ERR_VENDOR_PAUSED):
+ * the dispatcher then reschedules the event in the queue instead of holding a lane for minutes.
+ */
+export const HANDLER_MAX_WAIT_MS = 10 * SECOND;
+/**
+ * The same for a backfill's requests, which hold no lane: long enough to wait out Missive's
+ * 15-minute window, so that a first backfill of a large account goes on through its budget.
+ */
+export const BACKFILL_MAX_WAIT_MS = 20 * MINUTE;
+
+/**
+ * What the core sees of a vendor's budget and health (src/http/rate-limiter.ts): whether it can be
+ * asked now (`status`), its changes, and the requests counted.
+ */
+export type VendorGate = Pick<RateLimiter, 'status' | 'onStateChange' | 'stats'>;
 
 export type Headers = Readonly<Record<string, string | string[] | undefined>>;
 
@@ -87,6 +107,12 @@ export interface Source {
   handle(event: QueueEvent, context: HandlerContext): Promise<Changes>;
   /** Present only when the vendor API is configured. */
   backfill?(options: BackfillOptions): AsyncIterable<BackfillPage>;
+  /**
+   * The vendor API's budget and health, when the API is configured: the dispatcher claims none of this
+   * source's events while the vendor is paused or down, and the composition root logs and counts each
+   * change of its state.
+   */
+  readonly vendor?: VendorGate;
 }
 
 /** The HTTP header's value as one string (the first, when repeated). */

@@ -5,10 +5,19 @@
  * States: `idle` (constructed) -> `running` (lanes claiming) -> `stopping` (no new claims, no new
  * handler started; the event in hand finishes and what was handled is written and acked; an event
  * still in hand after `stopGraceMs` has its vendor requests aborted and is put back unsettled) ->
- * `stopped`. There are `concurrency` lanes. Each lane, in a loop:
- *   1. claims up to `batchSize` ready events (with several lanes, a fair share of what is ready) whose
- *      entity keys no other lane holds, at most one per entity (so two events of one task or
- *      conversation never run at once);
+ * `stopped`.
+ *
+ * Lanes per source. Each source has `concurrency` lanes of its own, and a lane claims only its
+ * source's events (`claim({ sources })`): however slow, paused or down one vendor is, the other
+ * source's events are claimed, handled and written as if it were not there. (Events of a source this
+ * process does not run get one lane of their own, which dead-letters them.) A long wait is never held
+ * by a lane: a vendor request that would wait past HANDLER_MAX_WAIT_MS (src/sources/source.ts) ends
+ * with CONN_ERR_VENDOR_PAUSED, and the event goes back to the queue until the vendor can be asked again;
+ * while the vendor is paused or down (`source.vendor.status()`), its lanes claim nothing and sleep
+ * until then. Each lane, in a loop:
+ *   1. claims up to `batchSize` ready events of its source (with several lanes, a fair share of what
+ *      is ready) whose entity keys no other lane holds, at most one per entity (so two events of one
+ *      task or conversation never run at once);
  *   2. has each event's source handle it, one after another; a failure settles that event alone
  *      (retry with backoff, or dead letter) and the others go on. Once stopping, no further event of
  *      the batch is started: those stay unacked and are handed out again after the restart. Between
@@ -22,6 +31,10 @@
  * With nothing ready, a lane waits on `queue.waitForWork` (or until `stop`) instead of spinning.
  *
  * Failure policy (decided on the error's code, see src/errors.ts and src/retry-policy.ts):
+ * - the vendor paused or down (CONN_ERR_VENDOR_PAUSED; also a bare 429, CONN_ERR_HTTP_RATE_LIMITED):
+ *   not the event's fault. The event is retried when the vendor can be asked again (`retryAfterMs`)
+ *   and spends no attempt (`spendAttempt: false`), so a pause or an outage of any length dead-letters
+ *   nothing;
  * - a handler's permanent error (retryable: false): the event is dead-lettered at once;
  * - a handler's transient error: the event is retried after `retryDelay(attempt, retryAfter)` and
  *   dead-lettered once `maxAttempts` attempts have failed. The queue keeps a backing-off event aside,
@@ -30,7 +43,8 @@
  *   other event could be written either. The lane keeps the batch it has handled and tries the same
  *   write again with a backoff capped at DB_OUTAGE_ATTEMPT_CAP, so an outage of any length costs no
  *   attempt, dead-letters nothing and repeats no vendor request. A stop during the outage leaves the
- *   batch unacked (handed out again after the restart);
+ *   batch unacked (handed out again after the restart). The outage is logged once when it starts
+ *   (whichever lane sees it first) and once when a write succeeds again;
  * - any other failed write of several events (one record the database refuses): each event's
  *   changes are written alone, so that only the culprit is retried or dead-lettered;
  * - a queue operation that fails for a transient reason (ack, retry, dead letter: a full disk or any
@@ -53,7 +67,7 @@ import { ConnectorError, toErrorRecord, type ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
 import type { Changes, SourceName } from '../model.ts';
-import { noChanges } from '../model.ts';
+import { noChanges, SOURCE_NAMES } from '../model.ts';
 import type { ClaimedEvent, Queue } from '../queue/queue.ts';
 import { calculateDelay, SECOND } from '../retry-policy.ts';
 import type { Database, WriteResult } from '../db/database.ts';
@@ -67,7 +81,7 @@ export interface DispatcherOptions {
   lifecycle: Lifecycle;
   /** Attempts before an event is dead-lettered (MAX_QUEUE_ATTEMPTS). Default 3. */
   maxAttempts?: number;
-  /** Lanes working at once (WORKER_CONCURRENCY). Default 1. */
+  /** Lanes per source (WORKER_CONCURRENCY). Default 1. */
   concurrency?: number;
   /** Most events one lane claims and writes together. Default 100. */
   batchSize?: number;
@@ -128,6 +142,7 @@ function claimFailureKey(err: unknown): string {
 
 /** Failures after which the backoff for a database outage (and for a failing queue) stops growing: 16-32 s. */
 const DB_OUTAGE_ATTEMPT_CAP = 6;
+const DB_OUTAGE_MAX_PAUSE_TEXT = '32 s';
 
 /** Tries of a queue operation that fails for a reason not transient by nature before it is given up on. */
 const NON_TRANSIENT_TRIES = 3;
@@ -135,22 +150,43 @@ const NON_TRANSIENT_TRIES = 3;
 /** How a queue operation that settles an event ended (see settle). */
 type Settled = { ok: true } | { ok: false; failure?: ErrorRecord };
 
+/** Errors that say the vendor cannot be asked now, not that the event failed. */
+const VENDOR_PAUSED_CODES: ReadonlySet<string> = new Set(['CONN_ERR_VENDOR_PAUSED', 'CONN_ERR_HTTP_RATE_LIMITED']);
+
+/** The longest a lane of a paused source sleeps before it looks at the vendor's state again, ms. */
+const PAUSED_LANE_LOOK_EVERY_MS = 5 * SECOND;
+
+/** What a lane claims: one source's events, or those of sources this process does not run. */
+interface LaneSpec {
+  index: number;
+  sources: readonly SourceName[];
+  /** The source whose vendor state gates the lane; undefined for the unknown-sources lane. */
+  source: Source | undefined;
+}
+
 export class Dispatcher {
   private state: State = 'idle';
   private readonly busyKeys = new Set<string>();
   private readonly sources: Map<SourceName, Source>;
   private lanes: Promise<void>[] = [];
+  /** Lanes per source. */
   private laneCount = 1;
+  /** When the database outage in progress was first seen (performance.now()), for its two log lines. */
+  private dbOutageSince: number | null = null;
   private readonly shutdown = new AbortController();
-  /** Resolved when `stop` is called: wakes lanes that wait for work or sit out a backoff. */
-  private readonly stopRequested: Promise<void>;
-  private wake: () => void = () => {};
+  /**
+   * Aborted when `stop` is called: wakes lanes that wait for work or sit out a backoff. A signal, not a
+   * promise raced at every wait: each race would leave a reaction on a promise that lives as long as
+   * the process (a leak at every idle look, and out of memory for a lane that looks often).
+   */
+  private readonly stopRequested = new AbortController();
   private readonly maxAttempts: number;
   private readonly batchSize: number;
   private readonly flushAfterMs: number;
   private readonly idleWaitMs: number;
   private readonly stopGraceMs: number;
   private readonly now: () => Date;
+  private readonly random: () => number;
   private readonly retryDelay: (attempt: number, retryAfterMs: number | undefined) => number;
 
   constructor(private readonly options: DispatcherOptions) {
@@ -162,15 +198,21 @@ export class Dispatcher {
     this.stopGraceMs = options.stopGraceMs ?? 5 * SECOND;
     this.now = options.now ?? (() => new Date());
     const random = options.random ?? Math.random;
+    this.random = random;
     this.retryDelay = options.retryDelay ?? ((attempt, retryAfterMs) => calculateDelay(attempt, retryAfterMs, random));
-    this.stopRequested = new Promise<void>((resolve) => (this.wake = resolve));
   }
 
   start(): void {
     if (this.state !== 'idle') return;
     this.state = 'running';
     this.laneCount = Math.max(1, Math.floor(this.options.concurrency ?? 1));
-    this.lanes = Array.from({ length: this.laneCount }, (_, i) => this.lane(i));
+    const specs: LaneSpec[] = [];
+    for (const source of this.sources.values()) {
+      for (let i = 0; i < this.laneCount; i++) specs.push({ index: specs.length, sources: [source.name], source });
+    }
+    const others = SOURCE_NAMES.filter((name) => !this.sources.has(name));
+    if (others.length > 0) specs.push({ index: specs.length, sources: others, source: undefined });
+    this.lanes = specs.map((spec) => this.lane(spec));
   }
 
   /**
@@ -181,7 +223,7 @@ export class Dispatcher {
     if (this.state === 'idle') this.state = 'stopped';
     if (this.state === 'stopped') return;
     this.state = 'stopping';
-    this.wake();
+    this.stopRequested.abort();
     const grace = setTimeout(() => {
       if (this.state !== 'stopping') return;
       this.options.log.info({ component: 'dispatcher', graceMs: this.stopGraceMs }, 'stopping: the events in hand did not finish in time; their vendor requests are aborted and they are handed out again after the restart');
@@ -198,7 +240,7 @@ export class Dispatcher {
   /** Aborts slow vendor requests of events in flight (a second shutdown signal). */
   abort(): void {
     this.shutdown.abort();
-    this.wake();
+    this.stopRequested.abort();
   }
 
   get running(): boolean {
@@ -221,14 +263,22 @@ export class Dispatcher {
     }
   }
 
-  private async lane(index: number): Promise<void> {
-    const log = this.options.log.child({ component: 'dispatcher', lane: index });
+  private async lane(spec: LaneSpec): Promise<void> {
+    // A lane of one source names it in every line (its events' lines add only their own facts).
+    const log = this.options.log.child({ component: 'dispatcher', lane: spec.index, ...(spec.source !== undefined ? { source: spec.source.name } : {}) });
     let claimFailures = 0;
     let claimFailure = '';
     while (this.state === 'running') {
+      const pausedForMs = this.vendorPausedForMs(spec.source);
+      if (pausedForMs > 0) {
+        // Its vendor cannot be asked before then: claim nothing (the events wait in the queue, where
+        // they are durable), and look again then (or sooner, for a vendor that recovers early).
+        await this.pause(Math.min(pausedForMs, PAUSED_LANE_LOOK_EVERY_MS));
+        continue;
+      }
       let claimed: ClaimedEvent[];
       try {
-        claimed = await this.options.queue.claim({ limit: await this.claimLimit(), busyKeys: this.busyKeys });
+        claimed = await this.options.queue.claim({ limit: await this.claimLimit(), busyKeys: this.busyKeys, sources: spec.sources });
         if (claimFailures > 0) log.info({ failures: claimFailures }, 'claiming events again');
         claimFailures = 0;
         claimFailure = '';
@@ -241,7 +291,7 @@ export class Dispatcher {
         continue;
       }
       if (claimed.length === 0) {
-        await Promise.race([this.options.queue.waitForWork(this.idleWaitMs), this.stopRequested]);
+        await this.orStop(this.options.queue.waitForWork(this.idleWaitMs, { sources: spec.sources }));
         continue;
       }
       const keys = claimed.map((c) => c.event.entityKey).filter((k): k is string => k !== null);
@@ -257,10 +307,17 @@ export class Dispatcher {
     }
   }
 
+  /** How long the source's vendor cannot be asked from now, ms; 0 when it can (or it has no API). */
+  private vendorPausedForMs(source: Source | undefined): number {
+    const state = source?.vendor?.status();
+    if (state === undefined || state.state === 'ok') return 0;
+    return Math.max(0, state.until - Date.now());
+  }
+
   /**
-   * How many events a lane claims: `batchSize` with one lane; with several, a fair share of what is
-   * ready, so that one lane does not take every entity while the others idle (events of one batch
-   * run one after another).
+   * How many events a lane claims: `batchSize` with one lane per source; with several, a fair share
+   * of what is ready, so that one lane does not take every entity while the others idle (events of
+   * one batch run one after another).
    */
   private async claimLimit(): Promise<number> {
     if (this.laneCount <= 1) return this.batchSize;
@@ -322,7 +379,12 @@ export class Dispatcher {
           }
           outageFailures++;
           const delayMs = this.retryDelay(Math.min(outageFailures, DB_OUTAGE_ATTEMPT_CAP), error.retryAfterMs);
-          log.warn({ err, events: handled.length, failures: outageFailures, delayMs }, 'database unavailable; holding the handled events and writing them again after a pause');
+          if (this.dbOutageSince === null) {
+            this.dbOutageSince = performance.now();
+            log.warn({ err, events: handled.length, delayMs }, `the database cannot take writes (${error.message}); holding the handled events and writing them again after pauses of up to ${DB_OUTAGE_MAX_PAUSE_TEXT}`);
+          } else {
+            log.debug({ err, events: handled.length, failures: outageFailures, delayMs }, 'the database still cannot take writes');
+          }
           await this.pause(delayMs);
           continue;
         }
@@ -334,6 +396,11 @@ export class Dispatcher {
         const only = handled[0] as Handled;
         await this.settleFailure(only.claimed, error, this.eventLog(log, only.claimed));
         return;
+      }
+      if (this.dbOutageSince !== null) {
+        const seconds = Math.round((performance.now() - this.dbOutageSince) / 100) / 10;
+        this.dbOutageSince = null;
+        log.info({ outageSeconds: seconds }, `the database takes writes again after ${seconds} s`);
       }
       await this.succeeded(handled, result, log);
       return;
@@ -353,7 +420,7 @@ export class Dispatcher {
         if (!(await this.settle(() => this.options.queue.ack(event.id), 'ack', log)).ok) return null;
         const durationMs = Date.now() - h.startedAt;
         this.options.lifecycle.emit('event:succeeded', { source: event.source, eventId: event.id, attempt, records: countRecords(h.changes), durationMs });
-        if (handled.length > 1) log.debug({ source: event.source, eventId: event.id, attempt, type: event.type, durationMs }, 'event processed');
+        if (handled.length > 1) log.debug({ eventId: event.id, attempt, type: event.type, durationMs }, 'event processed');
         return event.id;
       }),
     );
@@ -362,7 +429,7 @@ export class Dispatcher {
     const facts = { events, written: result.written, stale: result.stale };
     if (handled.length === 1) {
       const { event, attempt } = (handled[0] as Handled).claimed;
-      log.info({ ...facts, source: event.source, eventId: event.id, attempt, type: event.type, durationMs: Date.now() - (handled[0] as Handled).startedAt }, 'event processed');
+      log.info({ ...facts, eventId: event.id, attempt, type: event.type, durationMs: Date.now() - (handled[0] as Handled).startedAt }, 'event processed');
     } else {
       // The ids (at most batchSize) let an operator find any event's line in the log.
       log.info({ ...facts, eventIds }, `${events} events processed`);
@@ -371,6 +438,10 @@ export class Dispatcher {
 
   private async settleFailure(claimed: ClaimedEvent, error: ErrorRecord, log: Logger): Promise<void> {
     const { event, attempt } = claimed;
+    if (VENDOR_PAUSED_CODES.has(error.code)) {
+      await this.holdForVendor(claimed, error, log);
+      return;
+    }
     const dbOutage = error.code === 'CONN_ERR_DB_UNAVAILABLE';
     if (!error.retryable || (attempt >= this.maxAttempts && !dbOutage)) {
       await this.deadLetter(claimed, error, error.retryable ? `event failed ${attempt} times; dead-lettered` : 'event failed permanently; dead-lettered', log);
@@ -393,6 +464,20 @@ export class Dispatcher {
     }
     this.options.lifecycle.emit('event:retrying', { source: event.source, eventId: event.id, attempt, delayMs, error });
     log.warn({ code: error.code, err: error.message, delayMs, type: event.type }, 'event failed; will retry');
+  }
+
+  /**
+   * The vendor is paused or down: the event goes back to the queue until it can be asked again,
+   * spending no attempt. Debug only: the vendor's state change has its own line (src/main.ts).
+   */
+  private async holdForVendor(claimed: ClaimedEvent, error: ErrorRecord, log: Logger): Promise<void> {
+    const { event, attempt } = claimed;
+    // A little spread, so that the events held by one pause do not all come back in the same instant.
+    const delayMs = Math.max(0, error.retryAfterMs ?? this.retryDelay(1, undefined)) + Math.round(this.random() * 250);
+    const retried = await this.settle(() => this.options.queue.retry(event.id, error, { delayMs, spendAttempt: false }), 'retry', log);
+    if (!retried.ok) return; // left claimed and unacked: handed out again after a restart
+    this.options.lifecycle.emit('event:retrying', { source: event.source, eventId: event.id, attempt, delayMs, error });
+    log.debug({ code: error.code, err: error.message, delayMs, type: event.type }, 'the vendor cannot be asked now; the event waits in the queue, spending no attempt');
   }
 
   /** Moves the event to the dead letters; see "Failure policy" for a dead letter that cannot be written. */
@@ -446,12 +531,25 @@ export class Dispatcher {
   /** Waits `ms`, or less if `stop` is called meanwhile. */
   private async pause(ms: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))), this.stopRequested]);
+    await this.orStop(new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))));
     clearTimeout(timer);
   }
 
+  /** Resolves when `work` settles (rejecting as it does) or `stop` is called, whichever comes first. */
+  private orStop(work: Promise<void>): Promise<void> {
+    const stop = this.stopRequested.signal;
+    if (stop.aborted) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const onStop = (): void => resolve();
+      stop.addEventListener('abort', onStop, { once: true });
+      work.then(resolve, reject).finally(() => stop.removeEventListener('abort', onStop));
+    });
+  }
+
+  /** The lines of one event: its id and attempt (and its source, in the lane of sources not run here). */
   private eventLog(log: Logger, claimed: ClaimedEvent): Logger {
-    return log.child({ source: claimed.event.source, eventId: claimed.event.id, attempt: claimed.attempt });
+    const { source, id } = claimed.event;
+    return log.child({ ...(this.sources.has(source) ? {} : { source }), eventId: id, attempt: claimed.attempt });
   }
 }
 

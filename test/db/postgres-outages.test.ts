@@ -13,20 +13,11 @@ import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PostgresDatabase } from '../../src/db/postgres/postgres-database.ts';
 import { makeTask } from '../fixtures/records.ts';
-import { requirePostgres } from '../helpers/services.ts';
+import { requirePostgres, withPostgresClient } from '../helpers/services.ts';
 
 const service = await requirePostgres();
 
-async function admin<T>(fn: (client: pg.Client) => Promise<T>, connectionString = service.url): Promise<T> {
-  const client = new pg.Client({ connectionString });
-  client.on('error', () => {});
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
+const admin = <T>(fn: (client: pg.Client) => Promise<T>, connectionString = service.url): Promise<T> => withPostgresClient(connectionString, fn);
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {

@@ -149,7 +149,7 @@ export async function startWorld(options: { secrets: boolean }): Promise<World> 
     peek: (limit) => queue.peek(limit),
     listDeadLetters: (filter) => queue.listDeadLetters(filter),
     replayDeadLetters: (filter, o) => queue.replayDeadLetters(filter, o),
-    waitForWork: (ms) => queue.waitForWork(ms),
+    waitForWork: (ms, options) => queue.waitForWork(ms, options),
     close: () => queue.close(),
   };
 

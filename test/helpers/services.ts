@@ -66,6 +66,18 @@ export function requirePostgres(url: string = TEST_POSTGRES_URL): Promise<Servic
 }
 
 /** Whether the test Redis answers PING (after AUTH when the URL has a password). Throws under CI=true when it does not. */
+/** Runs `fn` on a fresh client of `connectionString` (an administrator's session), then ends it. */
+export async function withPostgresClient<T>(connectionString: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
 export function requireRedis(url: string = TEST_REDIS_URL): Promise<ServiceCheck> {
   return requireService('Redis', url, () => pingRedis(new URL(url)));
 }

@@ -70,6 +70,7 @@ beforeAll(async () => {
           return reply.code(429).send({ error: 'Too Many Requests' });
         },
       );
+      app.get('/maintenance', async (_req, reply) => reply.code(503).header('retry-after', '120').send({ error: 'maintenance' }));
       app.get('/spent', async (_req, reply) =>
         reply.header('x-ratelimit-remaining', '0').header('x-ratelimit-reset', String(Math.floor(clock.now() / 1000) + 15)).send({ ok: true }),
       );
@@ -348,7 +349,8 @@ describe('HttpClient 429', () => {
     fresh();
     const limiter = new RateLimiter({ clock });
     const err = await failure(client({ limiter, maxAttempts: 2, defaultRateLimitPauseMs: 12_000 }).get('/limited/n', { query: { fail: 9 } }));
-    expect(err).toMatchObject({ code: 'CONN_ERR_HTTP_RATE_LIMITED', retryable: true, attempts: 2, retryAfterMs: undefined });
+    // The call ends while the vendor is paused: not the request's fault, so it says until when.
+    expect(err).toMatchObject({ code: 'CONN_ERR_VENDOR_PAUSED', retryable: true, attempts: 2, retryAfterMs: 12_000 });
     const [a, b] = server.hits('/limited/n');
     expect((b?.at ?? 0) - (a?.at ?? 0)).toBe(12_000);
     expect(limiter.stats().pausedUntil).toBe(clock.now() + 12_000);
@@ -361,14 +363,94 @@ describe('HttpClient 429', () => {
     expect(err.message).toBe('missive GET /limited/f answered 429 (rate limited) after 3 attempts; missive asked to wait 7 s');
   });
 
-  it('hands a wait longer than maxRetryDelayMs back to the dispatcher instead of sleeping', async () => {
+  it('hands a wait longer than maxWaitMs back to the dispatcher instead of sleeping', async () => {
     fresh();
     const limiter = new RateLimiter({ clock });
     const err = await failure(client({ limiter }).get('/limited/long', { query: { fail: 9, mode: 'seconds', wait: 600 } }));
-    expect(err).toMatchObject({ code: 'CONN_ERR_HTTP_RATE_LIMITED', retryable: true, attempts: 1, retryAfterMs: 600_000 });
-    expect(err.message).toContain('not waiting 600 s in-call (limit 300 s)');
+    expect(err).toMatchObject({ code: 'CONN_ERR_VENDOR_PAUSED', retryable: true, attempts: 1, retryAfterMs: 600_000, status: 429 });
+    expect(err.message).toBe(`teamwork GET /limited/long not sent before ${new Date(T0 + 600_000).toISOString()}: teamwork is paused by the vendor: answered 429, asking to wait 600 s (last attempt: answered 429 (rate limited))`);
     expect(limiter.stats().pausedUntil).toBe(T0 + 600_000);
     expect(clock.now()).toBe(T0);
+  });
+
+  it('without a limiter, ends with the 429 itself and the wait it asked for', async () => {
+    fresh();
+    const err = await failure(client().get('/limited/bare', { query: { fail: 9, mode: 'seconds', wait: 600 } }));
+    expect(err).toMatchObject({ code: 'CONN_ERR_HTTP_RATE_LIMITED', retryable: true, attempts: 1, retryAfterMs: 600_000 });
+    expect(err.message).toContain('not waiting 600 s in-call (limit 300 s)');
+  });
+});
+
+describe("HttpClient and the vendor's state", () => {
+  it('refuses at once, without a request, while the vendor is paused longer than maxWaitMs', async () => {
+    fresh();
+    const limiter = new RateLimiter({ clock });
+    limiter.pauseUntil(T0 + 120_000, 'answered 429, asking to wait 120 s');
+    const err = await failure(client({ limiter, maxWaitMs: 10_000 }).get('/echo'));
+    expect(err).toMatchObject({ code: 'CONN_ERR_VENDOR_PAUSED', retryable: true, attempts: 0, retryAfterMs: 120_000 });
+    expect(err.message).toContain('teamwork is paused by the vendor: answered 429, asking to wait 120 s');
+    expect(server.seen).toHaveLength(0);
+    expect(limiter.stats().waiting).toBe(0);
+  });
+
+  it('waits out a pause within maxWaitMs', async () => {
+    fresh();
+    const limiter = new RateLimiter({ clock });
+    limiter.pauseUntil(T0 + 5_000, 'answered 429, asking to wait 5 s');
+    const pending = client({ limiter, maxWaitMs: 10_000 }).get('/echo');
+    await vi.waitFor(() => expect(limiter.stats().waiting).toBe(1));
+    await clock.advance(5_000);
+    await expect(pending).resolves.toMatchObject({ status: 200 });
+  });
+
+  it('refuses a wait for a full window longer than maxWaitMs, saying which window', async () => {
+    fresh();
+    const limiter = new RateLimiter({ clock, windows: [{ limit: 1, intervalMs: 60_000 }] });
+    await client({ limiter, maxWaitMs: 10_000 }).get('/echo');
+    const err = await failure(client({ limiter, maxWaitMs: 10_000 }).get('/echo'));
+    expect(err).toMatchObject({ code: 'CONN_ERR_VENDOR_PAUSED', retryAfterMs: 60_000 });
+    expect(err.message).toContain('the budget of 1 requests per 60 s is used up');
+  });
+
+  it('a 5xx with Retry-After pauses the vendor as a 429 does', async () => {
+    fresh();
+    const limiter = new RateLimiter({ clock });
+    const err = await failure(client({ limiter, maxWaitMs: 10_000 }).get('/maintenance'));
+    expect(err).toMatchObject({ code: 'CONN_ERR_VENDOR_PAUSED', retryAfterMs: 120_000, status: 503 });
+    expect(limiter.status()).toMatchObject({ state: 'paused', until: T0 + 120_000, reason: 'answered 503, asking to wait 120 s' });
+  });
+
+  it('takes a vendor that fails on every path for down: calls end not the event\'s fault, and later ones send nothing', async () => {
+    fresh();
+    const limiter = new RateLimiter({ clock, outage: { failures: 4, firstPauseMs: 30_000 } });
+    const changes: string[] = [];
+    limiter.onStateChange((state, previous) => changes.push(`${previous.state}->${state.state}`));
+    // Two entities, each failing twice (maxAttempts 2): four failures in a row on two paths.
+    const first = await failure(client({ limiter, maxAttempts: 2, maxWaitMs: 10_000 }).get('/flaky/a', { query: { fail: 99 } }));
+    expect(first.code).toBe('CONN_ERR_HTTP_SERVER');
+    const second = await failure(client({ limiter, maxAttempts: 2, maxWaitMs: 10_000 }).get('/flaky/b', { query: { fail: 99 } }));
+    expect(second).toMatchObject({ code: 'CONN_ERR_VENDOR_PAUSED', retryAfterMs: 30_000, status: 503 });
+    expect(second.message).toContain('teamwork is unavailable: 4 requests failed in a row, the last: GET /flaky/b answered 503');
+    expect(changes).toEqual(['ok->unavailable']);
+    const before = server.seen.length;
+    const third = await failure(client({ limiter, maxWaitMs: 10_000 }).get('/flaky/c'));
+    expect(third).toMatchObject({ code: 'CONN_ERR_VENDOR_PAUSED', attempts: 0 });
+    expect(server.seen.length).toBe(before);
+    // After the pause a request goes (a probe); it is answered: the vendor is up again.
+    await clock.advance(30_000);
+    await expect(client({ limiter, maxWaitMs: 10_000 }).get('/echo')).resolves.toMatchObject({ status: 200 });
+    expect(changes).toEqual(['ok->unavailable', 'unavailable->ok']);
+  });
+
+  it('never takes the vendor for down for one path that keeps failing', async () => {
+    fresh();
+    const limiter = new RateLimiter({ clock, outage: { failures: 3 } });
+    for (let i = 0; i < 3; i++) {
+      const err = await failure(client({ limiter, maxAttempts: 2 }).get('/status/500'));
+      expect(err.code).toBe('CONN_ERR_HTTP_SERVER');
+    }
+    expect(limiter.status()).toEqual({ state: 'ok' });
+    expect(limiter.stats()).toMatchObject({ requests: 6, failed: 6, rateLimited: 0 });
   });
 });
 

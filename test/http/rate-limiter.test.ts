@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { FakeClock } from '../../src/http/clock.ts';
-import { RateLimiter } from '../../src/http/rate-limiter.ts';
+import { BudgetWait, RateLimiter } from '../../src/http/rate-limiter.ts';
 import { ConnectorError } from '../../src/errors.ts';
 
 const T0 = Date.UTC(2025, 0, 1);
@@ -207,5 +207,88 @@ describe('RateLimiter options', () => {
     expect(() => new RateLimiter({ windows: [{ limit: 0, intervalMs: 1000 }] })).toThrow(/integer limit/);
     expect(() => new RateLimiter({ windows: [{ limit: 2.5, intervalMs: 1000 }] })).toThrow(/integer limit/);
     expect(() => new RateLimiter({ windows: [{ limit: 5, intervalMs: 0 }] })).toThrow(/intervalMs > 0/);
+  });
+});
+
+describe("RateLimiter: the vendor's state", () => {
+  it('a pause with a reason is a state: reported once when it starts, not again when it grows, once when it is over', async () => {
+    const clock = new FakeClock({ now: T0 });
+    const limiter = new RateLimiter({ clock });
+    const seen: string[] = [];
+    limiter.onStateChange((state, previous) => seen.push(`${previous.state}->${state.state}`));
+    limiter.pauseUntil(T0 + 1000, 'answered 429');
+    limiter.pauseUntil(T0 + 3000, 'answered 429 again');
+    expect(limiter.status()).toEqual({ state: 'paused', since: T0, until: T0 + 3000, reason: 'answered 429' });
+    limiter.pauseUntil(T0 + 500); // pacing: no state of its own
+    await clock.advance(2999);
+    expect(limiter.status().state).toBe('paused');
+    await clock.advance(1);
+    expect(limiter.status()).toEqual({ state: 'ok' });
+    expect(seen).toEqual(['ok->paused', 'paused->ok']);
+  });
+
+  it('pacing (a pause without a reason) delays requests but is no state', async () => {
+    const clock = new FakeClock({ now: T0 });
+    const limiter = new RateLimiter({ clock });
+    limiter.pauseUntil(T0 + 2000);
+    expect(limiter.status()).toEqual({ state: 'ok' });
+    await expect(limiter.acquire(undefined, 1000)).rejects.toMatchObject({ name: 'BudgetWait', until: T0 + 2000, reason: 'pacing the rest of the budget' });
+  });
+
+  it('refuses waiters past their maxWaitMs, keeps the others in order, and holds no timer once nobody waits', async () => {
+    const clock = new FakeClock({ now: T0 });
+    const limiter = new RateLimiter({ clock });
+    limiter.pauseUntil(T0 + 5000, 'answered 429');
+    const patient = limiter.acquire(undefined, 10_000);
+    const hasty = limiter.acquire(undefined, 1000);
+    await expect(hasty).rejects.toBeInstanceOf(BudgetWait);
+    await expect(hasty).rejects.toMatchObject({ until: T0 + 5000, reason: 'paused by the vendor: answered 429' });
+    await clock.advance(5000);
+    (await patient)();
+    await expect(limiter.acquire(undefined, 0)).resolves.toBeTypeOf('function');
+    expect(clock.pending()).toBe(0);
+  });
+
+  it('takes the vendor for down after `failures` in a row on two paths, doubles the pause per failed probe, and is up at the first answer', async () => {
+    const clock = new FakeClock({ now: T0 });
+    const limiter = new RateLimiter({ clock, outage: { failures: 3, firstPauseMs: 1000, maxPauseMs: 3000 } });
+    const seen: string[] = [];
+    limiter.onStateChange((state, previous) => seen.push(`${previous.state}->${state.state}`));
+    limiter.record('failed', '/a');
+    limiter.record('failed', '/a');
+    limiter.record('answered', '/b'); // an answer in between: not in a row
+    limiter.record('failed', '/a');
+    limiter.record('failed', '/a');
+    limiter.record('failed', '/a'); // in a row, but one path: one entity, not the vendor
+    expect(limiter.status()).toEqual({ state: 'ok' });
+    limiter.record('failed', '/b', 'GET /b answered 503');
+    expect(limiter.status()).toEqual({ state: 'unavailable', since: T0, until: T0 + 1000, reason: '4 requests failed in a row, the last: GET /b answered 503' });
+    await clock.advance(1000);
+    expect(limiter.status().state).toBe('unavailable'); // the pause is over; the next request is a probe
+    limiter.record('failed', '/c');
+    expect(limiter.status()).toMatchObject({ state: 'unavailable', since: T0, until: T0 + 1000 + 2000 });
+    await clock.advance(2000);
+    limiter.record('failed', '/c');
+    expect(limiter.status()).toMatchObject({ until: T0 + 3000 + 3000 }); // capped at maxPauseMs
+    limiter.record('rate-limited', '/c'); // a 429 is an answer: the vendor is up
+    expect(limiter.status()).toEqual({ state: 'ok' });
+    expect(seen).toEqual(['ok->unavailable', 'unavailable->ok']);
+    expect(limiter.stats()).toMatchObject({ requests: 10, failed: 8, rateLimited: 1 });
+  });
+
+  it('without outage options, failures are counted and nothing more', () => {
+    const limiter = new RateLimiter({ clock: new FakeClock({ now: T0 }) });
+    for (let i = 0; i < 20; i++) limiter.record('failed', `/p${i}`);
+    expect(limiter.status()).toEqual({ state: 'ok' });
+    expect(limiter.stats().failed).toBe(20);
+  });
+
+  it('a listener that throws changes nothing', () => {
+    const limiter = new RateLimiter({ clock: new FakeClock({ now: T0 }) });
+    limiter.onStateChange(() => {
+      throw new Error('listener broke');
+    });
+    limiter.pauseUntil(T0 + 1000, 'answered 429');
+    expect(limiter.status().state).toBe('paused');
   });
 });

@@ -125,6 +125,46 @@ export function queueConformance(name: string, makeQueue: () => Promise<QueueHar
       }
     });
 
+    it('claims only the sources asked for, in enqueue order within each, and leaves the others', async () => {
+      const { q } = await fresh();
+      const sources: SourceName[] = ['teamwork', 'missive', 'missive', 'teamwork', 'missive', 'teamwork', 'teamwork', 'missive'];
+      const events = sources.map((source, n) => event(n, { source }));
+      await q.enqueue(events);
+      const of = (source: SourceName) => events.filter((e) => e.source === source).map((e) => e.id);
+
+      const missive = await q.claim({ limit: 10, sources: ['missive'] });
+      expect(ids(missive)).toEqual(of('missive'));
+      expect(missive.every((c) => c.event.source === 'missive')).toBe(true);
+      // The teamwork events were passed over, not lost: still pending, and handed out when asked for.
+      expect(await q.stats()).toMatchObject({ pending: 4, inFlight: 4 });
+      expect(await q.claim({ limit: 10, sources: ['missive'] })).toEqual([]);
+      expect(await q.claim({ limit: 10, sources: [] })).toEqual([]);
+
+      expect(ids(await q.claim({ sources: ['teamwork'] }))).toEqual(of('teamwork').slice(0, 1));
+      expect(ids(await q.claim({ limit: 10, sources: ['teamwork'] }))).toEqual(of('teamwork').slice(1));
+      expect(await q.stats()).toMatchObject({ pending: 0, inFlight: 8 });
+      for (const e of events) await q.ack(e.id);
+
+      // Without the option, both; with both named, both; each in enqueue order.
+      const later = [10, 11, 12, 13].map((n) => event(n, { source: n % 2 === 0 ? 'teamwork' : 'missive' }));
+      await q.enqueue(later);
+      expect(ids(await q.claim({ limit: 2, sources: ['missive', 'teamwork'] }))).toEqual(later.slice(0, 2).map((e) => e.id));
+      expect(ids(await q.claim({ limit: 10 }))).toEqual(later.slice(2).map((e) => e.id));
+      for (const e of later) await q.ack(e.id);
+
+      // A source's backlog waits for its own claims while the other source's events keep coming.
+      const backlog = [20, 21, 22].map((n) => event(n, { source: 'teamwork' }));
+      await q.enqueue(backlog);
+      for (const n of [30, 31]) {
+        const arrival = event(n, { source: 'missive' });
+        await q.enqueue([arrival]);
+        expect(ids(await q.claim({ limit: 10, sources: ['missive'] }))).toEqual([arrival.id]);
+        await q.ack(arrival.id);
+      }
+      expect(await q.stats()).toMatchObject({ pending: 3, inFlight: 0 });
+      expect(ids(await q.claim({ limit: 10, sources: ['teamwork'] }))).toEqual(backlog.map((e) => e.id));
+    });
+
     it('skips events whose entity is busy, never hands out two of one entity at once, and never one already claimed', async () => {
       const { q } = await fresh();
       await q.enqueue([
@@ -177,6 +217,42 @@ export function queueConformance(name: string, makeQueue: () => Promise<QueueHar
       expect(third!.lastError).toEqual(other);
       await q.ack(original.id);
       expect(await q.stats()).toMatchObject({ pending: 0, inFlight: 0, delayed: 0 });
+    });
+
+    it('a retry that spends no attempt hands the event out again with the same attempt number and the new error', async () => {
+      const { q, reopen } = await fresh();
+      const original = event(1);
+      await q.enqueue([original]);
+      const [first] = await q.claim();
+      expect(first!.attempt).toBe(1);
+      const paused: ErrorRecord = { code: 'CONN_ERR_HTTP_RATE_LIMITED', message: 'vendor paused', retryable: true, retryAfterMs: 50 };
+      await q.retry(original.id, paused, { delayMs: 50, spendAttempt: false });
+      expect(await q.stats()).toMatchObject({ pending: 0, inFlight: 0, delayed: 1 });
+      const [second] = await claimWithin(q, 5000);
+      expect(second).toBeDefined();
+      expect(second!.event).toEqual(original);
+      expect(second!.attempt).toBe(1);
+      expect(second!.lastError).toEqual(paused);
+
+      // A normal retry counts again.
+      await q.retry(original.id, TRANSIENT, { delayMs: 0 });
+      const [third] = await claimWithin(q, 5000);
+      expect(third!.attempt).toBe(2);
+      expect(third!.lastError).toEqual(TRANSIENT);
+
+      // Across a reopen, the attempt number the copy was kept with.
+      await q.retry(original.id, paused, { delayMs: 0, spendAttempt: false });
+      await q.close();
+      const again = await reopen();
+      const [fourth] = await claimWithin(again, 5000);
+      expect(fourth!.event).toEqual(original);
+      expect(fourth!.attempt).toBe(2);
+      expect(fourth!.lastError).toEqual(paused);
+      await again.retry(original.id, TRANSIENT, { delayMs: 0, spendAttempt: true });
+      const [fifth] = await claimWithin(again, 5000);
+      expect(fifth!.attempt).toBe(3);
+      await again.ack(original.id);
+      expect(await again.stats()).toMatchObject({ pending: 0, inFlight: 0, delayed: 0 });
     });
 
     it('keeps dead letters with their event, error, attempts and times, and hands them out no more', async () => {
@@ -346,6 +422,19 @@ export function queueConformance(name: string, makeQueue: () => Promise<QueueHar
       await closing;
       await q.waitForWork(20_000);
       expect(Date.now() - closeStarted).toBeLessThan(5000);
+    });
+
+    it("does not let one source's empty claim put another source's waiting worker to sleep past an arrival", async () => {
+      const { q } = await fresh();
+      expect(await q.claim({ sources: ['teamwork'] })).toEqual([]);
+      // A Teamwork event arrives; then the Missive lane claims (nothing for it) before the Teamwork
+      // lane waits: the Teamwork lane must not sleep as if nothing had come.
+      await q.enqueue([event(1, { source: 'teamwork' })]);
+      expect(await q.claim({ sources: ['missive'] })).toEqual([]);
+      const started = Date.now();
+      await q.waitForWork(20_000, { sources: ['teamwork'] });
+      expect(Date.now() - started).toBeLessThan(1_000);
+      expect(ids(await q.claim({ sources: ['teamwork'] }))).toEqual([`${prefix}-e1`]);
     });
 
     it('refuses to settle an event it did not hand out', async () => {

@@ -20,6 +20,7 @@ import { createLogger, type Logger } from '../../src/log.ts';
 import { startConnector, type RunningConnector } from '../../src/main.ts';
 import type { Checkpoint, SourceName } from '../../src/model.ts';
 import type { QueueStats } from '../../src/queue/queue.ts';
+import type { Source } from '../../src/sources/source.ts';
 
 /** Temp directories made by `tempDir`, removed by `removeTempDirs`. */
 const made: string[] = [];
@@ -109,6 +110,8 @@ export interface SystemOptions {
   /** Reuse this directory (a restart); default a fresh temp directory. */
   dataDir?: string;
   logLevel?: string;
+  /** Builds the sources instead of the product's `createSources` (tests that tune a vendor's limits). */
+  sources?: (config: Config, log: Logger) => Source[];
 }
 
 const running = new Set<System>();
@@ -126,7 +129,7 @@ export async function startSystem(options: SystemOptions = {}): Promise<System> 
     ...options.env,
   });
   const { log, lines } = memoryLogger(options.logLevel ?? 'info');
-  const connector = await startConnector(config, { roles: { serve: true, work: true }, log });
+  const connector = await startConnector(config, { roles: { serve: true, work: true }, log, ...(options.sources !== undefined ? { sources: options.sources(config, log) } : {}) });
   const counters = Object.fromEntries(
     ['delivery:accepted', 'delivery:rejected', 'queue:appended', 'event:succeeded', 'db:written', 'event:retrying', 'event:dead-lettered', 'backfill:page', 'backfill:done', 'backfill:failed', 'shutdown:start'].map((n) => [n, 0]),
   ) as Counters;

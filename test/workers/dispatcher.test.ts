@@ -21,6 +21,7 @@ import type { Queue } from '../../src/queue/queue.ts';
 import { replayDeadLetters } from '../../src/admin/replay-dead-letters.ts';
 import { UsageError } from '../../src/admin/usage-error.ts';
 import { Dispatcher, type DispatcherOptions } from '../../src/workers/dispatcher.ts';
+import { RateLimiter } from '../../src/http/rate-limiter.ts';
 import { ScriptedSource, type TestPayload } from './scripted-source.ts';
 
 const log = createLogger({ level: 'silent', console: false });
@@ -225,7 +226,8 @@ describe('Dispatcher', () => {
     expect(w.seen.filter((s) => s.name === 'event:succeeded').map((s) => [s.payload.eventId, s.payload.attempt])).toEqual(
       expect.arrayContaining([
         [flaky.id, 3],
-        [limited.id, 2],
+        // A 429 is not the event's fault: its retry spent no attempt.
+        [limited.id, 1],
       ]),
     );
     expect(dlqLines(w)).toEqual([]);
@@ -406,7 +408,7 @@ describe('Dispatcher', () => {
       peek: (limit) => q.peek(limit),
       listDeadLetters: (filter) => q.listDeadLetters(filter),
       replayDeadLetters: (filter, options) => q.replayDeadLetters(filter, options),
-      waitForWork: (ms) => q.waitForWork(ms),
+      waitForWork: (ms, options) => q.waitForWork(ms, options),
       close: () => q.close(),
     };
     await w.queue.enqueue([ev('80')]);
@@ -500,5 +502,70 @@ describe('Dispatcher', () => {
     expect(w.seen.filter((s) => s.name === 'event:succeeded' && s.payload.eventId === bad.id).map((s) => s.payload.attempt)).toEqual([1]);
     expect((await w.queue.listDeadLetters()).map((d) => d.event.id)).toEqual([other.id]);
     expect(await w.queue.stats()).toMatchObject({ deadLettered: 1 });
+  });
+});
+
+describe("Dispatcher: one source's vendor never holds another's events (issue 15)", () => {
+  it('a Missive handler stuck in its vendor request does not delay Teamwork events', async () => {
+    const w = await world();
+    const stuck = ev('m1', { source: 'missive' });
+    w.missive.script(stuck.id, { untilAborted: true });
+    await w.queue.enqueue([stuck]);
+    w.dispatcher({ concurrency: 1, stopGraceMs: 100 });
+    await until('the Missive handler is running', () => w.missive.calls.length === 1);
+    const started = performance.now();
+    await w.queue.enqueue([ev('t1'), ev('t2'), ev('t3')]);
+    await until('the Teamwork events are written', () => Object.keys(taskTitles(w)).length === 3, 2_000);
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(w.missive.calls).toHaveLength(1); // still in its request
+  });
+
+  it("a paused vendor's events wait in the queue, spend no attempt and are never dead-lettered, however many pauses", async () => {
+    const w = await world();
+    const held = ev('m2', { source: 'missive' });
+    // Five pauses in a row: more than maxAttempts (3).
+    for (let i = 0; i < 5; i++) w.missive.script(held.id, { fail: 'CONN_ERR_VENDOR_PAUSED', retryAfterMs: 20 });
+    await w.queue.enqueue([held]);
+    w.dispatcher({ maxAttempts: 3 });
+    await until('the event is written', () => count(w, 'event:succeeded') === 1);
+    expect(w.missive.callsOf(held.id)).toHaveLength(6);
+    expect(w.missive.callsOf(held.id).every((c) => !c.lastAttempt)).toBe(true);
+    expect(w.seen.find((s) => s.name === 'event:succeeded')?.payload.attempt).toBe(1);
+    expect(dlqLines(w)).toEqual([]);
+  });
+
+  it("claims none of a source's events while its vendor is paused, and the other source's at once", async () => {
+    const w = await world();
+    const limiter = new RateLimiter({});
+    w.missive.vendor = limiter;
+    limiter.pauseUntil(Date.now() + 800, 'answered 429, asking to wait 0.8 s');
+    const waiting = ev('m3', { source: 'missive' });
+    await w.queue.enqueue([waiting, ev('t4')]);
+    const started = performance.now();
+    w.dispatcher();
+    await until('the Teamwork event is written', () => count(w, 'event:succeeded') === 1);
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(w.missive.calls).toHaveLength(0);
+    await until('the Missive event is written after the pause', () => count(w, 'event:succeeded') === 2);
+    expect((w.missive.calls[0]?.at ?? 0) - started).toBeGreaterThanOrEqual(700);
+  });
+
+  it('logs a database outage once when it starts and once when writes succeed again', async () => {
+    const w = await world();
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = createLogger({ level: 'debug', console: false, destination: new Writable({ write: (chunk, _e, done) => void (lines.push(JSON.parse(String(chunk))), done()) }) });
+    const locker = new BetterSqlite3(path.join(w.dir, 'connector.db'));
+    locker.exec('BEGIN IMMEDIATE');
+    await w.queue.enqueue([ev('t5'), ev('m5', { source: 'missive' })]);
+    w.dispatcher({ log: sink, retryDelay: () => 30 });
+    await until('several failed writes', () => lines.filter((l) => l.msg === 'the database still cannot take writes').length >= 4);
+    locker.exec('ROLLBACK');
+    locker.close();
+    await until('both written', () => count(w, 'event:succeeded') === 2);
+    const outageLines = lines.filter((l) => l.level !== 'debug' && /database/.test(String(l.msg)));
+    expect(outageLines.map((l) => String(l.msg).replace(/\(.*\)/, '(…)').replace(/[\d.]+ s$/, 'N s'))).toEqual([
+      'the database cannot take writes (…); holding the handled events and writing them again after pauses of up to N s',
+      'the database takes writes again after N s',
+    ]);
   });
 });

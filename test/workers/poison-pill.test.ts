@@ -25,7 +25,7 @@ import { SqliteDatabase } from '../../src/db/sqlite/sqlite-database.ts';
 import { ConnectorError, type ErrorRecord } from '../../src/errors.ts';
 import { Lifecycle } from '../../src/lifecycle.ts';
 import { createLogger } from '../../src/log.ts';
-import { noChanges, withPayloadJson, type Changes, type QueueEvent } from '../../src/model.ts';
+import { noChanges, withPayloadJson, type Changes, type QueueEvent, type SourceName } from '../../src/model.ts';
 import { FileQueue } from '../../src/queue/file-queue.ts';
 import type { ClaimOptions, DeadLetterFilter, Queue, RetryOptions } from '../../src/queue/queue.ts';
 import type { Delivery, ParsedDelivery, Source } from '../../src/sources/source.ts';
@@ -127,8 +127,8 @@ class FaultyQueue implements Queue {
   replayDeadLetters(filter: DeadLetterFilter, options?: { dryRun?: boolean }) {
     return this.inner.replayDeadLetters(filter, options);
   }
-  waitForWork(timeoutMs: number) {
-    return this.inner.waitForWork(timeoutMs);
+  waitForWork(timeoutMs: number, options?: { sources?: readonly SourceName[] }) {
+    return this.inner.waitForWork(timeoutMs, options);
   }
   close() {
     return this.inner.close();

@@ -6,7 +6,7 @@
 import { ConnectorError, type ErrorCode } from '../../src/errors.ts';
 import type { Changes, QueueEvent, SourceName } from '../../src/model.ts';
 import { noChanges } from '../../src/model.ts';
-import type { Delivery, HandlerContext, ParsedDelivery, Source } from '../../src/sources/source.ts';
+import type { Delivery, HandlerContext, ParsedDelivery, Source, VendorGate } from '../../src/sources/source.ts';
 import { makeEmail, makeTask } from '../fixtures/records.ts';
 
 /** What the payload of a test event carries. */
@@ -42,6 +42,8 @@ export interface Call {
 
 export class ScriptedSource implements Source {
   readonly apiConfigured = false;
+  /** The vendor's budget and health, when a test gives it one (a real RateLimiter). */
+  vendor: VendorGate | undefined;
   readonly calls: Call[] = [];
   /** Most handlers of this source running at once. */
   maxActive = 0;

@@ -31,7 +31,7 @@ import type { Logger } from '../../log.ts';
 import { systemClock, type Clock } from '../../http/clock.ts';
 import { createGuardedFetch } from '../../http/guarded-fetch.ts';
 import { HttpClient } from '../../http/http-client.ts';
-import { RateLimiter } from '../../http/rate-limiter.ts';
+import { RateLimiter, type OutageOptions } from '../../http/rate-limiter.ts';
 import { MINUTE, SECOND } from '../../retry-policy.ts';
 import {
   ConversationsResponse,
@@ -83,6 +83,8 @@ export interface MissiveRateLimitOptions {
    * Default 1 s.
    */
   windowMarginMs?: number;
+  /** When Missive is taken for down (src/http/rate-limiter.ts). Default the limiter's defaults. */
+  outage?: OutageOptions;
 }
 
 export interface MissiveClientOptions {
@@ -101,6 +103,8 @@ export interface MissiveClientOptions {
   timeoutMs?: number;
   /** Attempts per request for network errors, timeouts, 429 and 5xx. Default 5. */
   maxAttempts?: number;
+  /** Longest wait within one call (the HTTP core's `maxWaitMs`). Default 5 min. */
+  maxWaitMs?: number;
   /**
    * Hosts (`host` or `host:port`) attachment downloads may reach although private or loopback, and
    * over http (ATTACHMENTS_ALLOWED_HOSTS). Every other download is https to a public address only
@@ -135,10 +139,10 @@ const sharedLimiters = new Map<string, RateLimiter>();
 export function sharedMissiveLimiter(baseUrl: string, token: string, options: MissiveRateLimitOptions = {}, clock: Clock = systemClock): RateLimiter {
   const scale = options.windowScale ?? 1;
   const margin = options.windowMarginMs ?? 1 * SECOND;
-  const key = JSON.stringify([baseUrl, token, scale, margin]);
+  const key = JSON.stringify([baseUrl, token, scale, margin, options.outage ?? null]);
   let limiter = sharedLimiters.get(key);
   if (limiter === undefined) {
-    limiter = createMissiveLimiter({ windowScale: scale, windowMarginMs: margin }, clock);
+    limiter = createMissiveLimiter({ windowScale: scale, windowMarginMs: margin, ...(options.outage !== undefined ? { outage: options.outage } : {}) }, clock);
     sharedLimiters.set(key, limiter);
   }
   return limiter;
@@ -153,6 +157,7 @@ export function createMissiveLimiter(options: MissiveRateLimitOptions = {}, cloc
     concurrency: MISSIVE_RATE_LIMITS.concurrency,
     windows: MISSIVE_RATE_LIMITS.windows.map((w) => ({ limit: w.limit, intervalMs: Math.ceil(w.intervalMs * scale + margin) })),
     clock,
+    outage: options.outage ?? {},
   });
 }
 
@@ -177,6 +182,7 @@ export class MissiveClient {
       ...(options.log !== undefined ? { log: options.log } : {}),
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
       ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+      ...(options.maxWaitMs !== undefined ? { maxWaitMs: options.maxWaitMs } : {}),
     });
     this.downloads = new HttpClient({
       vendor: 'missive',
@@ -187,6 +193,7 @@ export class MissiveClient {
       ...(options.log !== undefined ? { log: options.log } : {}),
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
       ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+      ...(options.maxWaitMs !== undefined ? { maxWaitMs: options.maxWaitMs } : {}),
     });
   }
 

@@ -12,7 +12,7 @@ import type { Config } from '../../config.ts';
 import type { Logger } from '../../log.ts';
 import { systemClock, type Clock } from '../../http/clock.ts';
 import type { RateLimiter } from '../../http/rate-limiter.ts';
-import type { BackfillOptions, BackfillPage, Delivery, HandlerContext, ParsedDelivery, Source } from '../source.ts';
+import { BACKFILL_MAX_WAIT_MS, HANDLER_MAX_WAIT_MS, type BackfillOptions, type BackfillPage, type Delivery, type HandlerContext, type ParsedDelivery, type Source } from '../source.ts';
 import type { Changes, QueueEvent } from '../../model.ts';
 import { AttachmentStore } from './attachments.ts';
 import { backfillMissive } from './backfill.ts';
@@ -51,7 +51,9 @@ export function createMissiveSource(config: Config, deps: MissiveSourceDeps): Mi
   const log = deps.log;
   const clock = deps.clock ?? systemClock;
   const token = config.MISSIVE_API_TOKEN;
-  const client =
+  // Two clients on one budget (the process-wide limiter): the handler's gives a long wait back to the
+  // dispatcher (HANDLER_MAX_WAIT_MS), the backfill's waits it out.
+  const newClient = (maxWaitMs: number): MissiveClient | null =>
     token === undefined
       ? null
       : new MissiveClient({
@@ -60,10 +62,12 @@ export function createMissiveSource(config: Config, deps: MissiveSourceDeps): Mi
           attachmentHosts: config.ATTACHMENTS_ALLOWED_HOSTS ?? [],
           clock,
           log,
+          maxWaitMs,
           ...(deps.fetch !== undefined ? { fetch: deps.fetch } : {}),
           ...(deps.limiter !== undefined ? { limiter: deps.limiter } : {}),
           ...(deps.rateLimit !== undefined ? { rateLimit: deps.rateLimit } : {}),
         });
+  const client = newClient(HANDLER_MAX_WAIT_MS);
   const attachments =
     client !== null && config.ATTACHMENTS_STORE
       ? new AttachmentStore({ dir: config.attachmentsDir, maxBytes: config.ATTACHMENTS_MAX_BYTES, fetcher: client, log })
@@ -87,13 +91,15 @@ export function createMissiveSource(config: Config, deps: MissiveSourceDeps): Mi
     verify: (delivery: Delivery): void => verifyMissiveSignature(delivery, secret, { allowUnsigned }),
     parseWebhook: (delivery: Delivery): ParsedDelivery => parseMissiveDelivery(delivery, parseOptions),
     handle: (event: QueueEvent, context: HandlerContext): Promise<Changes> => handler.handle(event, context),
+    ...(client !== null ? { vendor: client.limiter } : {}),
   };
-  if (client !== null) {
+  const backfillClient = newClient(BACKFILL_MAX_WAIT_MS);
+  if (backfillClient !== null) {
     const sweepStore = deps.sweepStore ?? new FileSweepStore(path.join(config.checkpointDir, 'missive-mailboxes.json'));
     source.backfill = (options: BackfillOptions): AsyncIterable<BackfillPage> =>
       backfillMissive(
         {
-          client,
+          client: backfillClient,
           clock,
           sweepStore,
           ...(deps.backfillMailboxes !== undefined ? { mailboxes: deps.backfillMailboxes } : {}),

@@ -25,7 +25,7 @@ import { Buffer } from 'node:buffer';
 import { ConnectorError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { MINUTE, SECOND } from '../../retry-policy.ts';
-import { ApiError, HttpClient, RateLimiter, parseRateLimitReset, systemClock, type Clock, type HttpResponse, type RequestOptions } from '../../http/index.ts';
+import { ApiError, HttpClient, RateLimiter, parseRateLimitReset, systemClock, type Clock, type HttpResponse, type OutageOptions, type RequestOptions } from '../../http/index.ts';
 import {
   V1TaskResponse,
   V3TaskListResponse,
@@ -68,6 +68,8 @@ export interface TeamworkClientOptions {
   maxAttempts?: number;
   /** Pause after a 429 that says nothing about when to come back, ms. Default 60 s. */
   defaultRateLimitPauseMs?: number;
+  /** Longest wait within one call (the HTTP core's `maxWaitMs`). Default 5 min. */
+  maxWaitMs?: number;
   clock?: Clock;
   fetch?: typeof fetch;
   log?: Logger;
@@ -102,6 +104,11 @@ export interface NewWebhook {
   token?: string;
 }
 
+/** A limiter with Teamwork's budget for this process (`requestsPerMinute`, default 120) that tells when Teamwork is down. */
+export function createTeamworkLimiter(requestsPerMinute = 120, clock: Clock = systemClock, outage: OutageOptions = {}): RateLimiter {
+  return new RateLimiter({ windows: [{ limit: requestsPerMinute, intervalMs: MINUTE }], clock, outage });
+}
+
 export class TeamworkClient {
   readonly baseUrl: string;
   readonly limiter: RateLimiter;
@@ -113,7 +120,7 @@ export class TeamworkClient {
   constructor(options: TeamworkClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.clock = options.clock ?? systemClock;
-    this.limiter = options.limiter ?? new RateLimiter({ windows: [{ limit: options.requestsPerMinute ?? 120, intervalMs: MINUTE }], clock: this.clock });
+    this.limiter = options.limiter ?? createTeamworkLimiter(options.requestsPerMinute, this.clock);
     this.pageSize = Math.min(MAX_PAGE_SIZE, Math.max(1, Math.floor(options.pageSize ?? MAX_PAGE_SIZE)));
     this.lowRemaining = options.lowRemaining;
     const auth = Buffer.from(`${options.apiKey}:x`, 'utf8').toString('base64');
@@ -126,6 +133,7 @@ export class TeamworkClient {
       timeoutMs: options.timeoutMs,
       maxAttempts: options.maxAttempts,
       defaultRateLimitPauseMs: options.defaultRateLimitPauseMs,
+      maxWaitMs: options.maxWaitMs,
       fetch: options.fetch,
       log: options.log,
     });

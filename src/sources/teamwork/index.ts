@@ -17,10 +17,11 @@ import type { Config } from '../../config.ts';
 import type { Clock } from '../../http/index.ts';
 import { systemClock } from '../../http/index.ts';
 import type { Logger } from '../../log.ts';
-import type { BackfillOptions, BackfillPage, Delivery, HandlerContext, ParsedDelivery, Source } from '../source.ts';
+import type { OutageOptions } from '../../http/rate-limiter.ts';
+import { BACKFILL_MAX_WAIT_MS, HANDLER_MAX_WAIT_MS, type BackfillOptions, type BackfillPage, type Delivery, type HandlerContext, type ParsedDelivery, type Source } from '../source.ts';
 import type { Changes, QueueEvent } from '../../model.ts';
 import { backfillTeamwork } from './backfill.ts';
-import { TeamworkClient } from './client.ts';
+import { createTeamworkLimiter, TeamworkClient } from './client.ts';
 import { handleTeamworkEvent } from './handler.ts';
 import { parseTeamworkDelivery, verifyTeamworkSignature } from './webhook.ts';
 
@@ -32,6 +33,8 @@ export interface TeamworkSourceDeps {
   clock?: Clock;
   /** Teamwork API requests per minute for this process. Default 120. */
   requestsPerMinute?: number;
+  /** When Teamwork is taken for down (src/http/rate-limiter.ts). Default the limiter's defaults. */
+  outage?: OutageOptions;
 }
 
 export interface TeamworkSource extends Source {
@@ -50,10 +53,13 @@ export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): 
   const clock = deps.clock ?? systemClock;
   const baseUrl = config.teamworkBaseUrl;
   const apiKey = config.TEAMWORK_API_KEY;
-  const client =
-    apiKey !== undefined && baseUrl !== null
-      ? new TeamworkClient({ baseUrl, apiKey, fetch: deps.fetch, clock, log, requestsPerMinute: deps.requestsPerMinute ?? config.TEAMWORK_REQUESTS_PER_MINUTE })
-      : null;
+  // Two clients on one budget: the handler's gives a long wait back to the dispatcher
+  // (HANDLER_MAX_WAIT_MS), the backfill's waits it out.
+  const limiter = createTeamworkLimiter(deps.requestsPerMinute ?? config.TEAMWORK_REQUESTS_PER_MINUTE, clock, deps.outage);
+  const newClient = (maxWaitMs: number): TeamworkClient | null =>
+    apiKey !== undefined && baseUrl !== null ? new TeamworkClient({ baseUrl, apiKey, fetch: deps.fetch, clock, log, limiter, maxWaitMs }) : null;
+  const client = newClient(HANDLER_MAX_WAIT_MS);
+  const backfillClient = newClient(BACKFILL_MAX_WAIT_MS);
   const token = config.TEAMWORK_WEBHOOK_TOKEN;
   const allowUnsigned = config.WEBHOOKS_ALLOW_UNSIGNED;
   // Taking deliveries nobody signed (the operator's explicit opt-out): their bodies are never trusted
@@ -87,10 +93,11 @@ export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): 
     ignoredDeliveries(): Readonly<Record<string, number>> {
       return Object.fromEntries(ignored);
     },
+    ...(client !== null ? { vendor: limiter } : {}),
   };
-  if (client !== null) {
+  if (backfillClient !== null) {
     source.backfill = (options: BackfillOptions): AsyncIterable<BackfillPage> =>
-      backfillTeamwork({ ...options, client, now: () => new Date(clock.now()) });
+      backfillTeamwork({ ...options, client: backfillClient, now: () => new Date(clock.now()) });
   }
   return source;
 }
