@@ -285,7 +285,13 @@ class WorkerStart {
     const status = this.status;
     const worker = status.state === 'standby' ? { state: 'standby', holder: status.holder } : { state: status.state };
     const vendors = Object.fromEntries(this.options.sources.flatMap((s) => (s.vendor === undefined ? [] : [[s.name, vendorHealth(s.vendor.status())]])));
-    if (this.database !== null) return { database: await this.database.health(), worker, vendors };
+    if (this.database !== null) {
+      const database = await this.database.health();
+      // The worker's writes failing is the truth, whatever a read-only probe saw (a renamed field, say).
+      const outage = this.dispatcher?.writeOutage ?? null;
+      if (outage !== null && database.ok) return { database: { ...database, ok: false, detail: `writes have failed since ${outage.since}: ${outage.error}` }, worker, vendors };
+      return { database, worker, vendors };
+    }
     const cause = status.state === 'waiting for the database' ? status.cause : 'connecting';
     return { database: { ok: false, backend: this.options.config.DB_BACKEND, detail: `waiting for the database (${cause})` }, worker, vendors };
   }

@@ -142,7 +142,8 @@ function claimFailureKey(err: unknown): string {
 
 /** Failures after which the backoff for a database outage (and for a failing queue) stops growing: 16-32 s. */
 const DB_OUTAGE_ATTEMPT_CAP = 6;
-const DB_OUTAGE_MAX_PAUSE_TEXT = '32 s';
+/** The longest pause between two writes during a database outage, for its log line: the ceiling of the policy's delay at the cap. */
+const DB_OUTAGE_MAX_PAUSE_TEXT = `${2 ** (DB_OUTAGE_ATTEMPT_CAP - 1)} s`;
 
 /** Tries of a queue operation that fails for a reason not transient by nature before it is given up on. */
 const NON_TRANSIENT_TRIES = 3;
@@ -171,8 +172,12 @@ export class Dispatcher {
   private lanes: Promise<void>[] = [];
   /** Lanes per source. */
   private laneCount = 1;
-  /** When the database outage in progress was first seen (performance.now()), for its two log lines. */
-  private dbOutageSince: number | null = null;
+  /**
+   * The database outage in progress, as the lanes' writes see it: since when (ISO-8601, and
+   * performance.now() for its duration) and the last failed write's error. For its two log lines and
+   * /health.
+   */
+  private dbOutage: { since: string; startedAt: number; error: string } | null = null;
   private readonly shutdown = new AbortController();
   /**
    * Aborted when `stop` is called: wakes lanes that wait for work or sit out a backoff. A signal, not a
@@ -245,6 +250,14 @@ export class Dispatcher {
 
   get running(): boolean {
     return this.state === 'running';
+  }
+
+  /**
+   * The database outage the lanes are in, if any: since when their writes fail and the last error.
+   * Whatever the backend's own health check sees, a write that fails is the truth (/health).
+   */
+  get writeOutage(): { since: string; error: string } | null {
+    return this.dbOutage === null ? null : { since: this.dbOutage.since, error: this.dbOutage.error };
   }
 
   /**
@@ -379,10 +392,11 @@ export class Dispatcher {
           }
           outageFailures++;
           const delayMs = this.retryDelay(Math.min(outageFailures, DB_OUTAGE_ATTEMPT_CAP), error.retryAfterMs);
-          if (this.dbOutageSince === null) {
-            this.dbOutageSince = performance.now();
+          if (this.dbOutage === null) {
+            this.dbOutage = { since: new Date().toISOString(), startedAt: performance.now(), error: error.message };
             log.warn({ err, events: handled.length, delayMs }, `the database cannot take writes (${error.message}); holding the handled events and writing them again after pauses of up to ${DB_OUTAGE_MAX_PAUSE_TEXT}`);
           } else {
+            this.dbOutage.error = error.message;
             log.debug({ err, events: handled.length, failures: outageFailures, delayMs }, 'the database still cannot take writes');
           }
           await this.pause(delayMs);
@@ -397,9 +411,9 @@ export class Dispatcher {
         await this.settleFailure(only.claimed, error, this.eventLog(log, only.claimed));
         return;
       }
-      if (this.dbOutageSince !== null) {
-        const seconds = Math.round((performance.now() - this.dbOutageSince) / 100) / 10;
-        this.dbOutageSince = null;
+      if (this.dbOutage !== null) {
+        const seconds = Math.round((performance.now() - this.dbOutage.startedAt) / 100) / 10;
+        this.dbOutage = null;
         log.info({ outageSeconds: seconds }, `the database takes writes again after ${seconds} s`);
       }
       await this.succeeded(handled, result, log);

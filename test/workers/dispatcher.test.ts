@@ -557,11 +557,14 @@ describe("Dispatcher: one source's vendor never holds another's events (issue 15
     const locker = new BetterSqlite3(path.join(w.dir, 'connector.db'));
     locker.exec('BEGIN IMMEDIATE');
     await w.queue.enqueue([ev('t5'), ev('m5', { source: 'missive' })]);
-    w.dispatcher({ log: sink, retryDelay: () => 30 });
+    const d = w.dispatcher({ log: sink, retryDelay: () => 30 });
     await until('several failed writes', () => lines.filter((l) => l.msg === 'the database still cannot take writes').length >= 4);
+    // What /health shows meanwhile (src/main.ts): the writes' own failure, whatever a probe would say.
+    expect(d.writeOutage).toMatchObject({ since: expect.any(String), error: expect.stringMatching(/locked|busy/i) });
     locker.exec('ROLLBACK');
     locker.close();
     await until('both written', () => count(w, 'event:succeeded') === 2);
+    expect(d.writeOutage).toBeNull();
     const outageLines = lines.filter((l) => l.level !== 'debug' && /database/.test(String(l.msg)));
     expect(outageLines.map((l) => String(l.msg).replace(/\(.*\)/, '(…)').replace(/[\d.]+ s$/, 'N s'))).toEqual([
       'the database cannot take writes (…); holding the handled events and writing them again after pauses of up to N s',
