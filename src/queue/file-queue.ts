@@ -215,7 +215,8 @@ type PendingRecord = { kind: 'event'; draft: EventDraft } | { kind: 'done'; t: '
 /** What a group commit's write did, for its confirmation. */
 interface Written {
   durable: boolean;
-  wroteEvents: boolean;
+  /** The sources of the event copies written (empty: none). */
+  eventSources: ReadonlySet<string>;
   wroteDone: boolean;
 }
 
@@ -343,12 +344,18 @@ export class FileQueue implements Queue {
   private readonly ops: Array<AppendOp | ExclusiveOp> = [];
   private draining: Promise<void> | null = null;
 
-  // Waiting for work.
+  // Waiting for work. `version` counts the copies indexed, `versionOf` those of each source code, so
+  // that a wait for some sources neither sleeps through their arrivals nor wakes for another's.
   private version = 0;
-  /** Per `sources` of a claim (claimKey), the version at its last empty claim; and at the last of any. */
+  private readonly versionOf = new Float64Array(MAX_SOURCE_CODE + 1);
+  /**
+   * Per `sources` of a claim (claimKey), their version (versionFor) at its last empty claim; and the
+   * whole version at the last empty claim of any (for a wait with sources no claim has asked for).
+   */
   private readonly emptyClaimVersions = new Map<string, number>();
   private lastEmptyClaimVersion = -1;
-  private readonly waiters = new Set<() => void>();
+  /** Waiters, with the source codes they wait for (null: any). */
+  private readonly waiters = new Map<() => void, Uint8Array | null>();
   private watcher: FSWatcher | null = null;
   private pollTimer: NodeJS.Timeout | null = null;
   private polling = false;
@@ -515,7 +522,7 @@ export class FileQueue implements Queue {
         }
       }
       if (claimed.length === 0) {
-        this.emptyClaimVersions.set(claimKey(options.sources), this.version);
+        this.emptyClaimVersions.set(claimKey(options.sources), this.versionFor(mask));
         this.lastEmptyClaimVersion = this.version;
       }
       return claimed;
@@ -764,14 +771,17 @@ export class FileQueue implements Queue {
 
   async waitForWork(timeoutMs: number, options: { sources?: readonly SourceName[] } = {}): Promise<void> {
     if (this.state !== 'open') return;
-    // Something arrived since the last empty claim of these sources.
-    // (A wait for sources no claim asked for compares with the last empty claim of any: it never spins.)
-    if (this.version !== (this.emptyClaimVersions.get(claimKey(options.sources)) ?? this.lastEmptyClaimVersion)) return;
+    // Codes are given to the sources waited for now, so that the first copy of one wakes its waiter.
+    for (const name of options.sources ?? []) this.sourceCode(name);
+    const mask = options.sources === undefined ? null : this.sourceFilter(options.sources).mask;
+    // Something of these sources arrived since the last empty claim of them (or none was made yet).
+    const seen = this.emptyClaimVersions.get(claimKey(options.sources));
+    if (seen === undefined ? this.version !== this.lastEmptyClaimVersion : seen !== this.versionFor(mask)) return;
     this.startWatching();
     const now = Date.now();
     let wait = Math.max(0, timeoutMs);
     for (const [slot, nb] of this.notBefore) {
-      if (nb > now && this.table.state(slot) === SLOT_LIVE) wait = Math.min(wait, nb - now + 1);
+      if (nb > now && this.table.state(slot) === SLOT_LIVE && (mask === null || mask[this.table.source(slot)] === 1)) wait = Math.min(wait, nb - now + 1);
     }
     await new Promise<void>((resolve) => {
       const done = () => {
@@ -780,8 +790,16 @@ export class FileQueue implements Queue {
         resolve();
       };
       const timer = setTimeout(done, wait);
-      this.waiters.add(done);
+      this.waiters.set(done, mask);
     });
+  }
+
+  /** How many copies of the sources in `mask` (of any, when null) were indexed: grows with each. */
+  private versionFor(mask: Uint8Array | null): number {
+    if (mask === null) return this.version;
+    let sum = 0;
+    for (let code = 0; code <= this.sourceCodes.size; code++) if (mask[code] === 1) sum += this.versionOf[code] as number;
+    return sum;
   }
 
   async close(): Promise<void> {
@@ -984,7 +1002,8 @@ export class FileQueue implements Queue {
       this.maxSeq = head.seq;
     }
     if (head.seq >= this.nextSeq) this.nextSeq = head.seq + 1;
-    const slot = this.table.append(stored, offset, length, head.r, hashKey(head.k), this.sourceCode(head.src));
+    const code = this.sourceCode(head.src);
+    const slot = this.table.append(stored, offset, length, head.r, hashKey(head.k), code);
     if (stray) {
       const list = this.strays.get(head.seq) ?? [];
       list.push({ slot, id: head.id });
@@ -1001,7 +1020,8 @@ export class FileQueue implements Queue {
       this.unrepairedReplays.add(head.rep);
     }
     this.version++;
-    this.notify();
+    (this.versionOf[code] as number)++;
+    this.notify(code);
   }
 
   private findSlot(seq: number, id: string): number {
@@ -1197,7 +1217,7 @@ export class FileQueue implements Queue {
     // A producer catches up without the lock first, so that re-reading a file another process has
     // compacted never holds other writers up. (The consumer is the only compactor: no need.)
     if (!this.consumerReady) await this.viewMutex.run(() => this.refreshUnlocked());
-    let wroteEvents = false;
+    let eventSources: ReadonlySet<string> = new Set();
     let wroteDone = false;
     await this.withWriteLock(() =>
       this.viewMutex.run(async () => {
@@ -1208,12 +1228,12 @@ export class FileQueue implements Queue {
         }
         await this.writeRecordsLocked(records);
         this.crash('append:written');
-        wroteEvents = records.some((r) => r.kind === 'event');
+        eventSources = new Set(records.flatMap((r) => (r.kind === 'event' ? [r.draft.src] : [])));
         wroteDone = records.some((r) => r.kind === 'done' || r.draft.sup !== undefined);
       }),
       { lease: true },
     );
-    return { durable, wroteEvents, wroteDone };
+    return { durable, eventSources, wroteDone };
   }
 
   /**
@@ -1234,7 +1254,7 @@ export class FileQueue implements Queue {
       return error === null;
     }
     for (const op of batch) op.resolve();
-    if (written.wroteEvents) this.notify();
+    for (const source of written.eventSources) this.notify(this.sourceCode(source));
     if (written.wroteDone) this.afterDone();
     return true;
   }
@@ -1711,9 +1731,10 @@ export class FileQueue implements Queue {
 
   // ───────────────────────────── waiting, closing ─────────────────────────────
 
-  private notify(): void {
+  /** Wakes the waiters for copies of source `code` (those waiting for any source too). */
+  private notify(code: number): void {
     if (this.waiters.size === 0) return;
-    for (const done of [...this.waiters]) done();
+    for (const [done, mask] of [...this.waiters]) if (mask === null || mask[code] === 1) done();
   }
 
   private startWatching(): void {
@@ -1747,7 +1768,7 @@ export class FileQueue implements Queue {
   private async shutdown(): Promise<void> {
     const crashed = this.state === 'crashed';
     if (!crashed) this.state = 'closing';
-    for (const done of [...this.waiters]) done();
+    for (const done of [...this.waiters.keys()]) done();
     this.clearCheckpointTimer();
     if (this.pollTimer !== null) clearInterval(this.pollTimer);
     this.pollTimer = null;

@@ -437,6 +437,20 @@ export function queueConformance(name: string, makeQueue: () => Promise<QueueHar
       expect(ids(await q.claim({ sources: ['teamwork'] }))).toEqual([`${prefix}-e1`]);
     });
 
+    it("wakes a worker waiting for one source when that source's event arrives, not for another's", async () => {
+      const { q } = await fresh();
+      expect(await q.claim({ sources: ['missive'] })).toEqual([]);
+      const started = Date.now();
+      const waiting = q.waitForWork(3_000, { sources: ['missive'] }).then(() => Date.now() - started);
+      await q.enqueue([event(1, { source: 'teamwork' })]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await q.enqueue([event(2, { source: 'missive' })]);
+      const waited = await waiting;
+      expect(waited).toBeGreaterThanOrEqual(250); // not woken by the Teamwork event
+      expect(waited).toBeLessThan(2_500); // woken by the Missive one, not by the timeout
+      expect(ids(await q.claim({ sources: ['missive'] }))).toEqual([`${prefix}-e2`]);
+    });
+
     it('refuses to settle an event it did not hand out', async () => {
       const { q } = await fresh();
       await q.enqueue([event(1)]);

@@ -13,6 +13,7 @@ import { createLogger } from '../../src/log.ts';
 import { SOURCE_NAMES } from '../../src/model.ts';
 import { createQueue } from '../../src/queue/create-queue.ts';
 import { buildApp } from '../../src/server/app.ts';
+import type { RateLimiter } from '../../src/http/rate-limiter.ts';
 import { createSources } from '../../src/sources/index.ts';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'conn-metrics-'));
@@ -34,6 +35,32 @@ describe('/metrics', () => {
       expect(body).not.toContain('connector_process_process_');
       expect(body).toMatch(/^connector_process_cpu_user_seconds_total \d/m);
       expect(body).toMatch(/^connector_nodejs_heap_size_used_bytes \d/m);
+    } finally {
+      await app.close();
+      await queue.close();
+    }
+  });
+});
+
+describe('/metrics: vendors (issue 15 item 1)', () => {
+  it('shows each vendor with an API paused or not, and its requests by outcome', async () => {
+    const log = createLogger({ level: 'silent', console: false });
+    const config = parseConfig({ DATA_DIR: path.join(dir, 'data-vendors'), MISSIVE_API_TOKEN: 'missive_pat-metrics', TEAMWORK_API_KEY: 'tw-metrics', TEAMWORK_SITE: 'acme' });
+    const lifecycle = new Lifecycle(() => {});
+    const queue = await createQueue(config, { log, lifecycle });
+    const sources = createSources(config, { log });
+    const app = await buildApp({ log, queue, sources, lifecycle, maxBodyBytes: 1 << 20 });
+    try {
+      const missive = sources.find((s) => s.name === 'missive')?.vendor as RateLimiter;
+      missive.record('answered', '/v1/conversations');
+      missive.record('rate-limited', '/v1/conversations');
+      missive.pauseUntil(Date.now() + 60_000, 'answered 429, asking to wait 60 s');
+      const body = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+      expect(body).toContain('connector_vendor_paused{source="missive"} 1');
+      expect(body).toContain('connector_vendor_paused{source="teamwork"} 0');
+      expect(body).toContain('connector_vendor_requests_total{source="missive",outcome="answered"} 1');
+      expect(body).toContain('connector_vendor_requests_total{source="missive",outcome="rate_limited"} 1');
+      expect(body).toContain('connector_vendor_requests_total{source="teamwork",outcome="failed"} 0');
     } finally {
       await app.close();
       await queue.close();
