@@ -139,7 +139,13 @@ describe('a log destination that fails (disk full)', () => {
     expect(during.filter((s) => s !== 200 && s !== 503), `answers on a full disk: ${during.join(' ')}`).toEqual([]);
     expect(during.slice(-10), 'signed deliveries on a full disk').toEqual(Array<number>(10).fill(503));
     expect(await send(connector.url, 200, false), 'an unsigned delivery on a full disk').toBe(401);
-    expect((await fetch(`${connector.url}/health`)).status).toBe(200);
+    // The process answers; /health tells the truth: 503 once the worker's writes to the database on
+    // that disk have failed (issue 15: a full disk is a database that cannot take writes).
+    expect((await fetch(`${connector.url}/health/live`)).status).toBe(200);
+    const health = await fetch(`${connector.url}/health`);
+    const body = (await health.json()) as { database?: { ok: boolean; detail?: string } };
+    if (health.status === 503) expect(body.database?.detail).toMatch(/writes have failed since/);
+    else expect(health.status).toBe(200);
     await new Promise((r) => setTimeout(r, 300));
     expect(connector.child.exitCode, `the connector exited:\n${connector.output().slice(-3000)}`).toBeNull();
 

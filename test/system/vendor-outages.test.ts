@@ -200,6 +200,8 @@ describe.skipIf(!service.available)('a vendor paused, then down, then back, whil
     expect(paced.length).toBeGreaterThan(20);
     expect(whileMissiveOut.length - paced.length).toBeLessThan(12); // only those around the read-only window
     const slowest = Math.max(...paced.map((l) => l.stored - l.answered));
+    const median = paced.map((l) => l.stored - l.answered).sort((a, b) => a - b)[Math.floor(paced.length / 2)];
+    console.info(`[vendor-outages] ${paced.length} Teamwork changes while Missive was paused or down: median ${median} ms, slowest ${slowest} ms; Missive states ${vendorStates.filter((v) => v.source === 'missive').map((v) => v.state).join(' > ')}`);
     expect(slowest, JSON.stringify(paced.map((l) => l.stored - l.answered))).toBeLessThan(TEAMWORK_WITHIN_MS);
 
     // One log line per change of state.
