@@ -362,7 +362,8 @@ export class HttpClient {
       const outcome = status === 429 ? 'rate-limited' : status >= 500 ? 'failed' : 'answered';
       this.limiter?.record(outcome, call.url.pathname, outcome === 'failed' ? `${call.method} ${this.shortTarget(call.url)} answered ${status}` : undefined);
       const now = this.clock.now();
-      const exhausted = exhaustedForMs(response.headers, now);
+      // (A 429's own pause, with its reason, is taken in `run`.)
+      const exhausted = status === 429 ? undefined : exhaustedForMs(response.headers, now);
       if (exhausted !== undefined) this.limiter?.pauseUntil(now + exhausted, `answered with X-RateLimit-Remaining 0 (the budget resets in ${seconds(exhausted)})`);
       this.logAttempt(call, attempt, started, { status });
       return exchange;

@@ -70,6 +70,9 @@ beforeAll(async () => {
           return reply.code(429).send({ error: 'Too Many Requests' });
         },
       );
+      app.get('/spent-429', async (_req, reply) =>
+        reply.code(429).header('retry-after', '30').header('x-ratelimit-remaining', '0').header('x-ratelimit-reset', String(Math.floor(clock.now() / 1000) + 30)).send({ error: 'Too Many Requests' }),
+      );
       app.get('/maintenance', async (_req, reply) => reply.code(503).header('retry-after', '120').send({ error: 'maintenance' }));
       app.get('/spent', async (_req, reply) =>
         reply.header('x-ratelimit-remaining', '0').header('x-ratelimit-reset', String(Math.floor(clock.now() / 1000) + 15)).send({ ok: true }),
@@ -410,6 +413,13 @@ describe("HttpClient and the vendor's state", () => {
     const err = await failure(client({ limiter, maxWaitMs: 10_000 }).get('/echo'));
     expect(err).toMatchObject({ code: 'CONN_ERR_VENDOR_PAUSED', retryAfterMs: 60_000 });
     expect(err.message).toContain('the budget of 1 requests per 60 s is used up');
+  });
+
+  it('a 429 that also says "remaining 0" is paused as a 429, with its own reason', async () => {
+    fresh();
+    const limiter = new RateLimiter({ clock });
+    await failure(client({ limiter, maxWaitMs: 10_000 }).get('/spent-429'));
+    expect(limiter.status()).toMatchObject({ state: 'paused', until: T0 + 30_000, reason: 'answered 429, asking to wait 30 s' });
   });
 
   it('a 5xx with Retry-After pauses the vendor as a 429 does', async () => {
