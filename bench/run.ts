@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BENCHMARKS = ['simulators', 'queue', 'db', 'ingest'] as const;
+const BENCHMARKS = ['simulators', 'queue', 'db', 'ingest', 'idle'] as const;
 
 const USAGE = `Usage: npm run bench [-- <name>...]
 
