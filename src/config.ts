@@ -61,6 +61,7 @@ export const ConfigSchema = z.object({
     .pipe(z.enum(Object.keys(LOG_LEVELS) as [keyof typeof LOG_LEVELS], { error: `must be one of ${Object.keys(LOG_LEVELS).join(', ')}` }))
     .transform((v) => LOG_LEVELS[v])
     .default('info'),
+  LOG_FORMAT: z.enum(['pretty', 'json'], { error: 'must be pretty or json' }).default('pretty'),
 
   DB_BACKEND: z.enum(['sqlite', 'postgres', 'airtable'], { error: 'must be sqlite, postgres or airtable' }).default('sqlite'),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),

@@ -10,10 +10,14 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type Logger, type DestinationStream, type StreamEntry, type Level } from 'pino';
+import { createRequire } from 'node:module';
 import { Writable } from 'node:stream';
-import pretty from 'pino-pretty';
 import type { Config } from './config.ts';
 import { SECRET_SETTINGS } from './config.ts';
+import type PinoPretty from 'pino-pretty';
+
+/** For pino-pretty, loaded only when the console is pretty (about 10 MB a service does not need). */
+const require = createRequire(import.meta.url);
 
 export type { Logger };
 
@@ -38,8 +42,13 @@ export interface LoggerOptions {
   level: string;
   /** Directory for app.log; omit to log to the console only. */
   logDir?: string;
-  /** Write the readable console form to stderr. Default true. */
+  /** Write log lines to the console. Default true. */
   console?: boolean;
+  /**
+   * The console's form: `pretty` (readable, on stderr; pino-pretty is loaded only for it) or `json`
+   * (the JSON lines, on stdout: containers, log collectors). Default pretty.
+   */
+  consoleFormat?: 'pretty' | 'json';
   /** Secret values to scrub from every line. */
   secrets?: readonly string[];
   /** Extra destination (tests read lines from it). */
@@ -57,7 +66,12 @@ export function createLogger(options: LoggerOptions): Logger {
     streams.push({ level, stream: new RotatingFile(path.join(options.logDir, 'app.log'), options.maxFileBytes ?? 20 * 1024 * 1024, options.maxFiles ?? 5) });
   }
   if (options.console !== false) {
-    streams.push({ level, stream: guarded(pretty({ destination: stderrLines(), colorize: process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true })) });
+    if (options.consoleFormat === 'json') {
+      streams.push({ level, stream: fdLines(1) });
+    } else {
+      const pretty = require('pino-pretty') as typeof PinoPretty;
+      streams.push({ level, stream: guarded(pretty({ destination: fdLines(2), colorize: process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', sync: true })) });
+    }
   }
   if (options.destination !== undefined) streams.push({ level, stream: options.destination });
   const scrub = makeScrubber(options.secrets ?? []);
@@ -76,7 +90,7 @@ export function createLogger(options: LoggerOptions): Logger {
 
 /** The logger for this process, from its settings. */
 export function createLoggerFromConfig(config: Config, overrides: Partial<LoggerOptions> = {}): Logger {
-  return createLogger({ level: config.LOG_LEVEL, logDir: config.LOG_DIR, secrets: secretValues(config), ...overrides });
+  return createLogger({ level: config.LOG_LEVEL, logDir: config.LOG_DIR, consoleFormat: config.LOG_FORMAT, secrets: secretValues(config), ...overrides });
 }
 
 /** The values of every secret setting that is set. */
@@ -251,18 +265,18 @@ function guarded(stream: DestinationStream): DestinationStream {
 }
 
 /**
- * Standard error as a stream for the console form: each chunk written synchronously (as a sync
+ * Standard output or error as a stream for the console: each chunk written synchronously (as a sync
  * SonicBoom would, so the last lines before a crash are out), and dropped, never buffered, when it
  * cannot be (a closed pipe, a redirect to a full disk).
  */
-function stderrLines(): Writable {
+function fdLines(fd: 1 | 2): Writable {
   return new Writable({
     write(chunk: Buffer, _encoding, done) {
       let offset = 0;
       let waits = 0;
       while (offset < chunk.length) {
         try {
-          offset += writeSync(2, chunk, offset);
+          offset += writeSync(fd, chunk, offset);
         } catch (err) {
           // A non-blocking pipe that is full: wait a moment, a few times, then give up on the line.
           if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || ++waits > 100) break;

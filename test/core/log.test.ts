@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -58,5 +59,48 @@ describe('log', () => {
     expect(files).toEqual(['app.log', 'app.log.1', 'app.log.2']);
     const current = readFileSync(path.join(dir, 'app.log'), 'utf8').trim().split('\n');
     expect(JSON.parse(current.at(-1) as string)).toMatchObject({ i: 99 });
+  });
+});
+
+describe('LOG_FORMAT (the console for containers and log collectors)', () => {
+  /** Runs a child that logs two lines with the connector's logger from LOG_FORMAT; returns its output. */
+  function childLog(format: string): { stdout: string; stderr: string } {
+    const script = [
+      "const { parseConfig } = await import('./src/config.ts');",
+      "const { createLoggerFromConfig } = await import('./src/log.ts');",
+      "const { createRequire } = await import('node:module');",
+      `const log = createLoggerFromConfig(parseConfig({ LOG_FORMAT: '${format}', LOG_DIR: process.env.DIR, TEAMWORK_API_KEY: 'tw-key-SECRET-123' }));`,
+      "log.info({ source: 'teamwork' }, 'first line');",
+      "log.warn('the key tw-key-SECRET-123 must not show');",
+      "const loaded = Object.keys(createRequire(import.meta.url).cache).some((p) => p.includes('/pino-pretty/'));",
+      "log.info({ prettyLoaded: loaded }, 'modules');",
+    ].join('\n');
+    const dir = mkdtempSync(path.join(tmpdir(), 'conn-logformat-'));
+    try {
+      const result = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: path.resolve(import.meta.dirname, '../..'), env: { ...process.env, DIR: dir }, encoding: 'utf8' });
+      return { stdout: result.stdout, stderr: result.stderr };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('json: the JSON lines on stdout, secrets scrubbed, nothing on stderr, and pino-pretty not loaded', () => {
+    const { stdout, stderr } = childLog('json');
+    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => l.msg)).toEqual(['first line', 'the key [redacted] must not show', 'modules']);
+    expect(lines[0]).toMatchObject({ level: 'info', source: 'teamwork', time: expect.any(String) });
+    expect(lines[2]?.prettyLoaded).toBe(false);
+    expect(stderr).toBe('');
+  });
+
+  it('pretty (the default): readable lines on stderr, nothing on stdout', () => {
+    const { stdout, stderr } = childLog('pretty');
+    expect(stdout).toBe('');
+    expect(stderr).toMatch(/INFO: first line/);
+    expect(stderr).toContain('the key [redacted] must not show');
+  });
+
+  it('refuses another value, naming the setting', () => {
+    expect(() => parseConfig({ LOG_FORMAT: 'xml' })).toThrow(/LOG_FORMAT/);
   });
 });
