@@ -47,7 +47,7 @@ import type { Logger } from '../log.ts';
 import { calculateDelay, MINUTE, SECOND } from '../retry-policy.ts';
 import { ApiError, codeForStatus, excerpt, type ApiErrorCode } from './api-error.ts';
 import { systemClock, type Clock } from './clock.ts';
-import { BudgetWait, type RateLimiter } from './rate-limiter.ts';
+import { BudgetWait, describeVendorState, type RateLimiter } from './rate-limiter.ts';
 import { exhaustedForMs, vendorWaitMs } from './rate-limit-headers.ts';
 import { safePathAndQuery, safeUrl } from './safe-url.ts';
 
@@ -323,7 +323,7 @@ export class HttpClient {
       else if (delay > this.maxWaitMs) stop = `; not waiting ${seconds(delay)} in-call (limit ${seconds(this.maxWaitMs)})`;
       if (stop !== undefined) {
         if (state !== undefined && state.state !== 'ok' && state.until > this.clock.now()) {
-          throw this.pausedError(call, state.until, state.state === 'paused' ? `paused by the vendor: ${state.reason}` : `unavailable: ${state.reason}`, attempt, failure);
+          throw this.pausedError(call, state.until, describeVendorState(state), attempt, failure);
         }
         throw this.toApiError(call, failure, attempt, `${attemptsText(attempt)}${stop}`);
       }

@@ -63,6 +63,11 @@ export type VendorState =
   | { state: 'paused'; since: number; until: number; reason: string }
   | { state: 'unavailable'; since: number; until: number; reason: string };
 
+/** Why the vendor cannot be asked, in words: `paused by the vendor: …` or `unavailable: …`. */
+export function describeVendorState(state: Exclude<VendorState, { state: 'ok' }>): string {
+  return state.state === 'paused' ? `paused by the vendor: ${state.reason}` : `unavailable: ${state.reason}`;
+}
+
 /** How a request ended, as far as the vendor's health goes. */
 export type RequestOutcome =
   /** The vendor answered (2xx, 4xx other than 429). */
@@ -383,7 +388,7 @@ export class RateLimiter {
 
   private waitReason(readyAt: number): string {
     const state = this.status();
-    if (state.state !== 'ok' && this.pausedUntilMs >= readyAt) return state.state === 'paused' ? `paused by the vendor: ${state.reason}` : `unavailable: ${state.reason}`;
+    if (state.state !== 'ok' && this.pausedUntilMs >= readyAt) return describeVendorState(state);
     if (this.pausedUntilMs >= readyAt) return 'pacing the rest of the budget';
     const full = this.windows.find((w) => w.freeAt() >= readyAt);
     return full === undefined ? 'the budget is in use' : `the budget of ${full.limit} requests per ${Math.round(full.intervalMs / 1000)} s is used up`;

@@ -6,13 +6,14 @@
  * The build goes to a temporary root laid out like an installed package (package.json, bin/,
  * dist/, node_modules linked to this checkout's), never to this checkout's own dist/.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCompiled } from '../helpers/compiled-connector.ts';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -41,32 +42,14 @@ describe('the production build', () => {
   it('dist/cli.js runs with plain node: --version, and `start` answers /health and stops on SIGTERM', async () => {
     expect((await node([path.join(install, 'dist', 'cli.js'), '--version'])).stdout.trim()).toBe(VERSION);
 
-    const dir = mkdtempSync(path.join(tmpdir(), 'conn-build-start-'));
-    const child = spawn(process.execPath, [path.join(install, 'dist', 'cli.js'), 'start'], {
-      cwd: dir,
-      env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', DATA_DIR: path.join(dir, 'data'), LOG_DIR: path.join(dir, 'logs'), BACKFILL_ON_START: 'false' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const connector = await startCompiled(path.join(install, 'dist', 'cli.js'), install);
     try {
-      const deadline = Date.now() + 20_000;
-      let url: string | undefined;
-      while (url === undefined && Date.now() < deadline) {
-        url = /listening on (http:\/\/\S+)/.exec(output)?.[1];
-        if (url === undefined) await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      expect(url, output).toBeDefined();
-      const health = await fetch(`${url as string}/health`);
+      const health = await fetch(`${connector.url}/health`);
       expect(health.status).toBe(200);
       expect(await health.json()).toMatchObject({ status: 'ok', database: { ok: true, backend: 'sqlite' } });
     } finally {
-      child.kill('SIGTERM');
+      expect(await connector.stop(), connector.stderr()).toBe(0);
     }
-    expect(await exited, output).toBe(0);
-    rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
   it('the connector command runs dist/ when it is there (an install without src/ works)', async () => {

@@ -7,13 +7,14 @@
  * npm ci runs with --prefer-offline (the packages come from npm's cache when this checkout's own
  * install filled it) and compiles better-sqlite3 where no prebuilt binary can be had: a minute or two.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startCompiled } from '../helpers/compiled-connector.ts';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -46,38 +47,20 @@ describe('the Dockerfile build steps, in a clean directory', () => {
     expect(existsSync(path.join(app, 'node_modules', 'typescript')), 'a development dependency').toBe(false);
     expect(existsSync(path.join(app, 'node_modules', 'vitest')), 'a development dependency').toBe(false);
 
-    const data = mkdtempSync(path.join(tmpdir(), 'conn-image-data-'));
-    dirs.push(data);
-    const child = spawn(process.execPath, ['dist/cli.js', 'start'], {
-      cwd: app,
-      env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', HOST: '127.0.0.1', PORT: '0', DATA_DIR: path.join(data, 'data'), LOG_DIR: path.join(data, 'logs'), LOG_FORMAT: 'json', BACKFILL_ON_START: 'false' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // As the image starts it: from its directory, NODE_ENV=production, the console as JSON on stdout.
+    const connector = await startCompiled('dist/cli.js', app, { NODE_ENV: 'production', LOG_FORMAT: 'json' });
     try {
-      const deadline = Date.now() + 30_000;
-      let url: string | undefined;
-      while (url === undefined && Date.now() < deadline) {
-        url = /"url":"(http:\/\/[^"]+)"/.exec(stdout)?.[1];
-        if (url === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      expect(url, `${stdout}\n${stderr}`).toBeDefined();
-      expect((await fetch(`${url as string}/health/live`)).status).toBe(200);
-      const health = await fetch(`${url as string}/health`);
+      expect((await fetch(`${connector.url}/health/live`)).status).toBe(200);
+      const health = await fetch(`${connector.url}/health`);
       expect(health.status).toBe(200);
       expect(await health.json()).toMatchObject({ status: 'ok', database: { ok: true, backend: 'sqlite' } });
     } finally {
-      child.kill('SIGTERM');
+      expect(await connector.stop(), connector.stderr()).toBe(0);
     }
-    expect(await exited, `${stdout}\n${stderr}`).toBe(0);
-    const lines = stdout.trim().split('\n');
+    const lines = connector.stdout().trim().split('\n');
     expect(lines.length).toBeGreaterThan(2);
     for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
     expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toContain('stopped');
-    expect(stderr).toBe('');
+    expect(connector.stderr()).toBe('');
   }, 900_000);
 });
