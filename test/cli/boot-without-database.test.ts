@@ -14,7 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { FileQueue } from '../../src/queue/file-queue.ts';
 import { spawnConnector, type ConnectorProcess } from '../helpers/connector-process.ts';
-import { signTeamwork, teamworkTaskPayload } from '../helpers/deliveries.ts';
+import { deliverSignedTask } from '../helpers/deliveries.ts';
 import { requirePostgres, TEST_POSTGRES_URL } from '../helpers/services.ts';
 
 const TOKEN = 'boot-token';
@@ -55,16 +55,7 @@ async function spawn(command: string, environment: Record<string, string>): Prom
   return connector;
 }
 
-async function deliver(url: string, taskId: number): Promise<number> {
-  const body = JSON.stringify(teamworkTaskPayload(taskId));
-  const res = await fetch(`${url}/webhooks/teamwork`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-projects-event': 'TASK.CREATED', 'x-projects-signature': signTeamwork(TOKEN, body) },
-    body,
-  });
-  await res.text();
-  return res.status;
-}
+const deliver = (url: string, taskId: number): Promise<number> => deliverSignedTask(url, TOKEN, taskId);
 
 async function until(what: string, probe: () => boolean | Promise<boolean>, timeoutMs: number, output?: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -12,7 +12,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startTeamworkSimulator, type TeamworkSimulator } from '../../simulators/teamwork/index.ts';
 import { spawnConnector, type ConnectorProcess } from '../helpers/connector-process.ts';
-import { signTeamwork, teamworkTaskPayload } from '../helpers/deliveries.ts';
+import { deliverSignedTask } from '../helpers/deliveries.ts';
 
 const TOKEN = 'standby-token';
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -29,16 +29,7 @@ async function start(cwd: string, env: Record<string, string>): Promise<Connecto
   return connector;
 }
 
-async function deliver(url: string, taskId: number): Promise<number> {
-  const body = JSON.stringify(teamworkTaskPayload(taskId, { name: `Standby ${taskId}` }));
-  const res = await fetch(`${url}/webhooks/teamwork`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-projects-event': 'TASK.CREATED', 'x-projects-signature': signTeamwork(TOKEN, body) },
-    body,
-  });
-  await res.text();
-  return res.status;
-}
+const deliver = (url: string, taskId: number): Promise<number> => deliverSignedTask(url, TOKEN, taskId, { name: `Standby ${taskId}` });
 
 function storedTitle(cwd: string, id: number): string | null {
   const db = new BetterSqlite3(path.join(cwd, 'data', 'connector.db'), { readonly: true, fileMustExist: true });

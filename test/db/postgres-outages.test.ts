@@ -59,6 +59,22 @@ async function outageDatabase(options: { user?: string } = {}): Promise<Outage> 
   return { name, url, db, dropConnections, sql: (text) => admin((c) => c.query(text), ownerUrl) };
 }
 
+/** A login role of the test's own and an outage database it connects as (owning its tables), migrated. */
+async function roleDatabase(): Promise<{ role: string; o: Outage }> {
+  const role = `conn_outage_role_${randomBytes(4).toString('hex')}`;
+  await admin((c) => c.query(`CREATE ROLE ${role} LOGIN`));
+  cleanups.push(async () => {
+    await admin((c) => c.query(`DROP ROLE IF EXISTS ${role}`));
+  });
+  const o = await outageDatabase({ user: role });
+  await o.sql(`GRANT ALL ON SCHEMA public TO ${role}`);
+  cleanups.push(async () => {
+    await o.sql(`DROP OWNED BY ${role}`);
+  });
+  await o.db.migrate();
+  return { role, o };
+}
+
 let counter = 0;
 const task = () => makeTask({ id: `t${++counter}`, title: `task ${counter}` });
 
@@ -89,17 +105,7 @@ describe.skipIf(!service.available)('PostgreSQL outages are CONN_ERR_DB_UNAVAILA
   });
 
   it('a privilege revoked (42501) and a table renamed (42P01) by an operator; /health says which', async () => {
-    const role = `conn_outage_role_${randomBytes(4).toString('hex')}`;
-    await admin((c) => c.query(`CREATE ROLE ${role} LOGIN`));
-    cleanups.push(async () => {
-      await admin((c) => c.query(`DROP ROLE IF EXISTS ${role}`));
-    });
-    const o = await outageDatabase({ user: role });
-    await o.sql(`GRANT ALL ON SCHEMA public TO ${role}`);
-    await o.db.migrate();
-    cleanups.push(async () => {
-      await o.sql(`DROP OWNED BY ${role}`);
-    });
+    const { role, o } = await roleDatabase();
     expect(await o.db.upsertTask(task())).toEqual({ written: 1, stale: 0 });
 
     await o.sql('ALTER TABLE tasks OWNER TO postgres');
@@ -117,17 +123,7 @@ describe.skipIf(!service.available)('PostgreSQL outages are CONN_ERR_DB_UNAVAILA
   });
 
   it('authentication failing during a credential rotation (28000: the role may not log in)', async () => {
-    const role = `conn_outage_role_${randomBytes(4).toString('hex')}`;
-    await admin((c) => c.query(`CREATE ROLE ${role} LOGIN`));
-    cleanups.push(async () => {
-      await admin((c) => c.query(`DROP ROLE IF EXISTS ${role}`));
-    });
-    const o = await outageDatabase({ user: role });
-    await o.sql(`GRANT ALL ON SCHEMA public TO ${role}`);
-    cleanups.push(async () => {
-      await o.sql(`DROP OWNED BY ${role}`);
-    });
-    await o.db.migrate();
+    const { role, o } = await roleDatabase();
     await admin((c) => c.query(`ALTER ROLE ${role} NOLOGIN`));
     await o.dropConnections();
     await expect(o.db.upsertTask(task())).rejects.toMatchObject({ code: 'CONN_ERR_DB_UNAVAILABLE', details: { driverCode: '28000' } });

@@ -41,3 +41,11 @@ export function signTeamwork(token: string, body: string): string {
 export async function postTeamwork(url: string, body: string, headers: Record<string, string>): Promise<Response> {
   return fetch(`${url}/webhooks/teamwork`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
 }
+
+/** Posts a TASK.CREATED delivery of task `id`, signed with `token`; resolves with the HTTP status. */
+export async function deliverSignedTask(url: string, token: string, id: number, overrides: Record<string, unknown> = {}): Promise<number> {
+  const body = JSON.stringify(teamworkTaskPayload(id, overrides));
+  const res = await postTeamwork(url, body, { 'x-projects-event': 'TASK.CREATED', 'x-projects-signature': signTeamwork(token, body) });
+  await res.text();
+  return res.status;
+}
