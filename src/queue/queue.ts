@@ -86,7 +86,7 @@ export interface QueueStats {
 }
 
 export interface Queue {
-  readonly backend: 'file' | 'redis';
+  readonly backend: 'file' | 'redis' | 'postgres';
   /** Durably appends events. Resolves once all are durable. */
   enqueue(events: readonly QueueEvent[]): Promise<void>;
   /** Hands out up to `limit` ready events; an empty array when none is ready. */

@@ -1,0 +1,520 @@
+/**
+ * BullQueue: the Queue contract on BullMQ 6, on Redis (QUEUE_BACKEND=redis) or PostgreSQL
+ * (QUEUE_BACKEND=postgres, BullMQ's PostgreSQL backend). Any number of processes on any number of
+ * hosts enqueue and claim; the engine keeps the events. Nothing here is a queue of our own: every
+ * state change is a BullMQ operation. The design, and what differs from the file queue, is in
+ * docs/scaling.md; in short:
+ *
+ * - One BullMQ queue per source (`<prefix>-teamwork`, `<prefix>-missive`), so a lane that claims one
+ *   source's events never touches the other's (issue 15), and order is kept within a source. Across
+ *   sources no order is promised: `claim` without `sources` takes from each in turn.
+ * - An event is a job whose id is derived from the event id (a second enqueue of the same event is
+ *   dropped by the engine), whose data is the event plus our own bookkeeping: attempts spent, the last
+ *   error, when the first attempt started, and for a dead letter its error and time.
+ * - `claim` is BullMQ's manual pull (`Worker.getNextJob` without blocking), one token per job; the
+ *   job's lock is renewed every LOCK_RENEW_MS while it is in hand, and BullMQ's stalled-job check hands
+ *   out again, after JOB_LOCK_MS, an event whose process died (after MAX_STALLS such deaths it is
+ *   dead-lettered by BullMQ, so that an event that kills its worker cannot kill them all).
+ * - Per entity: an entity lock in the engine (entity-locks.ts) is taken when an event is handed out and
+ *   given back when it is settled. An event whose entity is held (by this process's `busyKeys`, by an
+ *   event claimed in the same call, or by another process) is set aside for BUSY_ENTITY_DELAY_MS
+ *   (`moveToDelayed`, which spends no attempt): unlike the file queue, it loses its place.
+ * - `retry` writes the new bookkeeping (`updateData`) and then moves the job to delayed (or back to
+ *   waiting when there is no delay). A crash between the two leaves the job in hand with its attempt
+ *   counted, handed out again by the stalled check: at least once, as the contract allows.
+ * - A dead letter is a failed job (`moveToFailed`, kept; completed jobs are removed). A replay resets
+ *   the bookkeeping and retries the failed job.
+ * - `waitForWork` asks the engine every IDLE_POLL_MS whether one of the sources asked for has a job
+ *   ready (waiting, or delayed and due), so an idle worker costs a few small requests a second and
+ *   picks up an arrival within that time.
+ * - Durability: `enqueue` resolves when the engine has answered `addBulk`; whether that answer means
+ *   "on disk" is the engine's setting (Redis `appendfsync always`, PostgreSQL `synchronous_commit`),
+ *   checked at start-up by engine.ts. An engine that does not answer within ENQUEUE_TIMEOUT_MS fails
+ *   the enqueue with CONN_ERR_QUEUE_UNAVAILABLE, so a delivery is answered 503, never 200, well within
+ *   the vendors' timeouts (Teamwork waits 5 s).
+ */
+import { randomUUID } from 'node:crypto';
+import { Queue as BullMQQueue, Worker, createPostgresBackend, type Job, type JobsOptions } from 'bullmq';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { ConnectorError, type ErrorRecord } from '../errors.ts';
+import type { Lifecycle } from '../lifecycle.ts';
+import type { Logger } from '../log.ts';
+import { SOURCE_NAMES, checkQueueEvent, type QueueEvent, type SourceName } from '../model.ts';
+import { PostgresEntityLocks, RedisEntityLocks, type EntityLocks } from './entity-locks.ts';
+import type { ClaimOptions, ClaimedEvent, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
+
+/** How long a claimed job's lock lasts without renewal; a dead process's events come back after it. */
+export const JOB_LOCK_MS = 30_000;
+const LOCK_RENEW_MS = 10_000;
+/** How many times an event may be in hand of a process that died before BullMQ dead-letters it. */
+const MAX_STALLS = 5;
+const BUSY_ENTITY_DELAY_MS = 250;
+const IDLE_POLL_MS = 250;
+export const ENQUEUE_TIMEOUT_MS = 3_000;
+/** At most this many events are set aside for a busy entity in one claim, so a claim always ends. */
+const MAX_SET_ASIDE_PER_CLAIM = 64;
+/** Delayed and active jobs looked at for the oldest pending age and for peek. */
+const SCAN_LIMIT = 1_000;
+
+export type EngineSettings = { engine: 'redis'; url: string; prefix: string } | { engine: 'postgres'; url: string; prefix: string };
+
+export interface BullQueueOptions {
+  settings: EngineSettings;
+  log: Logger;
+  lifecycle?: Lifecycle;
+}
+
+/** What a job carries: the event, and our bookkeeping of its attempts. */
+interface JobData {
+  event: Omit<QueueEvent, 'receivedAt'> & { receivedAt: string };
+  /** Attempts spent (a retry with spendAttempt: false spends none). */
+  spent: number;
+  lastError: ErrorRecord | null;
+  firstAttemptAt: string | null;
+  dead?: { error: ErrorRecord; at: string; attempts: number };
+}
+
+interface InHand {
+  job: Job<JobData>;
+  token: string;
+  source: SourceName;
+  entity: string | null;
+}
+
+/** How the engine's BullMQ objects are made (Redis connections, or the PostgreSQL backend). */
+interface EngineObjects {
+  queue(name: string): BullMQQueue<JobData>;
+  worker(name: string): Worker<JobData>;
+}
+
+interface Lane {
+  queue: BullMQQueue<JobData>;
+  worker: Worker<JobData> | null;
+}
+
+/** Job ids may not contain ':' nor be integers; event ids may. */
+function jobIdOf(eventId: string): string {
+  return `ev-${eventId.replace(/[%:]/g, (c) => (c === '%' ? '%25' : '%3A'))}`;
+}
+
+function toEvent(data: JobData): QueueEvent {
+  return { ...data.event, receivedAt: new Date(data.event.receivedAt) };
+}
+
+function unavailable(message: string, cause?: unknown): ConnectorError {
+  return new ConnectorError('CONN_ERR_QUEUE_UNAVAILABLE', message, { cause });
+}
+
+export class BullQueue implements Queue {
+  readonly backend: 'redis' | 'postgres';
+  private readonly lanes = new Map<SourceName, Lane>();
+  private readonly inHand = new Map<string, InHand>();
+  /** Entities this process holds a lock on (one event each). */
+  private readonly held = new Set<string>();
+  private readonly closing = new AbortController();
+  private closed = false;
+  private renewTimer: NodeJS.Timeout | null = null;
+  private lastEngineError = 0;
+  /** Redis connections this queue made (BullMQ does not close connections it was given). */
+  private readonly redisClients: Redis[] = [];
+
+  private constructor(
+    private readonly options: BullQueueOptions,
+    private readonly locks: EntityLocks,
+    private readonly make: EngineObjects,
+  ) {
+    this.backend = options.settings.engine;
+    for (const source of SOURCE_NAMES) {
+      const queue = make.queue(this.queueName(source));
+      queue.on('error', (err) => this.engineError(err));
+      this.lanes.set(source, { queue, worker: null });
+    }
+    this.renewTimer = setInterval(() => void this.renewLocks(), LOCK_RENEW_MS);
+    this.renewTimer.unref();
+  }
+
+  static async open(options: BullQueueOptions): Promise<BullQueue> {
+    const { settings } = options;
+    const workerOptions = {
+      prefix: settings.prefix,
+      autorun: false,
+      lockDuration: JOB_LOCK_MS,
+      stalledInterval: JOB_LOCK_MS,
+      maxStalledCount: MAX_STALLS,
+    } as const;
+    let queue: BullQueue;
+    if (settings.engine === 'redis') {
+      const clients: Redis[] = [];
+      const client = (workerSide: boolean): Redis => {
+        // The enqueue side fails fast while Redis is away (no offline queue): a delivery is answered
+        // 503 at once. The claim side waits for the reconnection, as BullMQ's workers require.
+        const redis = new Redis(settings.url, workerSide ? { maxRetriesPerRequest: null, lazyConnect: true } : { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: ENQUEUE_TIMEOUT_MS, lazyConnect: true });
+        redis.on('error', () => {}); // reported through the BullMQ objects' 'error' events (engineError)
+        clients.push(redis);
+        return redis;
+      };
+      const producer = client(false);
+      const consumer = client(true);
+      const locks = new RedisEntityLocks(client(true), settings.prefix, JOB_LOCK_MS);
+      await producer.connect().catch(() => {}); // an unreachable Redis fails waitUntilReady below
+      queue = new BullQueue(options, locks, {
+        queue: (name) => new BullMQQueue<JobData>(name, { connection: producer, prefix: settings.prefix }),
+        worker: (name) => new Worker<JobData>(name, null, { ...workerOptions, connection: consumer }),
+      });
+      queue.redisClients.push(...clients);
+    } else {
+      const locks = new PostgresEntityLocks(
+        async () => {
+          const client = new pg.Client({ connectionString: settings.url, application_name: 'connector-entity-locks' });
+          await client.connect();
+          return client;
+        },
+        settings.prefix,
+        options.log,
+      );
+      const connection = { connectionString: settings.url, migrate: true, max: 4, connectionTimeoutMillis: ENQUEUE_TIMEOUT_MS };
+      queue = new BullQueue(options, locks, {
+        queue: (name) => new BullMQQueue(name, { connection, prefix: settings.prefix }, createPostgresBackend) as unknown as BullMQQueue<JobData>,
+        worker: (name) => new Worker(name, null, { ...workerOptions, connection }, createPostgresBackend) as unknown as Worker<JobData>,
+      });
+    }
+    try {
+      await queue.withTimeout(Promise.all([...queue.lanes.values()].map((lane) => lane.queue.waitUntilReady())), 'connecting');
+    } catch (err) {
+      await queue.close().catch(() => {});
+      throw err;
+    }
+    return queue;
+  }
+
+  private queueName(source: SourceName): string {
+    return `${this.options.settings.prefix}-${source}`;
+  }
+
+  private lane(source: SourceName): Lane {
+    const lane = this.lanes.get(source);
+    if (lane === undefined) throw new ConnectorError('CONN_ERR_SOURCE_UNKNOWN', `no queue for source ${source}`);
+    return lane;
+  }
+
+  /** The claiming side of a source's queue, made on first use (a serve-only process never makes one). */
+  private worker(source: SourceName): Worker<JobData> {
+    const lane = this.lane(source);
+    if (lane.worker === null) {
+      const worker = this.make.worker(this.queueName(source));
+      worker.on('error', (err) => this.engineError(err));
+      void worker.startStalledCheckTimer().catch((err: unknown) => this.engineError(err as Error));
+      lane.worker = worker;
+    }
+    return lane.worker;
+  }
+
+  private engineError(err: Error): void {
+    if (this.closed) return;
+    const now = Date.now();
+    if (now - this.lastEngineError < 30_000) return;
+    this.lastEngineError = now;
+    this.options.log.warn({ err }, `the ${this.backend} queue engine reported an error (repeats within 30 s are not logged)`);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new ConnectorError('CONN_ERR_QUEUE_CLOSED', 'the queue is closed');
+  }
+
+  private async withTimeout<T>(work: Promise<T>, what: string, ms = ENQUEUE_TIMEOUT_MS): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(unavailable(`the ${this.backend} queue engine did not answer within ${ms} ms (${what})`)), ms);
+    });
+    try {
+      return await Promise.race([work, timeout]);
+    } catch (err) {
+      if (err instanceof ConnectorError) throw err;
+      throw unavailable(`the ${this.backend} queue engine failed (${what}): ${(err as Error).message}`, err);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // ───────────────────────────── the Queue contract ─────────────────────────────
+
+  async enqueue(events: readonly QueueEvent[]): Promise<void> {
+    this.assertOpen();
+    if (events.length === 0) return;
+    const bySource = new Map<SourceName, { name: string; data: JobData; opts: JobsOptions }[]>();
+    for (const input of events) {
+      const parsed = checkQueueEvent(input);
+      const id = typeof (input as { id?: unknown } | null)?.id === 'string' ? (input as { id: string }).id : '?';
+      if (!parsed.success) {
+        throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${id}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, { details: { eventId: id } });
+      }
+      const ev = parsed.data;
+      const data: JobData = { event: { ...ev, receivedAt: ev.receivedAt.toISOString() }, spent: 0, lastError: null, firstAttemptAt: null };
+      try {
+        JSON.stringify(data);
+      } catch (err) {
+        throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${ev.id}: its payload cannot be written as JSON (${(err as Error).message})`, { cause: err, details: { eventId: ev.id } });
+      }
+      const list = bySource.get(ev.source) ?? [];
+      list.push({ name: ev.type, data, opts: { jobId: jobIdOf(ev.id), removeOnComplete: true } });
+      bySource.set(ev.source, list);
+    }
+    await this.withTimeout(Promise.all([...bySource].map(([source, jobs]) => this.lane(source).queue.addBulk(jobs))), 'enqueue');
+    this.options.lifecycle?.emit('queue:appended', { count: events.length });
+  }
+
+  async claim(options: ClaimOptions = {}): Promise<ClaimedEvent[]> {
+    this.assertOpen();
+    const limit = options.limit ?? 1;
+    const sources = (options.sources ?? SOURCE_NAMES).filter((s) => this.lanes.has(s));
+    const out: ClaimedEvent[] = [];
+    if (limit <= 0 || sources.length === 0) return out;
+    const drained = new Set<SourceName>();
+    let setAside = 0;
+    while (out.length < limit && drained.size < sources.length && setAside < MAX_SET_ASIDE_PER_CLAIM && !this.closed) {
+      for (const source of sources) {
+        if (drained.has(source) || out.length >= limit) continue;
+        const token = randomUUID();
+        const job = (await this.worker(source).getNextJob(token, { block: false })) as Job<JobData> | undefined;
+        if (job === undefined || job === null) {
+          drained.add(source);
+          continue;
+        }
+        const entity = job.data.event.entityKey;
+        if (entity !== null && (options.busyKeys?.has(entity) === true || this.held.has(entity) || !(await this.locks.tryLock(entity)))) {
+          await job.moveToDelayed(Date.now() + BUSY_ENTITY_DELAY_MS, token);
+          setAside += 1;
+          continue;
+        }
+        if (entity !== null) this.held.add(entity);
+        let data = job.data;
+        if (data.firstAttemptAt === null) {
+          data = { ...data, firstAttemptAt: new Date().toISOString() };
+          await job.updateData(data);
+        }
+        this.inHand.set(data.event.id, { job, token, source, entity });
+        out.push({ event: toEvent(data), attempt: data.spent + 1, lastError: data.lastError });
+      }
+    }
+    return out;
+  }
+
+  private take(eventId: string, what: string): InHand {
+    this.assertOpen();
+    const hand = this.inHand.get(eventId);
+    if (hand === undefined) throw new ConnectorError('CONN_ERR_INTERNAL', `cannot ${what} event ${eventId}: this queue did not hand it out`, { retryable: false });
+    return hand;
+  }
+
+  private async settled(eventId: string, hand: InHand): Promise<void> {
+    this.inHand.delete(eventId);
+    if (hand.entity === null) return;
+    this.held.delete(hand.entity);
+    await this.locks.release(hand.entity).catch((err: unknown) => this.engineError(err as Error));
+  }
+
+  async ack(eventId: string): Promise<void> {
+    const hand = this.take(eventId, 'ack');
+    await this.withTimeout(hand.job.moveToCompleted(null, hand.token, false), 'ack');
+    await this.settled(eventId, hand);
+  }
+
+  async retry(eventId: string, error: ErrorRecord, options: RetryOptions): Promise<void> {
+    const hand = this.take(eventId, 'retry');
+    const data: JobData = { ...hand.job.data, spent: hand.job.data.spent + (options.spendAttempt === false ? 0 : 1), lastError: error };
+    await this.withTimeout(
+      (async () => {
+        await hand.job.updateData(data);
+        if (options.delayMs > 0) await hand.job.moveToDelayed(Date.now() + options.delayMs, hand.token);
+        else await hand.job.moveToWait(hand.token);
+      })(),
+      'retry',
+    );
+    await this.settled(eventId, hand);
+  }
+
+  async deadLetter(eventId: string, error: ErrorRecord): Promise<void> {
+    const hand = this.take(eventId, 'dead-letter');
+    const spent = hand.job.data.spent + 1;
+    const data: JobData = { ...hand.job.data, lastError: error, dead: { error, at: new Date().toISOString(), attempts: spent } };
+    await this.withTimeout(
+      (async () => {
+        await hand.job.updateData(data);
+        await hand.job.moveToFailed(new Error(`${error.code}: ${error.message}`), hand.token, false);
+      })(),
+      'dead-letter',
+    );
+    await this.settled(eventId, hand);
+  }
+
+  async stats(): Promise<QueueStats> {
+    this.assertOpen();
+    return this.withTimeout(
+      (async () => {
+        const stats: QueueStats = { pending: 0, inFlight: 0, delayed: 0, deadLettered: 0, oldestPendingAgeMs: null };
+        let oldest = Infinity;
+        for (const { queue } of this.lanes.values()) {
+          const counts = await queue.getJobCounts('wait', 'prioritized', 'active', 'delayed', 'failed');
+          stats.pending += (counts.wait ?? 0) + (counts.prioritized ?? 0);
+          stats.inFlight += counts.active ?? 0;
+          stats.delayed += counts.delayed ?? 0;
+          stats.deadLettered += counts.failed ?? 0;
+          const candidates = [
+            ...(await queue.getJobs(['wait', 'prioritized'], 0, 0, true)),
+            ...(counts.active ? await queue.getJobs(['active'], 0, SCAN_LIMIT - 1) : []),
+            ...(counts.delayed ? await queue.getJobs(['delayed'], 0, SCAN_LIMIT - 1) : []),
+          ];
+          for (const job of candidates) {
+            const at = Date.parse((job.data as JobData | undefined)?.event?.receivedAt ?? '');
+            if (Number.isFinite(at) && at < oldest) oldest = at;
+          }
+        }
+        if (oldest !== Infinity) stats.oldestPendingAgeMs = Math.max(0, Date.now() - oldest);
+        return stats;
+      })(),
+      'stats',
+    );
+  }
+
+  async peek(limit: number): Promise<QueueEvent[]> {
+    this.assertOpen();
+    if (limit <= 0) return [];
+    const found: QueueEvent[] = [];
+    for (const { queue } of this.lanes.values()) {
+      const jobs = [
+        // Newest by position, with room for events put back at the newest end (PostgreSQL's
+        // moveToWait): peek is exact unless more than SCAN_LIMIT were put back since.
+        ...(await queue.getJobs(['wait', 'prioritized'], 0, limit + SCAN_LIMIT - 1, false)),
+        ...(await queue.getJobs(['active', 'delayed'], 0, SCAN_LIMIT - 1)),
+      ];
+      for (const job of jobs) if (job?.data !== undefined) found.push(toEvent(job.data as JobData));
+    }
+    return found.sort((a, b) => b.receivedAt.getTime() - a.receivedAt.getTime()).slice(0, limit);
+  }
+
+  private async failedJobs(filter: DeadLetterFilter | undefined): Promise<Job<JobData>[]> {
+    const sources = filter?.source !== undefined ? [filter.source] : SOURCE_NAMES;
+    const ids = filter?.ids === undefined ? null : new Set(filter.ids);
+    const out: Job<JobData>[] = [];
+    for (const source of sources) {
+      const { queue } = this.lane(source);
+      const count = await queue.getFailedCount();
+      for (let start = 0; start < count; start += 500) {
+        for (const job of await queue.getFailed(start, start + 499)) {
+          if (job?.data === undefined) continue;
+          if (ids !== null && !ids.has((job.data as JobData).event.id)) continue;
+          out.push(job as Job<JobData>);
+        }
+      }
+    }
+    return out.sort((a, b) => (a.finishedOn ?? 0) - (b.finishedOn ?? 0));
+  }
+
+  async listDeadLetters(filter?: DeadLetterFilter): Promise<DeadLetter[]> {
+    this.assertOpen();
+    return (await this.failedJobs(filter)).map(toDeadLetter);
+  }
+
+  async replayDeadLetters(filter: DeadLetterFilter, options: { dryRun?: boolean } = {}): Promise<DeadLetter[]> {
+    this.assertOpen();
+    const narrowed = filter.source !== undefined || filter.ids !== undefined;
+    if (!narrowed && filter.all !== true) return [];
+    const jobs = await this.failedJobs(filter);
+    const letters = jobs.map(toDeadLetter);
+    if (options.dryRun === true) return letters;
+    for (const job of jobs) {
+      const { dead: _dead, ...rest } = job.data;
+      await job.updateData({ ...rest, spent: 0, lastError: null, firstAttemptAt: null });
+      await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    }
+    return letters;
+  }
+
+  async waitForWork(timeoutMs: number, options: { sources?: readonly SourceName[] } = {}): Promise<void> {
+    const sources = (options.sources ?? SOURCE_NAMES).filter((s) => this.lanes.has(s));
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed && Date.now() < deadline) {
+      try {
+        if (await this.anyReady(sources)) return;
+      } catch (err) {
+        this.engineError(err as Error);
+      }
+      await sleep(Math.min(IDLE_POLL_MS, deadline - Date.now()), this.closing.signal);
+    }
+  }
+
+  private async anyReady(sources: readonly SourceName[]): Promise<boolean> {
+    for (const source of sources) {
+      const { queue } = this.lane(source);
+      const counts = await queue.getJobCounts('wait', 'prioritized', 'delayed');
+      if ((counts.wait ?? 0) + (counts.prioritized ?? 0) > 0) return true;
+      if ((counts.delayed ?? 0) > 0) {
+        const [next] = await queue.getJobs(['delayed'], 0, 0, true);
+        if (next !== undefined && next.timestamp + (next.delay ?? 0) <= Date.now()) return true;
+      }
+    }
+    return false;
+  }
+
+  private async renewLocks(): Promise<void> {
+    const hands = [...this.inHand.values()];
+    if (hands.length === 0) return;
+    await Promise.all(hands.map((h) => h.job.extendLock(h.token, JOB_LOCK_MS).catch((err: unknown) => this.engineError(err as Error))));
+    await this.locks.renew(hands.flatMap((h) => (h.entity === null ? [] : [h.entity]))).catch((err: unknown) => this.engineError(err as Error));
+  }
+
+  /** Removes every job of this queue's prefix from the engine (tests, and an operator starting over). */
+  async obliterate(): Promise<void> {
+    this.assertOpen();
+    for (const { queue } of this.lanes.values()) await queue.obliterate({ force: true });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.closing.abort();
+    if (this.renewTimer !== null) clearInterval(this.renewTimer);
+    // Events in hand go back to waiting now rather than after their lock expires, in the order they
+    // were handed out: moveToWait puts a job at the front of the line on Redis, at the back on
+    // PostgreSQL.
+    const hands = [...this.inHand.entries()];
+    if (this.backend === 'redis') hands.reverse();
+    this.inHand.clear();
+    for (const [, hand] of hands) {
+      await hand.job.moveToWait(hand.token).catch(() => {});
+      if (hand.entity !== null) await this.locks.release(hand.entity).catch(() => {});
+    }
+    this.held.clear();
+    for (const lane of this.lanes.values()) {
+      await lane.worker?.close(true).catch(() => {});
+      await lane.queue.close().catch(() => {});
+    }
+    await this.locks.close().catch(() => {});
+    for (const redis of this.redisClients) redis.disconnect();
+  }
+}
+
+function toDeadLetter(job: Job<JobData>): DeadLetter {
+  const data = job.data;
+  const dead = data.dead ?? {
+    // Dead-lettered by BullMQ itself: its process died with it in hand more than MAX_STALLS times.
+    error: { code: 'CONN_ERR_INTERNAL', message: job.failedReason || 'failed in the engine', retryable: true } satisfies ErrorRecord,
+    at: new Date(job.finishedOn ?? Date.now()).toISOString(),
+    attempts: data.spent + 1,
+  };
+  return { event: toEvent(data), attempts: dead.attempts, error: dead.error, firstAttemptAt: data.firstAttemptAt, deadLetteredAt: dead.at };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
