@@ -69,8 +69,13 @@ export const ConfigSchema = z.object({
   AIRTABLE_BASE_ID: z.string().regex(/^app[A-Za-z0-9]+$/, 'must be an Airtable base id (app...)').optional(),
   AIRTABLE_BASE_URL: url.default('https://api.airtable.com'),
 
-  QUEUE_BACKEND: z.enum(['file', 'redis'], { error: 'must be file or redis' }).default('file'),
+  QUEUE_BACKEND: z.enum(['file', 'redis', 'postgres'], { error: 'must be file, redis or postgres' }).default('file'),
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').optional(),
+  /** Whether to run on a Redis that answers before its writes are on disk (see src/queue/engine.ts). */
+  REDIS_DURABILITY: z.enum(['strict', 'relaxed'], { error: 'must be strict or relaxed' }).default('strict'),
+  QUEUE_DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+  /** Names the shared queue's BullMQ queues (`<prefix>-teamwork`, ...): several connectors may share one engine. */
+  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be letters, digits, _ or - (at most 64)').default('connector'),
   MAX_QUEUE_ATTEMPTS: int(1, 100).default(3),
   WORKER_CONCURRENCY: int(1, 64).default(1),
   WEBHOOK_MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(5 * 1024 * 1024),
@@ -133,7 +138,7 @@ export interface Config extends RawConfig {
 }
 
 /** Names of settings whose values are secrets: never logged, redacted wherever they appear. */
-export const SECRET_SETTINGS = ['TEAMWORK_API_KEY', 'TEAMWORK_WEBHOOK_TOKEN', 'MISSIVE_API_TOKEN', 'MISSIVE_WEBHOOK_SECRET', 'AIRTABLE_TOKEN', 'NGROK_AUTHTOKEN', 'ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL'] as const;
+export const SECRET_SETTINGS = ['TEAMWORK_API_KEY', 'TEAMWORK_WEBHOOK_TOKEN', 'MISSIVE_API_TOKEN', 'MISSIVE_WEBHOOK_SECRET', 'AIRTABLE_TOKEN', 'NGROK_AUTHTOKEN', 'ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL', 'QUEUE_DATABASE_URL'] as const;
 
 export type Env = Record<string, string | undefined>;
 
@@ -192,7 +197,10 @@ function assertCombinations(raw: RawConfig): void {
     need('AIRTABLE_TOKEN', 'DB_BACKEND=airtable');
     need('AIRTABLE_BASE_ID', 'DB_BACKEND=airtable');
   }
-  // QUEUE_BACKEND=redis is refused by createQueue (not built yet), so REDIS_URL is not asked for first.
+  if (raw.QUEUE_BACKEND === 'redis') need('REDIS_URL', 'QUEUE_BACKEND=redis');
+  if (raw.QUEUE_BACKEND === 'postgres' && raw.QUEUE_DATABASE_URL === undefined && raw.DATABASE_URL === undefined) {
+    throw new ConnectorError('CONN_ERR_CONFIG_INVALID', 'Invalid setting QUEUE_DATABASE_URL: required when QUEUE_BACKEND=postgres (or set DATABASE_URL)', { details: { variable: 'QUEUE_DATABASE_URL' } });
+  }
   if (raw.HTTP_HEADERS_TIMEOUT_MS > raw.HTTP_REQUEST_TIMEOUT_MS) {
     throw new ConnectorError('CONN_ERR_CONFIG_INVALID', `Invalid setting HTTP_HEADERS_TIMEOUT_MS: must be at most HTTP_REQUEST_TIMEOUT_MS (${raw.HTTP_REQUEST_TIMEOUT_MS})`, { details: { variable: 'HTTP_HEADERS_TIMEOUT_MS' } });
   }

@@ -77,7 +77,8 @@ export interface StartOptions {
 export async function startConnector(config: Config, options: StartOptions): Promise<RunningConnector> {
   const { log, roles } = options;
   const lifecycle = new Lifecycle((err, name) => log.error({ err, lifecycleEvent: name }, 'lifecycle listener failed'));
-  const queue = await createQueue(config, { ...options.queue, log: log.child({ component: 'queue' }), lifecycle });
+  let queueDurability: string | undefined;
+  const queue = await createQueue(config, { ...options.queue, log: log.child({ component: 'queue' }), lifecycle, onDurabilityWarning: (warning) => (queueDurability = warning) });
   const closers: Array<() => Promise<void>> = [() => queue.close()];
   let app: FastifyInstance | null = null;
   let worker: WorkerStart | null = null;
@@ -147,6 +148,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         },
         refusalLinesPerMinute: config.LOG_REFUSALS_PER_MINUTE,
         healthDetails: starting === null ? undefined : () => starting.health(),
+        ...(queueDurability === undefined ? {} : { queueDurability }),
       });
       await app.listen({ host: config.HOST, port: config.PORT });
       const address = app.server.address();

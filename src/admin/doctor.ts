@@ -39,6 +39,8 @@ import { loadNgrok, type NgrokLoader } from '../tunnel.ts';
 import { createDatabase } from '../db/create-database.ts';
 import { noQueueAt } from './check-queue.ts';
 import { openQueue, queueWorker } from './resources.ts';
+import type { EngineSettings } from '../queue/bull-queue.ts';
+import { engineSettings, engineUrlSetting, judgeDurability, probeEngine, unreachableEngine, type EngineReport } from '../queue/engine.ts';
 import { SOURCE_API_SETTINGS, SOURCE_SECRET_SETTINGS } from './source-settings.ts';
 
 export const CHECK_STATUSES = ['OK', 'FAIL', 'SKIP'] as const;
@@ -185,7 +187,36 @@ async function checkDatabase(config: Config, log: Logger): Promise<Omit<DoctorCh
   }
 }
 
+/** The shared engine (QUEUE_BACKEND=redis|postgres): reachable, its version and durability, then the queue's counts. */
+async function checkQueueEngine(config: Config, settings: EngineSettings, log: Logger): Promise<Omit<DoctorCheck, 'name'>> {
+  const setting = engineUrlSetting(settings, config);
+  let report: EngineReport;
+  try {
+    report = await probeEngine(settings);
+  } catch (err) {
+    return { status: 'FAIL', detail: unreachableEngine(settings, setting, err).message, fix: `check ${setting} and that ${settings.engine === 'redis' ? 'Redis' : 'PostgreSQL'} runs there and is reachable from this host` };
+  }
+  const engine = `${report.engine} ${report.version} at ${report.address} (${report.durability})`;
+  let durabilityNote: string;
+  try {
+    durabilityNote = judgeDurability(report, config.REDIS_DURABILITY === 'relaxed').warning === null ? '' : ` [not durable, accepted: ${config.QUEUE_BACKEND === 'redis' ? 'REDIS_DURABILITY=relaxed' : 'a warning'}]`;
+  } catch (err) {
+    return { status: 'FAIL', detail: errorText(err), fix: 'in redis.conf: appendonly yes and appendfsync always (or CONFIG SET both and CONFIG REWRITE); or REDIS_DURABILITY=relaxed' };
+  }
+  const queue = await openQueue(config, log);
+  try {
+    const stats = await queue.stats();
+    const dead = stats.deadLettered > 0 ? `; ${stats.deadLettered} dead letters (npm run replay-dlq -- --all --dry-run)` : '';
+    const lag = stats.oldestPendingAgeMs === null ? 'nothing waiting' : `oldest waiting ${Math.round(stats.oldestPendingAgeMs / SECOND)} s`;
+    return { status: 'OK', detail: `${engine}${durabilityNote}; queues ${config.QUEUE_PREFIX}-*: ${stats.pending} pending, ${stats.inFlight} in flight, ${stats.delayed} delayed, ${lag}${dead}` };
+  } finally {
+    await queue.close().catch(() => {});
+  }
+}
+
 async function checkQueueOpens(config: Config, log: Logger): Promise<Omit<DoctorCheck, 'name'>> {
+  const settings = engineSettings(config);
+  if (settings !== null) return checkQueueEngine(config, settings, log);
   const missing = noQueueAt(config);
   if (missing !== null) return { status: 'FAIL', detail: `no queue at ${config.queueDir} (nothing was created)`, fix: elsewhereFix };
   const queue = await openQueue(config, log);

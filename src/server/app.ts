@@ -33,6 +33,8 @@ export interface AppOptions {
   maxBodyBytes: number;
   /** Recognises a delivery accepted before, byte for byte (replay-window.ts); none: every delivery is enqueued. */
   replayWindow?: ReplayWindow;
+  /** What /health says of the queue engine's durability, when start-up accepted a weak one (REDIS_DURABILITY=relaxed). */
+  queueDurability?: string;
   /** Extra health facts (database, backfill), added to GET /health. */
   healthDetails?: () => Promise<Record<string, unknown>>;
   now?: () => Date;
@@ -118,14 +120,22 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  // 503 when the database this process writes to cannot take writes (a load balancer or a monitor
-  // then sees it); /health/live says only that the process answers.
+  // 503 when the database this process writes to cannot take writes, or the queue cannot be read (a
+  // shared engine away): a load balancer or a monitor then sees it. /health/live says only that the
+  // process answers.
+  const durability = options.queueDurability === undefined ? {} : { durability: options.queueDurability };
   app.get('/health', async (_request, reply) => {
-    const stats = await queue.stats();
+    let queueFacts: Record<string, unknown>;
+    try {
+      const stats = await queue.stats();
+      queueFacts = { size: stats.pending + stats.delayed + stats.inFlight, ...stats, ...durability };
+    } catch (err) {
+      queueFacts = { ok: false, backend: queue.backend, detail: err instanceof Error ? err.message : String(err), ...durability };
+    }
     const details = options.healthDetails === undefined ? {} : await options.healthDetails();
     const database = (details as { database?: { ok?: unknown } }).database;
-    const healthy = database === undefined || database.ok !== false;
-    return reply.code(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unhealthy', queue: { size: stats.pending + stats.delayed + stats.inFlight, ...stats }, ...details });
+    const healthy = queueFacts.ok !== false && (database === undefined || database.ok !== false);
+    return reply.code(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unhealthy', queue: queueFacts, ...details });
   });
   app.get('/health/live', async () => ({ status: 'ok' }));
 
