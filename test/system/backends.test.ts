@@ -12,7 +12,8 @@ import { airtableSetup } from '../../src/db/airtable/setup.ts';
 import { startAirtableSimulator, type AirtableSimulator } from '../../simulators/airtable/index.ts';
 import { startMissiveSimulator, type MissiveSimulator } from '../../simulators/missive/index.ts';
 import { startTeamworkSimulator, type TeamworkSimulator, type TwTask } from '../../simulators/teamwork/index.ts';
-import { requirePostgres, startPrivatePostgres, TEST_POSTGRES_URL, type PrivatePostgres } from '../helpers/services.ts';
+import { BullQueue, type EngineSettings } from '../../src/queue/bull-queue.ts';
+import { requirePostgres, requireRedis, startPrivatePostgres, TEST_POSTGRES_URL, TEST_REDIS_URL, type PrivatePostgres } from '../helpers/services.ts';
 import { memoryLogger, mirrorMatches, removeTempDirs, startSystem, stopAllSystems, SteppingClock, waitFor, type System } from './harness.ts';
 import { comparableEmail, emailMatches, expectedEmail } from './missive-expect.ts';
 import { comparableTask, expectedTask, rowMatches } from './teamwork-expect.ts';
@@ -21,6 +22,7 @@ const TW_TOKEN = 'system-backends-tw-token';
 const MV_SECRET = 'system-backends-mv-secret';
 
 const postgres = await requirePostgres();
+const redis = await requireRedis();
 const cleanups: Array<() => Promise<void>> = [];
 
 afterEach(async () => {
@@ -160,6 +162,38 @@ describe.skipIf(!postgres.available)('DB_BACKEND=postgres', () => {
     }
   }, 60_000);
 });
+
+/** The shared queue engines (issue 16): the same scenario with the queue on BullMQ; each run has queues of its own (QUEUE_PREFIX), removed afterwards. */
+describe.skipIf(!redis.available)('QUEUE_BACKEND=redis', () => {
+  it('runs the webhook scenario end to end with the queue in Redis', async () => {
+    const prefix = `sys${randomBytes(4).toString('hex')}`;
+    cleanups.push(() => obliterateQueues({ engine: 'redis', url: TEST_REDIS_URL, prefix }));
+    const v = await startVendors();
+    // The shared test Redis runs without AOF: accepted here, with the warning /health shows.
+    const sys = await startSystem({ env: { QUEUE_BACKEND: 'redis', REDIS_URL: TEST_REDIS_URL, REDIS_DURABILITY: 'relaxed', QUEUE_PREFIX: prefix, ...vendorEnv(v) } });
+    expect(sys.connector.queue.backend).toBe('redis');
+    await scenario(v, sys);
+    const health = (await (await fetch(`${sys.url}/health`)).json()) as { queue: { durability?: string } };
+    expect(health.queue.durability).toMatch(/REDIS_DURABILITY=relaxed/);
+  }, 60_000);
+});
+
+describe.skipIf(!postgres.available)('QUEUE_BACKEND=postgres', () => {
+  it('runs the webhook scenario end to end with the queue in PostgreSQL', async () => {
+    const prefix = `sys${randomBytes(4).toString('hex')}`;
+    cleanups.push(() => obliterateQueues({ engine: 'postgres', url: TEST_POSTGRES_URL, prefix }));
+    const v = await startVendors();
+    const sys = await startSystem({ env: { QUEUE_BACKEND: 'postgres', QUEUE_DATABASE_URL: TEST_POSTGRES_URL, QUEUE_PREFIX: prefix, ...vendorEnv(v) } });
+    expect(sys.connector.queue.backend).toBe('postgres');
+    await scenario(v, sys);
+  }, 60_000);
+});
+
+async function obliterateQueues(settings: EngineSettings): Promise<void> {
+  const queue = await BullQueue.open({ settings, log: memoryLogger().log });
+  await queue.obliterate();
+  await queue.close();
+}
 
 describe('DB_BACKEND=airtable', () => {
   it('runs the webhook scenario end to end into the Airtable simulator, without a 429', async () => {
