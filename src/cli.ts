@@ -193,16 +193,57 @@ async function checkQueueCommand(options: { last: number; json?: boolean; dataDi
     await assertQueueThere(config);
     const { checkQueue } = await import('./admin/check-queue.ts');
     const { renderQueueReport } = await import('./admin/render.ts');
-    const { openQueue, queueWorker } = await import('./admin/resources.ts');
+    const { openQueue, queueLocation, queueWorker } = await import('./admin/resources.ts');
     const queue = await openQueue(config, log);
     try {
       const report = await checkQueue(queue, { last: options.last, worker: await queueWorker(config) });
-      print(options.json === true ? JSON.stringify({ queueDir: config.queueDir, ...report }, null, 2) : renderQueueReport(report, config.queueDir));
+      const where = config.QUEUE_BACKEND === 'file' ? { queueDir: config.queueDir } : { queue: queueLocation(config) };
+      print(options.json === true ? JSON.stringify({ ...where, ...report }, null, 2) : renderQueueReport(report, queueLocation(config)));
       return EXIT.ok;
     } finally {
       await queue.close();
     }
   }, { dataDir: options.dataDir, readOnly: true });
+}
+
+async function migrateQueueCommand(options: { dryRun?: boolean; dataDir?: string }): Promise<never> {
+  return admin('migrate-queue', async ({ config, log }) => {
+    const { migrateQueue } = await import('./admin/migrate-queue.ts');
+    const { openQueue, queueLocation } = await import('./admin/resources.ts');
+    const { UsageError } = await import('./admin/usage-error.ts');
+    if (config.QUEUE_BACKEND === 'file') throw new UsageError('set QUEUE_BACKEND=redis (with REDIS_URL) or QUEUE_BACKEND=postgres (with QUEUE_DATABASE_URL or DATABASE_URL) to the engine to move the file queue into');
+    const fileConfig = { ...config, QUEUE_BACKEND: 'file' as const };
+    await assertQueueThere(fileConfig);
+    const from = await openQueue(fileConfig, log);
+    try {
+      const to = await openQueue(config, log);
+      const controller = new AbortController();
+      const onSignal = () => controller.abort();
+      process.on('SIGINT', onSignal);
+      try {
+        let lastLine = 0;
+        const result = await migrateQueue(from, to, {
+          dryRun: options.dryRun,
+          signal: controller.signal,
+          onProgress: ({ moved, left, waitingFor }) => {
+            if (Date.now() - lastLine < 1_000 && left > 0) return;
+            lastLine = Date.now();
+            print(`moved ${moved}, ${left} left${waitingFor > 0 ? ` (${waitingFor} backing off: waiting for their time)` : ''}`);
+          },
+        });
+        const target = `${config.QUEUE_BACKEND} (${queueLocation(config)})`;
+        if (result.dryRun) print(`${result.moved} event(s) in ${config.queueDir} would move to ${target} (dry run; nothing changed)`);
+        else print(`${result.interrupted ? 'interrupted: ' : ''}moved ${result.moved} event(s) from ${config.queueDir} to ${target}${result.interrupted ? '; run again to move the rest' : ''}`);
+        if (result.deadLetters > 0) print(`${result.deadLetters} dead letter(s) stay in ${config.queueDir}: to have them processed, replay them there first (QUEUE_BACKEND=file connector replay-dlq --all) and migrate again`);
+        return result.interrupted ? EXIT.failed : EXIT.ok;
+      } finally {
+        process.off('SIGINT', onSignal);
+        await to.close();
+      }
+    } finally {
+      await from.close();
+    }
+  }, { dataDir: options.dataDir });
 }
 
 async function backfillCommand(options: { source?: SourceName; since?: Date; full?: boolean }): Promise<never> {
@@ -350,6 +391,13 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON instead of text')
     .addOption(dataDirOption())
     .action(checkQueueCommand);
+
+  program
+    .command('migrate-queue')
+    .description("move the events waiting in this host's file queue into the shared engine of QUEUE_BACKEND (redis or postgres); stop the connector on this DATA_DIR first")
+    .option('--dry-run', 'count what would move; change nothing')
+    .addOption(dataDirOption())
+    .action(migrateQueueCommand);
 
   program
     .command('backfill')

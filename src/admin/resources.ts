@@ -10,6 +10,7 @@ import { createDatabase } from '../db/create-database.ts';
 import { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
 import { createQueue } from '../queue/create-queue.ts';
+import { engineAddress, engineSettings } from '../queue/engine.ts';
 import type { Queue } from '../queue/queue.ts';
 import { fileQueueWorker, type WorkerStatus } from './worker-status.ts';
 
@@ -33,5 +34,12 @@ export async function openDatabase(config: Config, log: Logger): Promise<Databas
 /** Whether a worker consumes the configured queue. */
 export function queueWorker(config: Pick<Config, 'QUEUE_BACKEND' | 'queueDir'>): Promise<WorkerStatus> {
   if (config.QUEUE_BACKEND === 'file') return fileQueueWorker(config.queueDir);
-  return Promise.resolve({ state: 'unknown', reason: `not knowable for QUEUE_BACKEND=${config.QUEUE_BACKEND}` });
+  // BullMQ's worker listing does not see workers that pull by hand (ours), on either engine.
+  return Promise.resolve({ state: 'unknown', reason: `not counted on a shared queue (QUEUE_BACKEND=${config.QUEUE_BACKEND}): any number of workers may claim; each worker's /health says whether it runs` });
+}
+
+/** Where the configured queue is, for operators: the directory, or the engine's address and queue names. */
+export function queueLocation(config: Pick<Config, 'QUEUE_BACKEND' | 'queueDir' | 'REDIS_URL' | 'QUEUE_DATABASE_URL' | 'DATABASE_URL' | 'QUEUE_PREFIX'>): string {
+  const settings = engineSettings(config);
+  return settings === null ? config.queueDir : `${engineAddress(settings)}, queues ${settings.prefix}-*`;
 }
