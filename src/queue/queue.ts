@@ -7,17 +7,29 @@
  *   resolved has kept the "acknowledged = durable" promise.
  * - Delivery is at least once. An event is handed out by `claim` until it is `ack`ed, dead-lettered, or
  *   replaced by `retry`; a crash before `ack` hands it out again after restart.
- * - Fresh events are handed out in enqueue order within a source. An event that is backing off (after
- *   `retry`) waits for its time without holding up the events behind it.
- * - `claim` never hands out an event whose `entityKey` is in `busyKeys`, nor one that is already claimed,
- *   nor, when `sources` is given, an event of another source: a worker gives each source lanes of their
- *   own, so one source's backlog or paused vendor never holds another source's events.
+ * - Fresh events are handed out in enqueue order within a source; across sources no order is promised.
+ *   An event that is backing off (after `retry`) waits for its time without holding up the events
+ *   behind it.
+ * - `claim` never hands out an event whose `entityKey` is in `busyKeys`, nor two of one entity, nor one
+ *   that is already claimed, nor, when `sources` is given, an event of another source: a worker gives
+ *   each source lanes of their own, so one source's backlog or paused vendor never holds another
+ *   source's events. On a queue shared by several processes, an entity in another process's hands
+ *   counts as busy too.
  * - `retry` with `spendAttempt: false` hands the event out again with the same attempt number: the
  *   attempt failed for a reason outside the event (its vendor paused) and does not count toward
  *   dead-lettering.
  * - `retry` and `deadLetter` are atomic with respect to a crash: afterwards the event is either in its
  *   old place or its new one, never lost, and never in both for longer than at-least-once allows.
  * - Stats are cheap enough to call on every `/health` request.
+ *
+ * What differs by backend, and why (each is held to the same conformance suite, test/queue/conformance.ts):
+ * - file (one host): one process claims (`tryConsume`); an event passed over for a busy entity keeps
+ *   its place; `waitForWork` wakes at once on an arrival in this process or another on the same disk.
+ * - BullMQ on Redis or PostgreSQL (any number of processes and hosts; src/queue/bull-queue.ts): every
+ *   worker claims; an event passed over for a busy entity is set aside for a moment and loses its place
+ *   (BullMQ cannot skip a job and keep it at the head); `waitForWork` asks the engine a few times a
+ *   second; an event claimed by a process that died comes back when its lock expires (30 s), not at
+ *   the next start; `enqueue` fails within 3 s with CONN_ERR_QUEUE_UNAVAILABLE while the engine is away.
  *
  * No backend type crosses this contract.
  */
