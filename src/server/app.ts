@@ -117,7 +117,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   options.replayWindow?.registerMetrics(metrics.registry);
   app.addHook('onClose', async () => metrics.detach());
   app.get('/metrics', async (_request, reply) => {
-    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    return reply.type(metrics.registry.contentType).send(await metrics.render());
   });
 
   // 503 when the database this process writes to cannot take writes, or the queue cannot be read (a

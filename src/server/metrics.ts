@@ -6,7 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Lifecycle } from '../lifecycle.ts';
 import { SOURCE_NAMES } from '../model.ts';
-import type { Queue } from '../queue/queue.ts';
+import type { Queue, QueueStats } from '../queue/queue.ts';
 import type { Source } from '../sources/source.ts';
 
 /** Delivery outcomes counted from the start at 0: accepted, and the statuses deliveries are refused with. */
@@ -15,6 +15,8 @@ const EVENT_OUTCOMES = ['succeeded', 'retrying', 'dead_lettered'] as const;
 
 export interface Metrics {
   registry: Registry;
+  /** The metrics as text, read afresh (the queue once per call). */
+  render(): Promise<string>;
   /** Stops listening to lifecycle events. */
   detach(): void;
 }
@@ -38,13 +40,28 @@ export function createMetrics(lifecycle: Lifecycle, queue: Queue, sources: reado
     for (const outcome of EVENT_OUTCOMES) events.inc({ source, outcome }, 0);
   }
 
-  const queueGauge = new Gauge({
+  // One read of the queue per scrape, shared by its gauges. A queue that cannot be read (a shared
+  // engine away) makes its gauges vanish for that scrape and connector_queue_readable 0, rather than
+  // failing the whole scrape.
+  let scrape: Promise<QueueStats | null> | null = null;
+  const readStats = (): Promise<QueueStats | null> => (scrape ??= queue.stats().catch(() => null));
+  new Gauge({
+    name: 'connector_queue_readable',
+    help: 'Whether the queue answered this scrape (0: a shared engine is away; the queue gauges are missing).',
+    registers: [registry],
+    async collect() {
+      this.set((await readStats()) === null ? 0 : 1);
+    },
+  });
+  new Gauge({
     name: 'connector_queue_events',
     help: 'Events in the queue by state.',
     labelNames: ['state'],
     registers: [registry],
     async collect() {
-      const stats = await queue.stats();
+      const stats = await readStats();
+      this.reset();
+      if (stats === null) return;
       this.set({ state: 'pending' }, stats.pending);
       this.set({ state: 'in_flight' }, stats.inFlight);
       this.set({ state: 'delayed' }, stats.delayed);
@@ -56,11 +73,11 @@ export function createMetrics(lifecycle: Lifecycle, queue: Queue, sources: reado
     help: 'Age of the oldest event not yet done.',
     registers: [registry],
     async collect() {
-      const stats = await queue.stats();
-      this.set((stats.oldestPendingAgeMs ?? 0) / 1000);
+      const stats = await readStats();
+      this.reset();
+      if (stats !== null) this.set((stats.oldestPendingAgeMs ?? 0) / 1000);
     },
   });
-  void queueGauge;
 
   // The vendors' state and requests, from their budgets (src/http/rate-limiter.ts), when scraped.
   const vendors = sources.flatMap((s) => (s.vendor === undefined ? [] : [{ source: s.name, gate: s.vendor }]));
@@ -107,5 +124,12 @@ export function createMetrics(lifecycle: Lifecycle, queue: Queue, sources: reado
     lifecycle.on('backfill:page', (e) => backfill.inc({ source: e.source }, e.events)),
   ];
 
-  return { registry, detach: () => off.forEach((f) => f()) };
+  return {
+    registry,
+    async render(): Promise<string> {
+      scrape = null;
+      return registry.metrics();
+    },
+    detach: () => off.forEach((f) => f()),
+  };
 }

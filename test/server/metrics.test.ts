@@ -3,6 +3,7 @@
  * outcome before any delivery (so rate() and alerts have a series from the start), and the process
  * metrics carry the connector_ prefix once.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,6 +16,8 @@ import { createQueue } from '../../src/queue/create-queue.ts';
 import { buildApp } from '../../src/server/app.ts';
 import type { RateLimiter } from '../../src/http/rate-limiter.ts';
 import { createSources } from '../../src/sources/index.ts';
+import { signTeamwork, teamworkTaskPayload } from '../helpers/deliveries.ts';
+import { requireRedis } from '../helpers/services.ts';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'conn-metrics-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -91,3 +94,62 @@ describe('/health', () => {
     }
   });
 });
+
+describe.skipIf(!(await requireRedis()).available)('/metrics and /health with the queue engine away (issue 16)', () => {
+  it('answer at once: the queue gauges missing and connector_queue_readable 0, /health 503 naming the queue; a delivery 503 within 3 s', async () => {
+    // A Redis of this test's own (never the shared one), stopped halfway.
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    try {
+      await waitForRedis(port);
+      const log = createLogger({ level: 'silent', console: false });
+      const config = parseConfig({ DATA_DIR: path.join(dir, 'data-engine'), QUEUE_BACKEND: 'redis', REDIS_URL: `redis://127.0.0.1:${port}`, REDIS_DURABILITY: 'relaxed', TEAMWORK_WEBHOOK_TOKEN: 'metrics-token' });
+      const lifecycle = new Lifecycle(() => {});
+      const queue = await createQueue(config, { log, lifecycle });
+      const app = await buildApp({ log, queue, sources: createSources(config, { log }), lifecycle, maxBodyBytes: 1 << 20 });
+      try {
+        const before = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+        expect(before).toContain('connector_queue_readable 1');
+        expect(before).toContain('connector_queue_events{state="pending"} 0');
+        expect((await app.inject({ method: 'GET', url: '/health' })).statusCode).toBe(200);
+
+        redis.kill('SIGKILL');
+        await new Promise((resolve) => redis.once('exit', resolve));
+        let started = Date.now();
+        const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+        expect(metrics.statusCode).toBe(200);
+        expect(metrics.body).toContain('connector_queue_readable 0');
+        expect(metrics.body).not.toContain('connector_queue_events{');
+        const health = await app.inject({ method: 'GET', url: '/health' });
+        expect(health.statusCode).toBe(503);
+        expect(health.json()).toMatchObject({ status: 'unhealthy', queue: { ok: false, backend: 'redis' } });
+        expect(Date.now() - started).toBeLessThan(8_000);
+
+        started = Date.now();
+        const body = JSON.stringify(teamworkTaskPayload(4242));
+        const delivery = await app.inject({
+          method: 'POST',
+          url: '/webhooks/teamwork',
+          headers: { 'content-type': 'application/json', 'x-projects-event': 'TASK.CREATED', 'x-projects-signature': signTeamwork('metrics-token', body) },
+          payload: body,
+        });
+        expect(delivery.statusCode).toBe(503);
+        expect(delivery.json()).toMatchObject({ error: 'CONN_ERR_QUEUE_UNAVAILABLE' });
+        expect(Date.now() - started).toBeLessThan(3_500);
+      } finally {
+        await app.close();
+        await queue.close();
+      }
+    } finally {
+      redis.kill('SIGKILL');
+    }
+  }, 30_000);
+});
+
+async function waitForRedis(port: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await requireRedis(`redis://127.0.0.1:${port}`).then((c) => c.available, () => false))) {
+    if (Date.now() > deadline) throw new Error(`the test Redis on port ${port} did not start`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
