@@ -314,38 +314,45 @@ export class BullQueue implements Queue {
     await this.locks.release(hand.entity).catch((err: unknown) => this.engineError(err as Error));
   }
 
+  /**
+   * Runs a settling operation on an event in hand and lets its entity go. An operation the engine
+   * refuses because the job's lock is gone (it was in hand longer than JOB_LOCK_MS without a renewal,
+   * or the engine lost it: the stalled check has handed the event out again) lets the event go here
+   * too and fails with CONN_ERR_INTERNAL: the dispatcher leaves it to the engine.
+   */
+  private async settle(eventId: string, hand: InHand, what: string, work: () => Promise<unknown>): Promise<void> {
+    try {
+      await this.withTimeout(work(), what);
+    } catch (err) {
+      if (!lostLock(err)) throw err;
+      await this.settled(eventId, hand);
+      throw new ConnectorError('CONN_ERR_INTERNAL', `cannot ${what} event ${eventId}: its lock in the engine is gone (not renewed within ${JOB_LOCK_MS / 1000} s, or the engine lost it), so the engine hands it out again`, { cause: err, retryable: false });
+    }
+    await this.settled(eventId, hand);
+  }
+
   async ack(eventId: string): Promise<void> {
     const hand = this.take(eventId, 'ack');
-    await this.withTimeout(hand.job.moveToCompleted(null, hand.token, false), 'ack');
-    await this.settled(eventId, hand);
+    await this.settle(eventId, hand, 'ack', () => hand.job.moveToCompleted(null, hand.token, false));
   }
 
   async retry(eventId: string, error: ErrorRecord, options: RetryOptions): Promise<void> {
     const hand = this.take(eventId, 'retry');
     const data: JobData = { ...hand.job.data, spent: hand.job.data.spent + (options.spendAttempt === false ? 0 : 1), lastError: error };
-    await this.withTimeout(
-      (async () => {
-        await hand.job.updateData(data);
-        if (options.delayMs > 0) await hand.job.moveToDelayed(Date.now() + options.delayMs, hand.token);
-        else await hand.job.moveToWait(hand.token);
-      })(),
-      'retry',
-    );
-    await this.settled(eventId, hand);
+    await this.settle(eventId, hand, 'retry', async () => {
+      await hand.job.updateData(data);
+      if (options.delayMs > 0) await hand.job.moveToDelayed(Date.now() + options.delayMs, hand.token);
+      else await hand.job.moveToWait(hand.token);
+    });
   }
 
   async deadLetter(eventId: string, error: ErrorRecord): Promise<void> {
     const hand = this.take(eventId, 'dead-letter');
-    const spent = hand.job.data.spent + 1;
-    const data: JobData = { ...hand.job.data, lastError: error, dead: { error, at: new Date().toISOString(), attempts: spent } };
-    await this.withTimeout(
-      (async () => {
-        await hand.job.updateData(data);
-        await hand.job.moveToFailed(new Error(`${error.code}: ${error.message}`), hand.token, false);
-      })(),
-      'dead-letter',
-    );
-    await this.settled(eventId, hand);
+    const data: JobData = { ...hand.job.data, lastError: error, dead: { error, at: new Date().toISOString(), attempts: hand.job.data.spent + 1 } };
+    await this.settle(eventId, hand, 'dead-letter', async () => {
+      await hand.job.updateData(data);
+      await hand.job.moveToFailed(new Error(`${error.code}: ${error.message}`), hand.token, false);
+    });
   }
 
   async stats(): Promise<QueueStats> {
@@ -493,6 +500,12 @@ export class BullQueue implements Queue {
     await this.locks.close().catch(() => {});
     for (const redis of this.redisClients) redis.disconnect();
   }
+}
+
+/** The engine refused an operation on a job because this process no longer holds it (Redis and PostgreSQL wordings). */
+function lostLock(err: unknown): boolean {
+  const inner = err instanceof ConnectorError && err.cause !== undefined ? err.cause : err;
+  return inner instanceof Error && /missing lock|lock mismatch|not in the active state|not active|missing key for job|missing job/i.test(inner.message);
 }
 
 function toDeadLetter(job: Job<JobData>): DeadLetter {

@@ -3,6 +3,7 @@
  * the real engines, then what only a shared engine can get wrong.
  */
 import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger, type Logger } from '../../src/log.ts';
 import type { QueueEvent } from '../../src/model.ts';
@@ -96,6 +97,25 @@ for (const engine of engines) {
       await one.ack(last[0]!);
       await one.ack(`${settings.prefix}-e3`);
       expect(await one.stats()).toMatchObject({ pending: 0, inFlight: 0, delayed: 0, deadLettered: 0 });
+    });
+
+    it.runIf(engine.name === 'redis')('lets an event go, and its entity, when the engine says its lock is gone', async () => {
+      const one = await process();
+      await one.enqueue([event(1, 'task:A'), event(2, 'task:A')]);
+      const [first] = await one.claim();
+      expect(first?.event.id).toBe(`${settings.prefix}-e1`);
+      // What a lock expiry looks like to the holder: BullMQ's lock key is gone.
+      const redis = new Redis(engine.url);
+      try {
+        const keys = await redis.keys(`${settings.prefix}:${settings.prefix}-teamwork:*:lock`);
+        expect(keys).toHaveLength(1);
+        await redis.del(keys[0]!);
+      } finally {
+        redis.disconnect();
+      }
+      await expect(one.ack(`${settings.prefix}-e1`)).rejects.toMatchObject({ code: 'CONN_ERR_INTERNAL', retryable: false });
+      // The entity is not held for ever by an event this process no longer has.
+      expect(await claimFor(one, 5000, 1)).toEqual([`${settings.prefix}-e2`]);
     });
 
     it('gives an entity back when its event is retried or dead-lettered, and when its process closes', async () => {
