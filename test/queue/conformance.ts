@@ -193,13 +193,17 @@ export function queueConformance(name: string, makeQueue: () => Promise<QueueHar
       ]);
       const first = await q.claim({ limit: 10, busyKeys: new Set(['task:A']) });
       expect(ids(first)).toEqual([3, 4, 5, 6].map((n) => `${prefix}-e${n}`));
-      // An event passed over may be set aside for a moment (BullMQ): claims poll for it.
+      // An event passed over may be set aside for a moment, and lose its place (BullMQ): claims poll
+      // for it, and either of task:A's events may come first, never both.
       const second = await claimUntil(q, 1, { busyKeys: new Set(['task:B', 'task:C']) });
-      expect(ids(second)).toEqual([`${prefix}-e1`]);
+      expect(ids(second)).toHaveLength(1);
+      const [firstOfA] = ids(second);
+      expect([`${prefix}-e1`, `${prefix}-e2`]).toContain(firstOfA);
       expect(await q.claim({ limit: 10, busyKeys: new Set(['task:A', 'task:C']) })).toEqual([]);
-      await q.ack(`${prefix}-e1`);
+      await q.ack(firstOfA!);
       await q.ack(`${prefix}-e6`);
-      expect(ids(await claimUntil(q, 2)).sort()).toEqual([`${prefix}-e2`, `${prefix}-e7`].sort());
+      const otherOfA = firstOfA === `${prefix}-e1` ? `${prefix}-e2` : `${prefix}-e1`;
+      expect(ids(await claimUntil(q, 2)).sort()).toEqual([otherOfA, `${prefix}-e7`].sort());
     });
 
     it('lets events behind a backing-off event go first', async () => {
