@@ -12,8 +12,6 @@
  * - PostgreSQL answers a commit after the WAL is flushed unless `synchronous_commit` is off for the
  *   session (a crash may then lose the last few hundred milliseconds of commits): warned, not refused.
  */
-import { Redis } from 'ioredis';
-import pg from 'pg';
 import type { Config } from '../config.ts';
 import { ConnectorError } from '../errors.ts';
 import type { EngineSettings } from './bull-queue.ts';
@@ -58,6 +56,8 @@ export interface EngineReport {
 export async function probeEngine(settings: EngineSettings): Promise<EngineReport> {
   const address = engineAddress(settings);
   if (settings.engine === 'redis') {
+    // Loaded here, not at the top: the file queue (the default) never needs the engines' drivers.
+    const { Redis } = await import('ioredis');
     const redis = new Redis(settings.url, { lazyConnect: true, connectTimeout: PROBE_TIMEOUT_MS, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
     let socketError: unknown = null;
     redis.on('error', (err) => (socketError ??= err));
@@ -79,6 +79,7 @@ export async function probeEngine(settings: EngineSettings): Promise<EngineRepor
       redis.disconnect();
     }
   }
+  const { default: pg } = await import('pg');
   const client = new pg.Client({ connectionString: settings.url, connectionTimeoutMillis: PROBE_TIMEOUT_MS });
   client.on('error', () => {});
   try {

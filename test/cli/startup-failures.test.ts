@@ -3,6 +3,7 @@
  * naming the cause and the fix, with no stack at the default LOG_LEVEL, exit 2 for a setting and 1
  * otherwise; LOG_LEVEL=debug adds the stack.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -71,20 +72,53 @@ describe('start-up failures are one line with the cause and the fix', { timeout:
     expect((lines[0] as string).split('ECONNREFUSED')).toHaveLength(2);
   });
 
-  it('QUEUE_BACKEND=redis: exit 2, one line saying it is not built yet', async () => {
-    const result = await runCli(['start'], { cwd, env: { QUEUE_BACKEND: 'redis', REDIS_URL: 'redis://user:redis-pass@127.0.0.1:6379', DATA_DIR: path.join(cwd, 'redis-data'), LOG_DIR: path.join(cwd, 'redis-logs') } });
-    expect(result.code).toBe(2);
-    expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
-    const line = expectOneLine(result, /QUEUE_BACKEND/);
-    expect(line).toMatch(/redis queue is not built yet.*QUEUE_BACKEND=file/);
-    expect(result.stderr).not.toContain('redis-pass');
+  const queueEnv = (name: string) => ({ DATA_DIR: path.join(cwd, `${name}-data`), LOG_DIR: path.join(cwd, `${name}-logs`) });
+
+  it('an unknown queue engine, or one without its URL: exit 2, one line naming the setting', async () => {
+    const unknown = await runCli(['start'], { cwd, env: { QUEUE_BACKEND: 'kafka', ...queueEnv('kafka') } });
+    expect(unknown.code).toBe(2);
+    expect(expectOneLine(unknown, /QUEUE_BACKEND/)).toMatch(/Invalid setting QUEUE_BACKEND: must be file, redis or postgres \(got "kafka"\)/);
+    const noUrl = await runCli(['start'], { cwd, env: { QUEUE_BACKEND: 'redis', ...queueEnv('redis-nourl') } });
+    expect(noUrl.code).toBe(2);
+    expect(expectOneLine(noUrl, /REDIS_URL/)).toMatch(/Invalid setting REDIS_URL: required when QUEUE_BACKEND=redis/);
+    const noPgUrl = await runCli(['start'], { cwd, env: { QUEUE_BACKEND: 'postgres', ...queueEnv('pg-nourl') } });
+    expect(noPgUrl.code).toBe(2);
+    expect(expectOneLine(noPgUrl, /QUEUE_DATABASE_URL/)).toMatch(/required when QUEUE_BACKEND=postgres \(or set DATABASE_URL\)/);
   });
 
-  it('QUEUE_BACKEND=redis without REDIS_URL says the same (not "set REDIS_URL")', async () => {
-    const result = await runCli(['start'], { cwd, env: { QUEUE_BACKEND: 'redis', DATA_DIR: path.join(cwd, 'redis-data'), LOG_DIR: path.join(cwd, 'redis-logs') } });
-    expect(result.code).toBe(2);
-    expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
-    expect(result.stderr).toMatch(/redis queue is not built yet/);
+  it('a queue engine that does not answer: exit 2, one line naming the URL setting and host:port, never the password', async () => {
+    const redis = await runCli(['start'], { cwd, env: { QUEUE_BACKEND: 'redis', REDIS_URL: `redis://user:redis-pass@127.0.0.1:${closedPort}`, ...queueEnv('redis-down') } });
+    expect(redis.code).toBe(2);
+    expect(expectOneLine(redis, /REDIS_URL/)).toBe(`connector: Invalid setting REDIS_URL: cannot reach Redis at 127.0.0.1:${closedPort} (ECONNREFUSED)`);
+    expect(redis.stderr).not.toContain('redis-pass');
+    const pg = await runCli(['work'], { cwd, env: { QUEUE_BACKEND: 'postgres', QUEUE_DATABASE_URL: `postgres://q_user:pg-pass@127.0.0.1:${closedPort}/queue`, ...queueEnv('pg-down') } });
+    expect(pg.code).toBe(2);
+    expect(expectOneLine(pg, /QUEUE_DATABASE_URL/)).toBe(`connector: Invalid setting QUEUE_DATABASE_URL: cannot reach PostgreSQL at 127.0.0.1:${closedPort} (ECONNREFUSED)`);
+    expect(pg.stderr).not.toContain('pg-pass');
+  });
+
+  it('a Redis that answers before its writes are on disk: exit 2, one line naming the settings; REDIS_DURABILITY=relaxed starts with a warning', async () => {
+    // A Redis of this test's own, as CI's runs: no AOF.
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    try {
+      await waitForPort(port);
+      const strict = await runCli(['serve'], { cwd, env: { QUEUE_BACKEND: 'redis', REDIS_URL: `redis://127.0.0.1:${port}`, ...queueEnv('redis-aof') } });
+      expect(strict.code).toBe(2);
+      expect(expectOneLine(strict, /REDIS_URL/)).toMatch(
+        new RegExp(`^connector: Invalid setting REDIS_URL: the Redis at 127\\.0\\.0\\.1:${port} does not keep acknowledged deliveries \\(it has appendonly no, appendfsync everysec\\): set appendonly yes and appendfsync always in Redis, or REDIS_DURABILITY=relaxed`),
+      );
+      const relaxed = await runCli(['serve'], { cwd, env: { QUEUE_BACKEND: 'redis', REDIS_URL: `redis://127.0.0.1:${port}`, REDIS_DURABILITY: 'relaxed', PORT: '0', ...queueEnv('redis-relaxed') }, timeoutMs: 5_000 });
+      expect(relaxed.code, relaxed.stderr).toBeNull(); // still running when the test stopped it
+      expect(relaxed.stderr).toMatch(/WARN: REDIS_DURABILITY=relaxed: the Redis at 127\.0\.0\.1:\d+ answers before writing to disk/);
+      expect(relaxed.stderr).toMatch(/listening on http:/);
+    } finally {
+      redis.kill('SIGKILL');
+      await new Promise((resolve) => (redis.exitCode !== null || redis.signalCode !== null ? resolve(null) : redis.once('exit', resolve)));
+    }
   });
 
   it('with LOG_LEVEL=debug the stack is printed too', async () => {
@@ -100,3 +134,20 @@ describe('start-up failures are one line with the cause and the fix', { timeout:
     expect(db.stderr).not.toContain('hunter2');
   });
 });
+
+/** Resolves once something accepts connections on 127.0.0.1:port (ten seconds at most). */
+async function waitForPort(port: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host: '127.0.0.1', port }, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (open) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on port ${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
