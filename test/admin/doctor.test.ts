@@ -14,6 +14,7 @@ import { renderDoctor } from '../../src/admin/render.ts';
 import { parseConfig, type Env } from '../../src/config.ts';
 import { startConnector, type RunningConnector } from '../../src/main.ts';
 import type { NgrokModule } from '../../src/tunnel.ts';
+import { BullQueue } from '../../src/queue/bull-queue.ts';
 import { RedisLeases } from '../../src/sync/redis-leases.ts';
 import { TEST_REDIS_URL, requireRedis } from '../helpers/services.ts';
 import { closedUrl, logSink } from './helpers.ts';
@@ -190,6 +191,10 @@ describe('runDoctor', () => {
       expect(text.at(-1)).toBe('all checks passed (1 warning)');
     } finally {
       await leases.close();
+      for (const c of running.splice(0)) await c.stop();
+      const queue = await BullQueue.open({ settings: { engine: 'redis', url: TEST_REDIS_URL, prefix }, log: logSink('warn').log });
+      await queue.obliterate();
+      await queue.close();
     }
   });
 
