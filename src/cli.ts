@@ -255,6 +255,8 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
     const { Lifecycle } = await import('./lifecycle.ts');
     const { createSources } = await import('./sources/index.ts');
     const { CheckpointStore } = await import('./sync/checkpoints.ts');
+    const { engineSettings } = await import('./queue/engine.ts');
+    const { createLeases, holderId } = await import('./sync/leases.ts');
     const sources = createSources(config, { log });
     const command = { ...(options.source !== undefined ? { sources: [options.source] } : {}), since: options.since, full: options.full };
     chooseBackfillSources(sources, command); // refuse a bad request before opening anything
@@ -269,6 +271,10 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
       controller.abort(new Error('interrupted'));
     };
     process.on('SIGINT', onSignal);
+    // With a shared queue, each source's backfill holds its run lease: it waits for a running
+    // reconciliation of that source (src/admin/backfill.ts).
+    const settings = engineSettings(config);
+    const leases = settings === null ? null : await createLeases(settings, log.child({ component: 'lease' }));
     try {
       const db = await openDatabase(config, log);
       try {
@@ -279,6 +285,12 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
           onStart: (source, since) => view.start(source, since),
           onPage: (progress) => view.page(progress),
           onDone: () => view.done(),
+          ...(leases === null ? {} : { lease: { leases, holder: holderId('backfill'), ttlMs: config.RECONCILE_LEASE_SECONDS * 1000 } }),
+          onWaiting: (source, holder) => {
+            if (holder === null) return;
+            const who = holder.startsWith('worker@') ? 'the workers\' reconciliation' : 'another `connector backfill`';
+            process.stderr.write(`${source}: waiting: ${who} is backfilling ${source} (${holder} holds the lease backfill:${source}); this backfill starts as soon as it ends (Ctrl-C to stop)\n`);
+          },
         });
         view.end();
         print(renderBackfillSummary(report, await queueWorker(config)));
@@ -288,6 +300,7 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
       }
     } finally {
       process.off('SIGINT', onSignal);
+      await leases?.close();
       await queue.close();
     }
   });

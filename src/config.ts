@@ -19,6 +19,8 @@ import { parseAllowedHost } from './http/guarded-fetch.ts';
 const LOG_LEVELS = { trace: 'trace', debug: 'debug', info: 'info', warn: 'warn', warning: 'warn', error: 'error', fatal: 'fatal', silent: 'silent' } as const;
 
 const int = (min: number, max: number) => z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+/** A number that may have decimals (0.5 minutes = 30 s). */
+const decimal = (min: number, max: number) => z.coerce.number({ error: 'must be a number' }).min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' }).transform((v) => v === 'true' || v === '1' || v === 'yes');
 const url = z.url({ error: 'must be an http(s) URL' }).refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL').transform((v) => v.replace(/\/+$/, ''));
 const secret = z.string().min(1);
@@ -76,6 +78,11 @@ export const ConfigSchema = z.object({
   QUEUE_DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   /** Names the shared queue's BullMQ queues (`<prefix>-teamwork`, ...): several connectors may share one engine. */
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be letters, digits, _ or - (at most 64)').default('connector'),
+  /**
+   * With a shared queue: how long the reconciler's lease lasts without renewal, seconds (src/sync/leases.ts).
+   * A worker that dies is replaced as reconciler within this plus one try (at most 5 s). Default 30.
+   */
+  RECONCILE_LEASE_SECONDS: int(2, 3600).default(30),
   MAX_QUEUE_ATTEMPTS: int(1, 100).default(3),
   WORKER_CONCURRENCY: int(1, 64).default(1),
   WEBHOOK_MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(5 * 1024 * 1024),
@@ -92,7 +99,7 @@ export const ConfigSchema = z.object({
 
   BACKFILL_OVERLAP_SECONDS: int(0, 7 * 24 * 3600).default(120),
   BACKFILL_INITIAL_HOURS: int(0, 24 * 365 * 20).default(24),
-  BACKFILL_INTERVAL_MINUTES: int(0, 7 * 24 * 60).default(15),
+  BACKFILL_INTERVAL_MINUTES: decimal(0, 7 * 24 * 60).default(15),
   BACKFILL_ON_START: bool.default(true),
   POLLING_ONLY: bool.default(false),
   PUBLIC_URL: url.optional(),
@@ -204,6 +211,17 @@ function assertCombinations(raw: RawConfig): void {
   if (raw.HTTP_HEADERS_TIMEOUT_MS > raw.HTTP_REQUEST_TIMEOUT_MS) {
     throw new ConnectorError('CONN_ERR_CONFIG_INVALID', `Invalid setting HTTP_HEADERS_TIMEOUT_MS: must be at most HTTP_REQUEST_TIMEOUT_MS (${raw.HTTP_REQUEST_TIMEOUT_MS})`, { details: { variable: 'HTTP_HEADERS_TIMEOUT_MS' } });
   }
+}
+
+/**
+ * The warning for DB_BACKEND=sqlite with a shared queue (null otherwise). Every worker writes the SQLite
+ * file of its own DATA_DIR: on one host, sharing one DATA_DIR, that is one database; on several hosts it
+ * is several, each with only the events its host happened to claim. Warned at every start and by
+ * doctor rather than refused, because several workers on one host are a sound use of a shared queue.
+ */
+export function sharedQueueSqliteWarning(config: Pick<Config, 'DB_BACKEND' | 'QUEUE_BACKEND' | 'sqlitePath'>): string | null {
+  if (config.DB_BACKEND !== 'sqlite' || config.QUEUE_BACKEND === 'file') return null;
+  return `DB_BACKEND=sqlite with QUEUE_BACKEND=${config.QUEUE_BACKEND}: this worker writes ${config.sqlitePath}; workers on other hosts write their own file and each holds only the events it claimed. Run every worker on this host with this DATA_DIR, or use DB_BACKEND=postgres (docs/operations.md)`;
 }
 
 /**

@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   CONN_ERR_QUEUE_CORRUPT: { retryable: false, summary: 'A queue line could not be read; it was set aside.' },
   CONN_ERR_QUEUE_CLOSED: { retryable: true, summary: 'The queue is shutting down.' },
   CONN_ERR_QUEUE_UNAVAILABLE: { retryable: true, summary: 'The queue engine (Redis or PostgreSQL) could not be reached or did not answer in time; a delivery is answered 503.' },
+  CONN_ERR_LEASE_LOST: { retryable: true, summary: 'A backfill stopped because its process lost the lease it ran under (the engine could not be reached, or the process froze past the lease time); another process goes on from the checkpoint.' },
   CONN_ERR_INTERNAL: { retryable: true, summary: 'An unexpected error; retried, then dead-lettered.' },
   CONN_ERR_ATTACHMENT_TOO_LARGE: { retryable: false, summary: 'An attachment was over ATTACHMENTS_MAX_BYTES; its metadata was kept, its content not stored.' },
   CONN_ERR_ATTACHMENT_REJECTED: { retryable: false, summary: 'An attachment download was refused (content type disagrees with the attachment, no URL, link expired); metadata kept.' },

@@ -9,6 +9,12 @@
  * deliveries, end the worker's waits, let the dispatcher finish the event in hand, then close the queue
  * and the database.
  *
+ * Who reconciles: exactly one worker at a time. With the file queue, the one holding the queue's
+ * consumer lock; with a shared queue (QUEUE_BACKEND=redis|postgres, workers on any number of hosts),
+ * the one holding the `reconciler` lease in the engine (src/sync/leases.ts, src/sync/leadership.ts):
+ * every worker processes events, only the leader backfills, and a follower takes over within
+ * RECONCILE_LEASE_SECONDS (plus one try) when the leader dies, at once when it stops.
+ *
  * Where vendors reach us (serve role), printed per source at start-up: the ngrok tunnel's URL when
  * NGROK_AUTHTOKEN is set and it opened, else PUBLIC_URL, else the local URL (with a note that vendors
  * cannot reach it). With POLLING_ONLY no tunnel is opened and no webhook is expected: the endpoints
@@ -17,7 +23,7 @@
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { SOURCE_API_SETTINGS } from './admin/source-settings.ts';
-import type { Config } from './config.ts';
+import { sharedQueueSqliteWarning, type Config } from './config.ts';
 import type { Database } from './db/database.ts';
 import { createDatabase } from './db/create-database.ts';
 import { ConnectorError } from './errors.ts';
@@ -25,6 +31,7 @@ import { Lifecycle } from './lifecycle.ts';
 import type { Logger } from './log.ts';
 import type { Queue } from './queue/queue.ts';
 import { createQueue, type QueueDeps } from './queue/create-queue.ts';
+import { engineSettings } from './queue/engine.ts';
 import { buildApp } from './server/app.ts';
 import { describeDatabaseFailure } from './startup-failure.ts';
 import { REPLAY_WINDOW_FILE, ReplayWindow } from './server/replay-window.ts';
@@ -34,6 +41,8 @@ import type { VendorState } from './http/rate-limiter.ts';
 import { HOUR, MINUTE, SECOND } from './retry-policy.ts';
 import { CheckpointStore } from './sync/checkpoints.ts';
 import { Reconciler } from './sync/reconciler.ts';
+import { Leadership, leaseTiming } from './sync/leadership.ts';
+import { createLeases, holderId, RECONCILER_LEASE, type Leases } from './sync/leases.ts';
 import { openTunnel, type Tunnel, type TunnelOptions } from './tunnel.ts';
 import { Dispatcher } from './workers/dispatcher.ts';
 import { IngestPressure } from './workers/ingest-pressure.ts';
@@ -59,7 +68,10 @@ export interface RunningConnector {
   stop(): Promise<void>;
   /** Cuts short what a graceful stop waits for (slow vendor requests). */
   abort(): void;
-  /** Runs a reconciliation backfill of every configured source now (worker role only). */
+  /**
+   * Runs a reconciliation backfill of every configured source now (worker role only; with a shared
+   * queue, only while this worker holds the reconciler lease: elsewhere it does nothing).
+   */
   reconcile(): Promise<void>;
 }
 
@@ -87,8 +99,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   let tunnel: Tunnel | null = null;
   const interval = config.BACKFILL_INTERVAL_MINUTES * MINUTE;
   const reconcileEveryMs = config.POLLING_ONLY ? Math.min(interval || POLLING_INTERVAL, POLLING_INTERVAL) : interval;
-  const minutes = Math.round(reconcileEveryMs / MINUTE);
-  const reconcileEvery = reconcileEveryMs > 0 ? `every ${minutes} minute${minutes === 1 ? '' : 's'}` : 'on start-up only';
+  const reconcileEvery = describeEvery(reconcileEveryMs);
 
   try {
     const sources = options.sources ?? createSources(config, { log });
@@ -107,6 +118,8 @@ export async function startConnector(config: Config, options: StartOptions): Pro
     // The worker side starts in the background (see WorkerStart): the webhooks below listen whether or
     // not the database is there yet, or another process consumes the queue.
     if (roles.work) {
+      const sqliteWarning = sharedQueueSqliteWarning(config);
+      if (sqliteWarning !== null) log.warn({ dbBackend: 'sqlite', queueBackend: config.QUEUE_BACKEND }, sqliteWarning);
       worker = new WorkerStart({
         config,
         log,
@@ -116,6 +129,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         sources,
         onDatabase: (database) => closers.unshift(() => database.close()),
         reconcileEveryMs,
+        reconcileEvery,
       });
       worker.start();
       if (config.POLLING_ONLY && !roles.serve) log.info({ pollingOnly: true }, `POLLING_ONLY is on: webhooks are not expected; reconciling ${reconcileEvery}`);
@@ -221,6 +235,8 @@ interface WorkerStartOptions {
   lifecycle: Lifecycle;
   sources: Source[];
   reconcileEveryMs: number;
+  /** The same, in words ("every 15 minutes"). */
+  reconcileEvery: string;
   /** The database object exists (migrated or not): the caller closes it on stop, after `stop()`. */
   onDatabase(database: Database): void;
 }
@@ -239,7 +255,12 @@ type WorkerState = { state: 'starting' } | { state: 'waiting for the database'; 
  *    claim, no backfill and no reconciliation meanwhile (they would repeat the holder's vendor
  *    requests). When the holder stops (or dies, or freezes for the lock's stale time), the standby
  *    takes the lock, says so in one line and goes on.
- * 3. the dispatcher and the reconciler (with its start-up backfill) start.
+ * 3. the dispatcher and the reconciler (with its start-up backfill) start. With a shared queue (no
+ *    consumer lock: every worker claims), the reconciler starts only while this worker holds the
+ *    `reconciler` lease: a Leadership bids for it, creates a Reconciler when it takes it (one INFO
+ *    line) and stops it, aborting its runs, when it loses it (one WARN line) or hands it over on stop
+ *    (one INFO line). A follower says once who leads. /health's worker facts say `reconciler: leader`
+ *    or `follower`.
  * `firstOutcome` settles once the first try of each step is made: rejected for a bad setting, resolved
  * otherwise (running, waiting or standing by). `stop()` ends the waits, then stops the reconciler and
  * the dispatcher (the event in hand finishes).
@@ -248,6 +269,8 @@ class WorkerStart {
   database: Database | null = null;
   dispatcher: Dispatcher | null = null;
   reconciler: Reconciler | null = null;
+  private leadership: Leadership | null = null;
+  private leases: Leases | null = null;
   private pressure: IngestPressure | null = null;
   private readonly stopWatching: Array<() => void> = [];
   readonly firstOutcome: Promise<void>;
@@ -280,12 +303,19 @@ class WorkerStart {
   }
 
   /**
-   * The /health facts of the worker side: the database (not ok while waited for), the worker's state,
-   * and each vendor's (a paused vendor does not make the connector unhealthy: its events wait).
+   * The /health facts of the worker side: the database (not ok while waited for), the worker's state
+   * with its reconciler role (`leader`, or `follower` naming the leader when known), and each vendor's
+   * (a paused vendor does not make the connector unhealthy: its events wait).
    */
   async health(): Promise<Record<string, unknown>> {
     const status = this.status;
-    const worker = status.state === 'standby' ? { state: 'standby', holder: status.holder } : { state: status.state };
+    const role = this.reconciler !== null ? 'leader' : 'follower';
+    const leader = this.leadership?.holder ?? null;
+    const worker = {
+      ...(status.state === 'standby' ? { state: 'standby', holder: status.holder } : { state: status.state }),
+      reconciler: role,
+      ...(role === 'follower' && leader !== null ? { reconcilerHolder: leader } : {}),
+    };
     const vendors = Object.fromEntries(this.options.sources.flatMap((s) => (s.vendor === undefined ? [] : [[s.name, vendorHealth(s.vendor.status())]])));
     if (this.database !== null) {
       const database = await this.database.health();
@@ -301,8 +331,10 @@ class WorkerStart {
   async stop(): Promise<void> {
     this.stopping.abort();
     await this.run;
+    await this.leadership?.stop(); // stops its reconciler, then releases the lease: a follower takes over at once
     await this.reconciler?.stop();
     await this.dispatcher?.stop();
+    await this.leases?.close();
     this.pressure?.close();
     for (const stop of this.stopWatching.splice(0)) stop();
   }
@@ -312,7 +344,7 @@ class WorkerStart {
     if (database === null) return;
     this.database = database;
     if (!(await this.holdQueue()) || this.stopping.signal.aborted) return;
-    this.startWorking(database);
+    await this.startWorking(database);
     this.settleFirst();
   }
 
@@ -378,26 +410,67 @@ class WorkerStart {
     }
   }
 
-  private startWorking(db: Database): void {
-    const { config, log, roles, queue, lifecycle, sources, reconcileEveryMs } = this.options;
+  private async startWorking(db: Database): Promise<void> {
+    const { config, log, roles, queue, lifecycle, sources } = this.options;
     for (const source of sources) if (source.vendor !== undefined) this.stopWatching.push(watchVendor(source.name, source.vendor, log, lifecycle));
     // In one process with the webhooks, deliveries go first when they flood the event loop.
     const pressure = roles.serve ? new IngestPressure(lifecycle) : null;
     const dispatcher = new Dispatcher({ queue, db, sources, log, lifecycle, maxAttempts: config.MAX_QUEUE_ATTEMPTS, concurrency: config.WORKER_CONCURRENCY, yieldTo: pressure === null ? undefined : () => pressure.high });
     dispatcher.start();
     log.info({ backend: db.backend, concurrency: config.WORKER_CONCURRENCY }, 'worker started');
-    const reconciler = new Reconciler({
+    this.status = { state: 'running' };
+    this.dispatcher = dispatcher;
+    this.pressure = pressure;
+    const settings = engineSettings(config);
+    if (settings === null) {
+      // The file queue's consumer lock already makes this the one worker.
+      this.reconciler = this.newReconciler(db, undefined);
+      this.reconciler.start();
+      return;
+    }
+    const leases = await createLeases(settings, log.child({ component: 'lease' }));
+    this.leases = leases;
+    const holder = holderId('worker');
+    const ttlMs = config.RECONCILE_LEASE_SECONDS * SECOND;
+    const takeover = `${Math.ceil((ttlMs + leaseTiming(ttlMs).pollMs) / SECOND)} s`;
+    const llog = log.child({ component: 'reconciler', lease: RECONCILER_LEASE });
+    const hasBackfill = sources.some((s) => s.backfill !== undefined);
+    const schedule = !hasBackfill ? 'no source has API credentials, so there is nothing to backfill' : config.BACKFILL_ON_START ? `backfilling now, then ${this.options.reconcileEvery}` : `backfilling ${this.options.reconcileEvery}`;
+    this.leadership = new Leadership({
+      leases,
+      name: RECONCILER_LEASE,
+      holder,
+      ttlMs,
+      log: llog,
+      onTaken: (previous) => {
+        llog.info({ holder, previousHolder: previous }, `took the reconciler lease${previous === null ? '' : ` from ${previous}`}: this worker reconciles (${schedule})`);
+        this.reconciler = this.newReconciler(db, { leases, holder, ttlMs });
+        this.reconciler.start();
+      },
+      onLost: async (reason) => {
+        const reconciler = this.reconciler;
+        this.reconciler = null;
+        await reconciler?.stop();
+        if (reason === 'stopping') llog.info({ holder }, `handed the reconciler lease over (stopping): another worker takes it within ${Math.ceil(leaseTiming(ttlMs).pollMs / SECOND)} s`);
+        else llog.warn({ holder, reason }, `lost the reconciler lease (${reason}); reconciliation stopped here, another worker takes it over`);
+      },
+      onFollowing: (leader) => {
+        if (leader !== null) llog.info({ holder, leader }, `${leader} holds the reconciler lease: this worker processes events and runs no backfill (it takes over within ${takeover} if that one stops)`);
+      },
+    });
+    this.leadership.start();
+  }
+
+  private newReconciler(db: Database, runLease: { leases: Leases; holder: string; ttlMs: number } | undefined): Reconciler {
+    const { config, log, queue, lifecycle, sources, reconcileEveryMs } = this.options;
+    return new Reconciler({
       sources,
       log,
       intervalMs: reconcileEveryMs,
       onStart: config.BACKFILL_ON_START,
       deps: { queue, checkpoints: new CheckpointStore(db, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS },
+      ...(runLease === undefined ? {} : { runLease }),
     });
-    reconciler.start();
-    this.status = { state: 'running' };
-    this.dispatcher = dispatcher;
-    this.reconciler = reconciler;
-    this.pressure = pressure;
   }
 }
 
@@ -419,6 +492,13 @@ function watchVendor(name: Source['name'], vendor: NonNullable<Source['vendor']>
       vlog.info({ state: state.state, previous: previous.state, pausedSeconds: seconds }, previous.state === 'paused' ? `${name} resumed after ${seconds} s` : `${name} available again after ${seconds} s`);
     }
   });
+}
+
+/** `every 15 minutes`, `every 30 seconds`, `on start-up only`. */
+function describeEvery(ms: number): string {
+  if (ms <= 0) return 'on start-up only';
+  const [n, unit] = ms < MINUTE ? [Math.round(ms / SECOND), 'second'] : [Math.round((ms / MINUTE) * 10) / 10, 'minute'];
+  return `every ${n} ${unit}${n === 1 ? '' : 's'}`;
 }
 
 /** A vendor's state for /health. */

@@ -4,11 +4,19 @@
  * everything with `full`). It only enqueues: the worker (a running `start`, or the next one) processes
  * the events, so it is safe, and useful, while the connector runs. Sources run one after another; one
  * that fails does not stop the next, and its checkpoint stays where its last completed page left it.
+ *
+ * With a shared queue (`lease` given), each source's backfill holds that source's run lease
+ * (`backfill:<source>`, src/sync/leases.ts), as the leader worker's reconciliation does: while a
+ * reconciliation of the source runs (or another operator's backfill), this one says who holds it
+ * (`onWaiting`) and waits for it to end, so that the two never overlap; a reconciliation that comes due
+ * meanwhile waits for this one in turn.
  */
 import { toErrorRecord, type ErrorRecord } from '../errors.ts';
 import type { SourceName } from '../model.ts';
 import type { Source } from '../sources/source.ts';
 import { backfillStart, runBackfill, type BackfillDeps, type BackfillProgress, type BackfillResult } from '../sync/backfill.ts';
+import { holdLease } from '../sync/leadership.ts';
+import { backfillLease, type Leases } from '../sync/leases.ts';
 import { SOURCE_API_SETTINGS } from './source-settings.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -27,6 +35,10 @@ export interface BackfillCommand {
   onPage?: (progress: BackfillProgress, since: Date) => void;
   /** A source's backfill completed: its whole window is covered. */
   onDone?: (source: SourceName) => void;
+  /** With a shared queue: the engine's leases, this process's holder id, and the lease time (ms). */
+  lease?: { leases: Leases; holder: string; ttlMs: number };
+  /** Another process holds the source's run lease (`holder`; null between two holders): this one waits. */
+  onWaiting?: (source: SourceName, holder: string | null) => void;
 }
 
 export type SourceBackfillOutcome =
@@ -79,19 +91,41 @@ export async function backfillSources(sources: readonly Source[], deps: Backfill
       report.outcomes.push({ source: source.name, status: 'skipped', reason: 'interrupted before it started' });
       continue;
     }
-    // Resolve the start once, so that what onStart reports is exactly where runBackfill begins.
-    const since = await backfillStart(source.name, deps, { since: command.since, full: command.full });
-    command.onStart?.(source.name, since);
+    // Resolve the start once, so that what onStart reports is exactly where runBackfill begins; with a
+    // lease, once it is held (a reconciliation waited for may have moved the checkpoint).
+    let since: Date | null = null;
     let last: BackfillProgress | null = null;
-    try {
-      const result = await runBackfill(source, deps, {
-        since,
-        signal: command.signal,
+    const run = async (signal: AbortSignal | undefined): Promise<BackfillResult> => {
+      const from = await backfillStart(source.name, deps, { since: command.since, full: command.full });
+      since = from;
+      command.onStart?.(source.name, from);
+      return runBackfill(source, deps, {
+        since: from,
+        signal,
         onPage: (progress) => {
           last = progress;
-          command.onPage?.(progress, since);
+          command.onPage?.(progress, from);
         },
       });
+    };
+    try {
+      let result: BackfillResult;
+      if (command.lease === undefined) {
+        result = await run(command.signal);
+      } else {
+        let holder: string | null = null;
+        const onWaiting = (h: string | null) => {
+          holder = h;
+          command.onWaiting?.(source.name, h);
+        };
+        const held = await holdLease({ ...command.lease, name: backfillLease(source.name), wait: true, signal: command.signal, onWaiting }, run);
+        if (!held.ran) {
+          report.aborted = true;
+          report.outcomes.push({ source: source.name, status: 'skipped', reason: `interrupted while waiting for ${holder ?? 'another process'} to finish backfilling ${source.name}` });
+          continue;
+        }
+        result = held.value;
+      }
       report.events += result.events;
       report.outcomes.push({ source: source.name, status: 'done', result });
       command.onDone?.(source.name);
@@ -99,7 +133,8 @@ export async function backfillSources(sources: readonly Source[], deps: Backfill
       const progress = last as BackfillProgress | null;
       report.events += progress?.events ?? 0;
       if (aborted(command.signal)) report.aborted = true;
-      report.outcomes.push({ source: source.name, status: 'failed', since, progress, error: toErrorRecord(err) });
+      const from = (since as Date | null) ?? (await backfillStart(source.name, deps, { since: command.since, full: command.full }).catch(() => new Date(0)));
+      report.outcomes.push({ source: source.name, status: 'failed', since: from, progress, error: toErrorRecord(err) });
     }
   }
   return report;

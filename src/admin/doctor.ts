@@ -4,8 +4,10 @@
  *   config       the settings parse (everything else is skipped when they do not), and no variable
  *                looks like a setting without being one (a misspelled name fails here, naming the
  *                setting it is closest to; the other checks still run)
- *   database     it is there (SQLite), opens and reports healthy; its row counts once `start` created the tables
- *   queue        it is there and opens; what waits in it; whether a worker consumes it
+ *   database     it is there (SQLite), opens and reports healthy; its row counts once `start` created the tables.
+ *                WARN for SQLite with a shared queue: each host's workers write their own file
+ *   queue        it is there and opens; what waits in it; whether a worker consumes it (with a shared
+ *                queue: which worker holds the reconciler lease, i.e. runs the backfills)
  *   teamwork-api / missive-api
  *                one cheap authenticated call each (a one-task page; a one-conversation page)
  *   webhook-signatures
@@ -20,6 +22,9 @@
  *   tunnel       with NGROK_AUTHTOKEN: the optional ngrok module loads
  *   disk         free space where DATA_DIR lives (statfs)
  *
+ * A check is OK, FAIL (the fix is printed, and doctor exits 1), SKIP (not applicable), or WARN: it works,
+ * but in a way that is often a mistake (the note is printed; doctor still passes).
+ *
  * Every check runs on its own, under a time limit, and closes what it opened. Nothing is changed: no
  * directory or database file is created and nothing is migrated (run where there is no queue or SQLite
  * file, the `queue` and `database` checks fail saying where they looked and how to point elsewhere:
@@ -28,7 +33,7 @@
 import { existsSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import path from 'node:path';
-import { parseConfig, unknownSettingText, type Config, type Env } from '../config.ts';
+import { parseConfig, sharedQueueSqliteWarning, unknownSettingText, type Config, type Env } from '../config.ts';
 import { ConnectorError } from '../errors.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { MissiveClient } from '../sources/missive/client.ts';
@@ -41,9 +46,10 @@ import { noQueueAt } from './check-queue.ts';
 import { openQueue, queueWorker } from './resources.ts';
 import type { EngineSettings } from '../queue/bull-queue.ts';
 import { engineSettings, engineUrlSetting, judgeDurability, probeEngine, unreachableEngine, type EngineReport } from '../queue/engine.ts';
+import { createLeases, RECONCILER_LEASE } from '../sync/leases.ts';
 import { SOURCE_API_SETTINGS, SOURCE_SECRET_SETTINGS } from './source-settings.ts';
 
-export const CHECK_STATUSES = ['OK', 'FAIL', 'SKIP'] as const;
+export const CHECK_STATUSES = ['OK', 'WARN', 'FAIL', 'SKIP'] as const;
 export type CheckStatus = (typeof CHECK_STATUSES)[number];
 
 export interface DoctorCheck {
@@ -51,7 +57,7 @@ export interface DoctorCheck {
   status: CheckStatus;
   /** What was found. */
   detail: string;
-  /** What to do, for a FAIL. */
+  /** What to do, for a FAIL; what to consider, for a WARN. */
   fix?: string;
 }
 
@@ -180,8 +186,10 @@ async function checkDatabase(config: Config, log: Logger): Promise<Omit<DoctorCh
     const where = config.DB_BACKEND === 'sqlite' ? ` at ${config.sqlitePath}` : '';
     const counts = await db.counts().catch(() => null);
     // PostgreSQL and Airtable count only once migrated, and doctor migrates nothing (`start` does).
-    if (counts === null) return { status: 'OK', detail: `${db.backend}${where}: reachable and healthy (rows not counted: doctor does not migrate; \`npm start\` creates and migrates the tables)` };
-    return { status: 'OK', detail: `${db.backend}${where}: healthy; ${counts.tasks} tasks, ${counts.emails} emails, ${counts.attachments} attachments` };
+    const detail = counts === null ? `${db.backend}${where}: reachable and healthy (rows not counted: doctor does not migrate; \`npm start\` creates and migrates the tables)` : `${db.backend}${where}: healthy; ${counts.tasks} tasks, ${counts.emails} emails, ${counts.attachments} attachments`;
+    const shared = sharedQueueSqliteWarning(config);
+    if (shared !== null) return { status: 'WARN', detail: `${detail}; with QUEUE_BACKEND=${config.QUEUE_BACKEND}, workers on other hosts would each write a SQLite file of their own`, fix: shared };
+    return { status: 'OK', detail };
   } finally {
     await db.close().catch(() => {});
   }
@@ -208,9 +216,22 @@ async function checkQueueEngine(config: Config, settings: EngineSettings, log: L
     const stats = await queue.stats();
     const dead = stats.deadLettered > 0 ? `; ${stats.deadLettered} dead letters (npm run replay-dlq -- --all --dry-run)` : '';
     const lag = stats.oldestPendingAgeMs === null ? 'nothing waiting' : `oldest waiting ${Math.round(stats.oldestPendingAgeMs / SECOND)} s`;
-    return { status: 'OK', detail: `${engine}${durabilityNote}; queues ${config.QUEUE_PREFIX}-*: ${stats.pending} pending, ${stats.inFlight} in flight, ${stats.delayed} delayed, ${lag}${dead}` };
+    return { status: 'OK', detail: `${engine}${durabilityNote}; queues ${config.QUEUE_PREFIX}-*: ${stats.pending} pending, ${stats.inFlight} in flight, ${stats.delayed} delayed, ${lag}${dead}; ${await reconcilerText(settings, log)}` };
   } finally {
     await queue.close().catch(() => {});
+  }
+}
+
+/** Who runs the backfills with a shared queue: the holder of the reconciler lease. */
+async function reconcilerText(settings: EngineSettings, log: Logger): Promise<string> {
+  const leases = await createLeases(settings, log);
+  try {
+    const holder = await leases.holder(RECONCILER_LEASE);
+    return holder === null ? 'no worker holds the reconciler lease (none runs, or they are between two holders)' : `${holder.holder} reconciles (holds the reconciler lease)`;
+  } catch (err) {
+    return `the reconciler lease cannot be read: ${errorText(err)}`;
+  } finally {
+    await leases.close();
   }
 }
 

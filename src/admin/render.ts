@@ -123,11 +123,16 @@ export function renderWebhookReports(action: WebhookAction, reports: readonly Ve
 export function renderDoctor(report: DoctorReport): string[] {
   const lines = table([['CHECK', 'STATUS', 'DETAIL'], ...report.checks.map((c) => [c.name, c.status, c.detail])]);
   const failed = report.checks.filter((c) => c.status === 'FAIL');
+  const warned = report.checks.filter((c) => c.status === 'WARN');
   if (failed.length > 0) {
     lines.push('', 'to fix:');
     for (const c of failed) lines.push(`  ${c.name}: ${c.fix ?? 'see the detail above'}`);
   }
-  lines.push('', failed.length === 0 ? 'all checks passed' : `${failed.length} check(s) failed`);
+  if (warned.length > 0) {
+    lines.push('', 'worth a look:');
+    for (const c of warned) lines.push(`  ${c.name}: ${c.fix ?? c.detail}`);
+  }
+  lines.push('', failed.length > 0 ? `${failed.length} check(s) failed` : warned.length > 0 ? `all checks passed (${warned.length} warning${warned.length === 1 ? '' : 's'})` : 'all checks passed');
   return lines;
 }
 

@@ -1,10 +1,12 @@
 /**
  * The one factory for the Database seam, keyed by DB_BACKEND. Drivers other than the embedded default
- * are imported only when chosen, so the default needs nothing else.
+ * are imported only when chosen, so the default needs nothing else. With a shared queue, Airtable's
+ * checkpoints are kept in the queue's engine rather than in one host's DATA_DIR (engine-checkpoints.ts).
  */
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { Database } from './database.ts';
+import { engineSettings } from '../queue/engine.ts';
 
 export async function createDatabase(config: Config, deps: { log: Logger }): Promise<Database> {
   switch (config.DB_BACKEND) {
@@ -18,7 +20,11 @@ export async function createDatabase(config: Config, deps: { log: Logger }): Pro
     }
     case 'airtable': {
       const { createAirtableDatabase } = await import('./airtable/airtable-database.ts');
-      return createAirtableDatabase(config, deps);
+      const settings = engineSettings(config);
+      if (settings === null) return createAirtableDatabase(config, deps);
+      const { engineCheckpoints } = await import('./airtable/engine-checkpoints.ts');
+      const { FileCheckpoints } = await import('./airtable/file-checkpoints.ts');
+      return createAirtableDatabase(config, { ...deps, checkpoints: engineCheckpoints(settings, new FileCheckpoints(config.checkpointDir)) });
     }
     default: {
       const unreachable: never = config.DB_BACKEND;

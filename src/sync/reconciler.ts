@@ -3,12 +3,20 @@
  * asked) and then every `intervalMs`, so a webhook lost while running (vendor outage, deactivated hook,
  * network) is caught within one interval. Runs never overlap per source; a failed run is logged and the
  * next one tries again from the unchanged checkpoint. `stop()` aborts runs in progress and waits.
- * Only the worker that holds the queue's consumer lock makes one (src/main.ts): a standby on the same
- * DATA_DIR runs no backfill, so that two processes never repeat each other's vendor requests.
+ * Only one worker makes them (src/main.ts), so that two processes never repeat each other's vendor
+ * requests: with the file queue, the one holding the queue's consumer lock (a standby on the same
+ * DATA_DIR runs no backfill); with a shared queue, the one holding the `reconciler` lease in the engine
+ * (src/sync/leases.ts), whose Reconciler is created when it takes the lease and stopped when it loses
+ * it. There, each run also holds its source's run lease (`backfill:<source>`), which an operator's
+ * `connector backfill` takes too: a run whose source is being backfilled elsewhere (by hand, or by a
+ * former leader that died mid-run, until its lease expires) waits for it to end (one INFO line), and a
+ * run whose lease is lost is aborted (CONN_ERR_LEASE_LOST).
  */
 import type { Logger } from '../log.ts';
 import type { Source } from '../sources/source.ts';
 import { runBackfill, type BackfillDeps } from './backfill.ts';
+import { holdLease } from './leadership.ts';
+import { backfillLease, type Leases } from './leases.ts';
 
 export interface ReconcilerOptions {
   sources: readonly Source[];
@@ -18,6 +26,8 @@ export interface ReconcilerOptions {
   intervalMs: number;
   /** Run once right away. */
   onStart: boolean;
+  /** With a shared queue: each run holds its source's run lease (see the header). */
+  runLease?: { leases: Leases; holder: string; ttlMs: number };
 }
 
 export class Reconciler {
@@ -48,8 +58,7 @@ export class Reconciler {
         runs.push(current);
         continue;
       }
-      const run = runBackfill(source, this.options.deps, { signal: this.abort.signal })
-        .then(() => undefined)
+      const run = this.runOne(source)
         .catch((err: unknown) => {
           if (!this.abort.signal.aborted) this.options.log.warn({ err, source: source.name }, `${source.name} reconciliation failed; the next run retries from the checkpoint`);
         })
@@ -58,6 +67,23 @@ export class Reconciler {
       runs.push(run);
     }
     return Promise.all(runs).then(() => undefined);
+  }
+
+  private async runOne(source: Source): Promise<void> {
+    const lease = this.options.runLease;
+    if (lease === undefined) {
+      await runBackfill(source, this.options.deps, { signal: this.abort.signal });
+      return;
+    }
+    const name = backfillLease(source.name);
+    await holdLease({ ...lease, name, signal: this.abort.signal, wait: true, onWaiting: (holder) => this.waiting(source, name, holder) }, (signal) => runBackfill(source, this.options.deps, { signal }));
+  }
+
+  private waiting(source: Source, name: string, holder: string | null): void {
+    if (holder === null) return;
+    const seconds = Math.ceil((this.options.runLease?.ttlMs ?? 0) / 1000);
+    const who = holder.startsWith('backfill@') ? `an operator's \`connector backfill\` (${holder})` : `${holder}, a worker that stopped reconciling (its lease expires within ${seconds} s)`;
+    this.options.log.info({ source: source.name, holder, lease: name }, `${source.name} reconciliation waits: ${name} is held by ${who}; it runs as soon as that ends`);
   }
 
   async stop(): Promise<void> {

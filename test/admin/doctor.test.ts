@@ -14,7 +14,12 @@ import { renderDoctor } from '../../src/admin/render.ts';
 import { parseConfig, type Env } from '../../src/config.ts';
 import { startConnector, type RunningConnector } from '../../src/main.ts';
 import type { NgrokModule } from '../../src/tunnel.ts';
+import { BullQueue } from '../../src/queue/bull-queue.ts';
+import { RedisLeases } from '../../src/sync/redis-leases.ts';
+import { TEST_REDIS_URL, requireRedis } from '../helpers/services.ts';
 import { closedUrl, logSink } from './helpers.ts';
+
+const redis = await requireRedis();
 
 let teamwork: TeamworkSimulator;
 let missive: MissiveSimulator;
@@ -162,6 +167,35 @@ describe('runDoctor', () => {
     const report = await runDoctor({ env: { ...noSecret, PUBLIC_URL: url, TEAMWORK_WEBHOOK_TOKEN: 'only-here' } });
     expect(check(report, 'teamwork-webhook')).toMatchObject({ status: 'FAIL', detail: expect.stringContaining('has no TEAMWORK_WEBHOOK_TOKEN and refuses every delivery') });
     expect(check(report, 'missive-webhook')).toMatchObject({ status: 'OK', detail: expect.stringContaining('refuses every delivery until MISSIVE_WEBHOOK_SECRET is set') });
+  });
+
+  it.skipIf(!redis.available)('a shared queue: names the worker that reconciles; SQLite with it is a WARN with what to do, and doctor still passes (issue 16)', async () => {
+    const prefix = `doctor-${Date.now().toString(36)}`;
+    const settings = env({ QUEUE_BACKEND: 'redis', REDIS_URL: TEST_REDIS_URL, REDIS_DURABILITY: 'relaxed', QUEUE_PREFIX: prefix, TEAMWORK_WEBHOOK_TOKEN: 'tw-doctor', MISSIVE_WEBHOOK_SECRET: 'mv-doctor' });
+    await serve(settings);
+    const leases = new RedisLeases(TEST_REDIS_URL, prefix, logSink('warn').log);
+    try {
+      const deadline = Date.now() + 5_000;
+      while ((await leases.holder('reconciler')) === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const holder = (await leases.holder('reconciler'))?.holder;
+      expect(holder).toMatch(/^worker@.+:\d+#[0-9a-f]{4}$/);
+      const report = await runDoctor({ env: settings });
+      expect(check(report, 'queue')).toMatchObject({ status: 'OK', detail: expect.stringContaining(`${holder} reconciles (holds the reconciler lease)`) });
+      const database = check(report, 'database');
+      expect(database.status).toBe('WARN');
+      expect(database.detail).toContain('with QUEUE_BACKEND=redis, workers on other hosts would each write a SQLite file of their own');
+      expect(database.fix).toContain('Run every worker on this host with this DATA_DIR, or use DB_BACKEND=postgres');
+      expect(report.ok).toBe(true);
+      const text = renderDoctor(report);
+      expect(text).toContain('worth a look:');
+      expect(text.at(-1)).toBe('all checks passed (1 warning)');
+    } finally {
+      await leases.close();
+      for (const c of running.splice(0)) await c.stop();
+      const queue = await BullQueue.open({ settings: { engine: 'redis', url: TEST_REDIS_URL, prefix }, log: logSink('warn').log });
+      await queue.obliterate();
+      await queue.close();
+    }
   });
 
   it('an unreachable PostgreSQL fails the database check with the DATABASE_URL fix', async () => {

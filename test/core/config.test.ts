@@ -71,6 +71,15 @@ describe('config', () => {
     }
   });
 
+  it('takes a lease time in whole seconds and a reconciliation interval in minutes with decimals (issue 16)', () => {
+    expect(parseConfig({})).toMatchObject({ RECONCILE_LEASE_SECONDS: 30, BACKFILL_INTERVAL_MINUTES: 15 });
+    expect(parseConfig({ RECONCILE_LEASE_SECONDS: '3', BACKFILL_INTERVAL_MINUTES: '0.05' })).toMatchObject({ RECONCILE_LEASE_SECONDS: 3, BACKFILL_INTERVAL_MINUTES: 0.05 });
+    expect(() => parseConfig({ RECONCILE_LEASE_SECONDS: '1' })).toThrow('Invalid setting RECONCILE_LEASE_SECONDS: must be at least 2 (got "1")');
+    expect(() => parseConfig({ RECONCILE_LEASE_SECONDS: '2.5' })).toThrow('Invalid setting RECONCILE_LEASE_SECONDS: must be a whole number (got "2.5")');
+    expect(() => parseConfig({ BACKFILL_INTERVAL_MINUTES: 'often' })).toThrow('Invalid setting BACKFILL_INTERVAL_MINUTES: must be a number (got "often")');
+    expect(() => parseConfig({ BACKFILL_INTERVAL_MINUTES: '-1' })).toThrow('Invalid setting BACKFILL_INTERVAL_MINUTES: must be at least 0 (got "-1")');
+  });
+
   it('requires what a chosen backend needs', () => {
     expect(() => parseConfig({ DB_BACKEND: 'postgres' })).toThrow('Invalid setting DATABASE_URL: required when DB_BACKEND=postgres');
     expect(() => parseConfig({ DB_BACKEND: 'airtable', AIRTABLE_TOKEN: 'patXYZ' })).toThrow('Invalid setting AIRTABLE_BASE_ID: required when DB_BACKEND=airtable');

@@ -50,7 +50,8 @@
  *   the earlier chunks written. Retrying the whole batch is safe: upserts are idempotent and equal
  *   versions write again.
  * - Text over 100,000 characters is cut with a visible marker (schema.ts `cutText`).
- * - Checkpoints are files, not rows (file-checkpoints.ts).
+ * - Checkpoints are files, not rows (file-checkpoints.ts); with a shared queue (QUEUE_BACKEND=redis or
+ *   postgres, workers on several hosts) they live in the queue's engine instead (engine-checkpoints.ts).
  * - `counts()` pages through both tables (100 records per request): for a base of 10,000 records
  *   that is 100 requests, about 20 seconds at Airtable's rate. It is meant for the dashboard and doctor,
  *   not for a hot path.
@@ -67,6 +68,7 @@ import type { Database, DatabaseCounts, DatabaseHealth, WriteResult } from '../d
 import { isStale } from '../rows.ts';
 import { AirtableClient, MAX_PAGE_SIZE, MAX_RECORDS_PER_REQUEST, formulaString, type AirtableRecord, type UpsertAnswer } from './airtable-client.ts';
 import { toDatabaseError, type AirtableAction } from './airtable-errors.ts';
+import type { CheckpointRecords } from './engine-checkpoints.ts';
 import { FileCheckpoints } from './file-checkpoints.ts';
 import {
   EMAILS_TABLE,
@@ -103,6 +105,8 @@ export interface AirtableDatabaseOptions {
   baseUrl?: string;
   /** Where checkpoint files go: `${DATA_DIR}/checkpoints`. */
   checkpointDir: string;
+  /** Where checkpoints are kept instead of files (the queue's engine, with a shared queue). */
+  checkpoints?: CheckpointRecords;
   /** Default: silent. */
   log?: Logger;
   /** Our write time ("Synced At"). Default `new Date()`. */
@@ -174,7 +178,7 @@ export class AirtableDatabase implements Database {
   private readonly client: AirtableClient;
   /** Single attempt, for health(): a health check reports, it does not wait out retries. */
   private readonly probe: AirtableClient;
-  private readonly checkpoints: FileCheckpoints;
+  private readonly checkpoints: CheckpointRecords;
   private readonly log: Logger;
   private readonly now: () => Date;
   private readonly healthTimeoutMs: number;
@@ -202,7 +206,7 @@ export class AirtableDatabase implements Database {
     this.client = new AirtableClient({ ...shared, ...(options.maxAttempts === undefined ? {} : { maxAttempts: options.maxAttempts }) });
     // Same limiter as the writer: health checks count against the base's budget too.
     this.probe = new AirtableClient({ ...shared, limiter: this.client.limiter, maxAttempts: 1 });
-    this.checkpoints = new FileCheckpoints(options.checkpointDir);
+    this.checkpoints = options.checkpoints ?? new FileCheckpoints(options.checkpointDir);
   }
 
   get baseId(): string {
@@ -321,8 +325,9 @@ export class AirtableDatabase implements Database {
   }
 
   async close(): Promise<void> {
-    // Nothing to release: requests use fetch's shared keep-alive pool, and the base's rate limiter is
-    // shared with the rest of the process.
+    // Requests use fetch's shared keep-alive pool, and the base's rate limiter is shared with the rest
+    // of the process: only the engine's checkpoints (if used) hold a connection.
+    await this.checkpoints.close?.();
   }
 
   /** Upserts records in chunks of distinct ids, skipping stale ones (see the header). */
@@ -490,7 +495,7 @@ export class AirtableDatabase implements Database {
 }
 
 /** The backend for this process's settings (DB_BACKEND=airtable). */
-export function createAirtableDatabase(config: Config, options: { log?: Logger } = {}): AirtableDatabase {
+export function createAirtableDatabase(config: Config, options: { log?: Logger; checkpoints?: CheckpointRecords } = {}): AirtableDatabase {
   if (config.AIRTABLE_TOKEN === undefined || config.AIRTABLE_BASE_ID === undefined) {
     throw new ConnectorError('CONN_ERR_CONFIG_INVALID', 'Invalid setting AIRTABLE_TOKEN / AIRTABLE_BASE_ID: required when DB_BACKEND=airtable');
   }
@@ -500,6 +505,7 @@ export function createAirtableDatabase(config: Config, options: { log?: Logger }
     baseUrl: config.AIRTABLE_BASE_URL,
     checkpointDir: config.checkpointDir,
     ...(options.log === undefined ? {} : { log: options.log }),
+    ...(options.checkpoints === undefined ? {} : { checkpoints: options.checkpoints }),
   });
 }
 
