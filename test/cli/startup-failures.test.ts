@@ -124,7 +124,7 @@ describe('start-up failures are one line with the cause and the fix', { timeout:
   it('with LOG_LEVEL=debug the stack is printed too', async () => {
     const [port, db] = await Promise.all([
       runCli(['serve'], { cwd, env: { LOG_LEVEL: 'debug', PORT: String(busyPort), DATA_DIR: path.join(cwd, 'port-data'), LOG_DIR: path.join(cwd, 'port-logs') } }),
-      runCli(['work'], { cwd, env: { LOG_LEVEL: 'debug', ...postgres() }, timeoutMs: 4000 }),
+      runCli(['work'], { cwd, env: { LOG_LEVEL: 'debug', ...postgres() }, timeoutMs: 8000 }), // stopped by the test: it waits for the database
     ]);
     expect(port.code).toBe(1);
     expect(port.stderr).toMatch(STACK);
