@@ -11,7 +11,7 @@
  *    under test. wrk sends pre-signed Teamwork v2 deliveries of about 2 KB (bench/scale/deliveries.lua)
  *    read from a file the runner writes before the clock starts, each body once: the connector's
  *    replay window (on, at its default of 24 hours, as an operator runs it) would answer a byte-
- *    identical repeat without queueing it. The file holds 1.5 times what the server took in its best
+ *    identical repeat without queueing it. The file holds 3 times what the server took in its best
  *    round so far; wrk counts any repeat, and the round says so.
  *    The engines: `redis` (a private redis-server with appendonly yes + appendfsync always, see
  *    engines.ts), `postgres` (a database the benchmark creates on the machine's PostgreSQL and drops),
@@ -91,7 +91,7 @@ const TOKEN = 'bench-scale-token';
 /** Deliveries in the no-op's file: it stores nothing, so it may see a body twice. */
 const NOOP_DELIVERIES = 20_000;
 /** The most deliveries one round's file holds (about 2.1 KB each, in the file and again in wrk). */
-const MAX_DELIVERIES = 600_000;
+const MAX_DELIVERIES = 400_000;
 const E2E_TIMEOUT_MS = 10 * 60_000;
 const START_TIMEOUT_MS = 180_000;
 
@@ -309,7 +309,7 @@ async function wrkRound(server: Server, seconds: number, file: string): Promise<
 async function measure(server: Server, seconds: number, work: string, noopFile: string): Promise<Round> {
   let file = noopFile;
   if (server.key !== 'noop') {
-    const count = Math.min(MAX_DELIVERIES, Math.ceil(Math.max(server.best, 2_000) * seconds * 1.5) + 1_000);
+    const count = Math.min(MAX_DELIVERIES, Math.ceil(Math.max(server.best, 2_000) * seconds * 3) + 1_000);
     file = path.join(work, `deliveries-${server.key}.txt`);
     await writeDeliveryFile(file, nextDelivery, count, TOKEN);
     nextDelivery += count;
@@ -771,30 +771,22 @@ if (e2eRuns.length > 0) {
     const two = e2eSummary[`${engine}-2`] as { perSecond: number; vsOne: number } | undefined;
     if (one === undefined || two === undefined) continue;
     // What one worker's events cost in CPU, our processes together (worker, engine, database
-    // backends), and so the most events/s the cores could give: all of them (a machine to ourselves),
-    // or what the other processes left us during the one-worker runs. 1.5x one worker is within reach
-    // only below that.
+    // backends), and so the most events/s the cores could give us: 1.5x one worker is within their
+    // reach only below that. Other processes' load is reported beside it, not subtracted: ours get
+    // their share of a busy machine whenever they are ready to run (with Redis, 2 workers reached
+    // 1.94x one while other processes kept 1.6 cores busy).
     const ours = one.workerCores + (one.engineCores ?? 0) + one.databaseCores;
     const perEventCores = ours / one.perSecond;
     const others = Math.max(0, one.machineCores - ours);
-    const ceilingAll = cpus / perEventCores;
-    const ceilingLeft = Math.max(0, cpus - others) / perEventCores;
+    const ceiling = cpus / perEventCores;
     const wanted = GOALS.twoWorkers * one.perSecond;
     const ok = two.vsOne >= GOALS.twoWorkers;
-    verdicts[`${engine}TwoWorkers`] = {
-      vsOne: +two.vsOne.toFixed(2),
-      cpuPerEventUs: Math.round(perEventCores * 1e6),
-      ceilingAllCores: Math.round(ceilingAll),
-      ceilingCoresLeft: Math.round(ceilingLeft),
-      otherLoadCores: +others.toFixed(2),
-      coresAllow: ceilingLeft >= wanted,
-      met: ok,
-    };
+    verdicts[`${engine}TwoWorkers`] = { vsOne: +two.vsOne.toFixed(2), cpuPerEventUs: Math.round(perEventCores * 1e6), cpuCeilingPerSecond: Math.round(ceiling), coresAllow: ceiling >= wanted, otherLoadCores: +others.toFixed(2), met: ok };
     console.log(
-      `${engine}: 2 workers ${two.vsOne.toFixed(2)}x one (goal >= ${GOALS.twoWorkers}: ${mark(ok)}). With one worker: ${fmt(one.perSecond)} events/s, the worker busy ${fmt(one.workerCores * 100)}% of a core, ` +
-        `${fmt(perEventCores * 1e6)} µs of CPU per event (worker + engine + database); other processes took ${fmt(others, 2)} of the ${cpus} cores. ` +
-        `The cores left allow at most ${fmt(ceilingLeft)} events/s (${ceilingLeft >= wanted ? 'room' : 'NO room'} for ${GOALS.twoWorkers}x = ${fmt(wanted)}; all ${cpus} cores to ourselves: ${fmt(ceilingAll)})` +
-        `${ceilingLeft >= wanted ? '' : ': the cores do not allow the goal in this run'}.`,
+      `${engine}: 2 workers ${two.vsOne.toFixed(2)}x one (goal >= ${GOALS.twoWorkers}: ${mark(ok)}). One worker: ${fmt(one.perSecond)} events/s, busy ${fmt(one.workerCores * 100)}% of a core; ` +
+        `${fmt(perEventCores * 1e6)} µs of CPU per event (worker + engine + database), so ${cpus} cores allow at most ${fmt(ceiling)} events/s: ` +
+        `${ceiling >= wanted ? `the cores allow ${GOALS.twoWorkers}x (${fmt(wanted)})` : `the cores do NOT allow ${GOALS.twoWorkers}x (${fmt(wanted)}) here`}. ` +
+        `Other processes kept ${fmt(others, 2)} of the ${cpus} cores busy meanwhile.`,
     );
   }
 }
