@@ -10,7 +10,9 @@
  *   sources no order is promised: `claim` without `sources` takes from each in turn.
  * - An event is a job whose id is derived from the event id (a second enqueue of the same event is
  *   dropped by the engine), whose data is the event plus our own bookkeeping: attempts spent, the last
- *   error, when the first attempt started, and for a dead letter its error and time.
+ *   error, when the first attempt started (written with the first retry or dead letter; a claim writes
+ *   nothing), and for a dead letter its error and time. Enqueues of one turn of the event loop are
+ *   sent together (group commit, see `commit`).
  * - `claim` is BullMQ's manual pull (`Worker.getNextJob` without blocking), one token per job; the
  *   job's lock is renewed every LOCK_RENEW_MS while it is in hand, and BullMQ's stalled-job check hands
  *   out again, after JOB_LOCK_MS, an event whose process died (after MAX_STALLS such deaths it is
@@ -40,7 +42,7 @@ import pg from 'pg';
 import { ConnectorError, type ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
-import { SOURCE_NAMES, checkQueueEvent, type QueueEvent, type SourceName } from '../model.ts';
+import { SOURCE_NAMES, checkQueueEvent, eventJson, type QueueEvent, type SourceName } from '../model.ts';
 import { PostgresEntityLocks, RedisEntityLocks, type EntityLocks } from './entity-locks.ts';
 import type { ClaimOptions, ClaimedEvent, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
 
@@ -52,6 +54,8 @@ const MAX_STALLS = 5;
 const BUSY_ENTITY_DELAY_MS = 250;
 const IDLE_POLL_MS = 250;
 export const ENQUEUE_TIMEOUT_MS = 3_000;
+/** The most jobs one group commit sends to the engine; more wait for the next. */
+const MAX_JOBS_PER_COMMIT = 1_000;
 /** At most this many events are set aside for a busy entity in one claim, so a claim always ends. */
 const MAX_SET_ASIDE_PER_CLAIM = 64;
 /** Delayed and active jobs looked at for the oldest pending age and for peek. */
@@ -73,6 +77,18 @@ interface JobData {
   lastError: ErrorRecord | null;
   firstAttemptAt: string | null;
   dead?: { error: ErrorRecord; at: string; attempts: number };
+}
+
+interface JobSpec {
+  name: string;
+  data: JobData;
+  opts: JobsOptions;
+}
+
+/** The enqueues of one turn of the event loop for one source (see commit). */
+interface Batch {
+  jobs: JobSpec[];
+  done: Promise<void>;
 }
 
 interface InHand {
@@ -110,6 +126,7 @@ export class BullQueue implements Queue {
   readonly backend: 'redis' | 'postgres';
   private readonly lanes = new Map<SourceName, Lane>();
   private readonly inHand = new Map<string, InHand>();
+  private readonly batches = new Map<SourceName, Batch>();
   /** Entities this process holds a lock on (one event each). */
   private readonly held = new Set<string>();
   private readonly closing = new AbortController();
@@ -242,7 +259,7 @@ export class BullQueue implements Queue {
   async enqueue(events: readonly QueueEvent[]): Promise<void> {
     this.assertOpen();
     if (events.length === 0) return;
-    const bySource = new Map<SourceName, { name: string; data: JobData; opts: JobsOptions }[]>();
+    const bySource = new Map<SourceName, JobSpec[]>();
     for (const input of events) {
       const parsed = checkQueueEvent(input);
       const id = typeof (input as { id?: unknown } | null)?.id === 'string' ? (input as { id: string }).id : '?';
@@ -250,18 +267,41 @@ export class BullQueue implements Queue {
         throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${id}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, { details: { eventId: id } });
       }
       const ev = parsed.data;
-      const data: JobData = { event: { ...ev, receivedAt: ev.receivedAt.toISOString() }, spent: 0, lastError: null, firstAttemptAt: null };
       try {
-        JSON.stringify(data);
+        eventJson(ev); // BullMQ writes the data as JSON: an event that cannot be written must fail here, alone
       } catch (err) {
         throw new ConnectorError('CONN_ERR_EVENT_INVALID', `cannot enqueue event ${ev.id}: its payload cannot be written as JSON (${(err as Error).message})`, { cause: err, details: { eventId: ev.id } });
       }
+      const data: JobData = { event: { ...ev, receivedAt: ev.receivedAt.toISOString() }, spent: 0, lastError: null, firstAttemptAt: null };
       const list = bySource.get(ev.source) ?? [];
       list.push({ name: ev.type, data, opts: { jobId: jobIdOf(ev.id), removeOnComplete: true } });
       bySource.set(ev.source, list);
     }
-    await this.withTimeout(Promise.all([...bySource].map(([source, jobs]) => this.lane(source).queue.addBulk(jobs))), 'enqueue');
+    await Promise.all([...bySource].map(([source, jobs]) => this.commit(source, jobs)));
     this.options.lifecycle?.emit('queue:appended', { count: events.length });
+  }
+
+  /**
+   * Group commit: the jobs of every enqueue made in the same turn of the event loop go to the engine
+   * in one request per source (one `addBulk`: one Redis round trip, one PostgreSQL transaction), and
+   * every caller hears the same answer. Under a flood of deliveries this is what keeps the engine's
+   * cost per delivery low (bench/scale); a lone delivery waits one turn of the loop.
+   */
+  private commit(source: SourceName, jobs: JobSpec[]): Promise<void> {
+    let batch = this.batches.get(source);
+    if (batch === undefined || batch.jobs.length + jobs.length > MAX_JOBS_PER_COMMIT) {
+      const fresh: Batch = { jobs: [], done: null as unknown as Promise<void> };
+      fresh.done = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+        if (this.batches.get(source) === fresh) this.batches.delete(source);
+        const { queue } = this.lane(source);
+        const write: Promise<unknown> = fresh.jobs.length === 1 ? queue.add(fresh.jobs[0]!.name, fresh.jobs[0]!.data, fresh.jobs[0]!.opts) : queue.addBulk(fresh.jobs);
+        return this.withTimeout(write, 'enqueue').then(() => undefined);
+      });
+      this.batches.set(source, fresh);
+      batch = fresh;
+    }
+    batch.jobs.push(...jobs);
+    return batch.done;
   }
 
   async claim(options: ClaimOptions = {}): Promise<ClaimedEvent[]> {
@@ -288,11 +328,7 @@ export class BullQueue implements Queue {
           continue;
         }
         if (entity !== null) this.held.add(entity);
-        let data = job.data;
-        if (data.firstAttemptAt === null) {
-          data = { ...data, firstAttemptAt: new Date().toISOString() };
-          await job.updateData(data);
-        }
+        const data = job.data;
         this.inHand.set(data.event.id, { job, token, source, entity });
         out.push({ event: toEvent(data), attempt: data.spent + 1, lastError: data.lastError });
       }
@@ -338,7 +374,7 @@ export class BullQueue implements Queue {
 
   async retry(eventId: string, error: ErrorRecord, options: RetryOptions): Promise<void> {
     const hand = this.take(eventId, 'retry');
-    const data: JobData = { ...hand.job.data, spent: hand.job.data.spent + (options.spendAttempt === false ? 0 : 1), lastError: error };
+    const data: JobData = { ...hand.job.data, spent: hand.job.data.spent + (options.spendAttempt === false ? 0 : 1), lastError: error, firstAttemptAt: firstAttemptAt(hand.job) };
     await this.settle(eventId, hand, 'retry', async () => {
       await hand.job.updateData(data);
       if (options.delayMs > 0) await hand.job.moveToDelayed(Date.now() + options.delayMs, hand.token);
@@ -348,7 +384,7 @@ export class BullQueue implements Queue {
 
   async deadLetter(eventId: string, error: ErrorRecord): Promise<void> {
     const hand = this.take(eventId, 'dead-letter');
-    const data: JobData = { ...hand.job.data, lastError: error, dead: { error, at: new Date().toISOString(), attempts: hand.job.data.spent + 1 } };
+    const data: JobData = { ...hand.job.data, lastError: error, firstAttemptAt: firstAttemptAt(hand.job), dead: { error, at: new Date().toISOString(), attempts: hand.job.data.spent + 1 } };
     await this.settle(eventId, hand, 'dead-letter', async () => {
       await hand.job.updateData(data);
       await hand.job.moveToFailed(new Error(`${error.code}: ${error.message}`), hand.token, false);
@@ -500,6 +536,15 @@ export class BullQueue implements Queue {
     await this.locks.close().catch(() => {});
     for (const redis of this.redisClients) redis.disconnect();
   }
+}
+
+/**
+ * When the event's first attempt started: kept in the job's data from its first retry or dead letter
+ * on; until then it is this attempt, which BullMQ stamped when it handed the job out (so a claim
+ * writes nothing but the claim).
+ */
+function firstAttemptAt(job: Job<JobData>): string {
+  return job.data.firstAttemptAt ?? new Date(job.processedOn ?? Date.now()).toISOString();
 }
 
 /** The engine refused an operation on a job because this process no longer holds it (Redis and PostgreSQL wordings). */

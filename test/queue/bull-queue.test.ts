@@ -75,6 +75,19 @@ for (const engine of engines) {
       return got;
     }
 
+    it('commits the enqueues of one turn together: every caller hears its own answer, a bad event fails only its own call', async () => {
+      const one = await process();
+      const calls = Array.from({ length: 200 }, (_, n) => one.enqueue([event(n, `task:${n}`)]));
+      const cyclic: Record<string, unknown> = {};
+      cyclic.self = cyclic;
+      const bad = one.enqueue([{ ...event(999, 'task:999'), payload: cyclic }]);
+      await expect(bad).rejects.toMatchObject({ code: 'CONN_ERR_EVENT_INVALID' });
+      await Promise.all(calls);
+      expect(await one.stats()).toMatchObject({ pending: 200, inFlight: 0 });
+      const claimed = await one.claim({ limit: 300 });
+      expect(claimed.map((c) => c.event.id).sort()).toEqual(Array.from({ length: 200 }, (_, n) => `${settings.prefix}-e${n}`).sort());
+    });
+
     it("never hands one entity's events to two processes at once; the other gets it once settled", async () => {
       const one = await process();
       const two = await process();
