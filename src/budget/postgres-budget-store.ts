@@ -132,7 +132,9 @@ export class PostgresBudgetStore implements BudgetStore {
   constructor(private readonly options: PostgresBudgetStoreOptions) {
     this.pool = new pg.Pool({
       connectionString: options.url,
-      max: 4,
+      // Reservations are one at a time per vendor (the limiter queues the rest): two connections
+      // serve three vendors' budgets; the queue's engine has connections to spare for BullMQ.
+      max: 2,
       connectionTimeoutMillis: ENGINE_TIMEOUT_MS,
       query_timeout: ENGINE_TIMEOUT_MS,
       application_name: 'connector-budgets',
