@@ -1,112 +1,26 @@
 /**
- * Shared vendor budgets in PostgreSQL (QUEUE_BACKEND=postgres), in the queue's database, in a schema
- * of their own beside BullMQ's (`bullmq`):
+ * Shared vendor budgets in PostgreSQL (QUEUE_BACKEND=postgres), in the queue's database, in the
+ * connector's engine schema beside BullMQ's (`connector_engine`, src/queue/engine-tables.ts; the
+ * tables and the reservation function are in budget-tables.ts): a row per budget with its pause, a row
+ * per start within the longest window, a row per concurrency slot held, each keyed by QUEUE_PREFIX and
+ * the budget's name.
  *
- *   connector_budget.budgets   one row per budget (`<prefix>:<name>`): the pause in force and its reason
- *   connector_budget.starts    one row per reservation within the longest window: (budget, start time)
- *   connector_budget.leases    one row per concurrency slot held: (budget, lease id, expiry)
- *
- * A reservation is one call of `connector_budget.reserve(...)`, a PL/pgSQL function that locks the
- * budget's row (`FOR UPDATE`: reservations of one budget queue up there, those of other budgets do
- * not), then reads the time (`clock_timestamp()`, after the lock: the time the start is logged is the
- * time it was decided), the pause, the leases and each window, and grants or refuses, all in one round
- * trip and one transaction. `pause`, `release` and renewals are single statements. A start counts within
- * a window while `start >= now - interval` (timestamps have µs).
- *
- * The schema is created on first use, under an advisory lock so that several processes starting at
- * once do not race on `CREATE OR REPLACE FUNCTION`; a failure is tried again on the next call.
- * Starts older than the longest window are deleted by the reservations themselves; leases when they
- * expire; a budget's row stays (one small row per vendor).
+ * A reservation is one call of `reserve_budget(...)`, which locks the budget's row and decides in one
+ * round trip and one transaction on the server's clock (see budget-tables.ts). `pause`, `release` and
+ * renewals are single statements. The tables are created on first use (with the other engine tables,
+ * under their advisory lock); a failure is tried again on the next call. Starts older than the longest
+ * window are deleted by the reservations themselves; leases when they expire; a budget's row stays (one
+ * small row per vendor).
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from '../log.ts';
+import { ENGINE_SCHEMA, ensureEngineTables } from '../queue/engine-tables.ts';
 import { ENGINE_TIMEOUT_MS, LEASE_TTL_MS, refusal, type BudgetSpec, type BudgetStore, type BudgetUsage, type Reservation } from './budget-store.ts';
 import { EngineCalls } from './engine-calls.ts';
 import { HeldLeases } from './held-leases.ts';
 
-const SCHEMA = 'connector_budget';
-/** Held while the DDL runs: processes starting together create the schema one after another. */
-const MIGRATION_LOCK = `select pg_advisory_xact_lock(hashtextextended('${SCHEMA}:migrate', 0))`;
-
-const DDL = `
-create schema if not exists ${SCHEMA};
-create table if not exists ${SCHEMA}.budgets (
-  name text primary key,
-  paused_until timestamptz,
-  pause_reason text
-);
-create table if not exists ${SCHEMA}.starts (
-  name text not null,
-  at timestamptz not null
-);
-create index if not exists starts_name_at on ${SCHEMA}.starts (name, at);
-create table if not exists ${SCHEMA}.leases (
-  name text not null,
-  id text not null,
-  expires_at timestamptz not null,
-  primary key (name, id)
-);
-create or replace function ${SCHEMA}.reserve(p_name text, p_lease text, p_concurrency int, p_lease_ms int, p_limits int[], p_intervals_ms bigint[])
-returns table (granted boolean, why text, wait_ms bigint, detail text)
-language plpgsql as $fn$
-declare
-  v_now timestamptz;
-  v_paused timestamptz;
-  v_reason text;
-  v_held int;
-  v_next timestamptz;
-  v_nth timestamptz;
-  v_longest bigint := 0;
-  v_wait double precision := 0;
-  v_full int := -1;
-  v_free double precision;
-  i int;
-begin
-  insert into ${SCHEMA}.budgets (name) values (p_name) on conflict (name) do nothing;
-  select b.paused_until, b.pause_reason into v_paused, v_reason from ${SCHEMA}.budgets b where b.name = p_name for update;
-  v_now := clock_timestamp();
-  if v_paused is not null and v_paused > v_now then
-    return query select false, 'paused'::text, ceil(extract(epoch from v_paused - v_now) * 1000)::bigint, coalesce(v_reason, '');
-    return;
-  end if;
-  if p_concurrency > 0 then
-    delete from ${SCHEMA}.leases l where l.name = p_name and l.expires_at <= v_now;
-    select count(*), min(l.expires_at) into v_held, v_next from ${SCHEMA}.leases l where l.name = p_name;
-    if v_held >= p_concurrency then
-      return query select false, 'concurrency'::text, greatest(1, ceil(extract(epoch from v_next - v_now) * 1000))::bigint, ''::text;
-      return;
-    end if;
-  end if;
-  for i in 1 .. coalesce(array_length(p_limits, 1), 0) loop
-    v_longest := greatest(v_longest, p_intervals_ms[i]);
-    -- The limit-th newest start still within the window: while there is one, the window is full.
-    select s.at into v_nth from ${SCHEMA}.starts s
-      where s.name = p_name and s.at >= v_now - p_intervals_ms[i] * interval '1 millisecond'
-      order by s.at desc offset p_limits[i] - 1 limit 1;
-    if found then
-      v_free := extract(epoch from v_nth + p_intervals_ms[i] * interval '1 millisecond' - v_now) * 1000;
-      if v_free > v_wait then
-        v_wait := v_free;
-        v_full := i - 1;
-      end if;
-    end if;
-  end loop;
-  if v_full >= 0 then
-    return query select false, 'window'::text, greatest(1, ceil(v_wait))::bigint, v_full::text;
-    return;
-  end if;
-  if v_longest > 0 then
-    delete from ${SCHEMA}.starts s where s.name = p_name and s.at < v_now - v_longest * interval '1 millisecond';
-    insert into ${SCHEMA}.starts (name, at) values (p_name, v_now);
-  end if;
-  if p_concurrency > 0 then
-    insert into ${SCHEMA}.leases (name, id, expires_at) values (p_name, p_lease, v_now + p_lease_ms * interval '1 millisecond');
-  end if;
-  return query select true, 'granted'::text, 0::bigint, ''::text;
-end
-$fn$;
-`;
+const S = ENGINE_SCHEMA;
 
 export interface PostgresBudgetStoreOptions {
   url: string;
@@ -126,7 +40,6 @@ export class PostgresBudgetStore implements BudgetStore {
   private readonly calls: EngineCalls;
   private readonly leases: HeldLeases;
   private readonly leaseTtlMs: number;
-  private migrated: Promise<void> | null = null;
   private closed = false;
 
   constructor(private readonly options: PostgresBudgetStoreOptions) {
@@ -144,42 +57,20 @@ export class PostgresBudgetStore implements BudgetStore {
     this.calls = new EngineCalls(options.log, options.where);
     this.leases = new HeldLeases((name, ids) =>
       this.calls
-        .run('renew', () => this.pool.query(`update ${SCHEMA}.leases set expires_at = clock_timestamp() + $3 * interval '1 millisecond' where name = $1 and id = any($2)`, [this.key(name), ids, this.leaseTtlMs]))
+        .run('renew', () => this.pool.query(`update ${S}.budget_leases set expires_at = clock_timestamp() + $4 * interval '1 millisecond' where prefix = $1 and name = $2 and id = any($3)`, [this.prefix, name, ids, this.leaseTtlMs]))
         .then(() => {}),
       Math.round(this.leaseTtlMs / 3),
     );
   }
 
-  private key(name: string): string {
-    return `${this.options.prefix}:${name}`;
+  private get prefix(): string {
+    return this.options.prefix;
   }
 
-  /** Creates the schema once per store; a failure leaves it to the next call. */
-  private migrate(): Promise<void> {
-    this.migrated ??= (async () => {
-      const client = await this.pool.connect();
-      try {
-        await client.query('begin');
-        await client.query(MIGRATION_LOCK);
-        await client.query(DDL);
-        await client.query('commit');
-      } catch (err) {
-        await client.query('rollback').catch(() => {});
-        throw err;
-      } finally {
-        client.release();
-      }
-    })().catch((err: unknown) => {
-      this.migrated = null;
-      throw err;
-    });
-    return this.migrated;
-  }
-
-  /** A call to the engine, after the schema exists, under EngineCalls' timeout and logging. */
+  /** A call to the engine, after its tables exist, under EngineCalls' timeout and logging. */
   private run<T>(what: string, call: () => Promise<T>): Promise<T> {
     return this.calls.run(what, async () => {
-      await this.migrate();
+      await ensureEngineTables(this.pool);
       return call();
     });
   }
@@ -187,8 +78,9 @@ export class PostgresBudgetStore implements BudgetStore {
   async reserve(spec: BudgetSpec): Promise<Reservation> {
     const lease = randomUUID();
     const { rows } = await this.run('reserve', () =>
-      this.pool.query<{ granted: boolean; why: string; wait_ms: string; detail: string }>(`select * from ${SCHEMA}.reserve($1, $2, $3, $4, $5, $6)`, [
-        this.key(spec.name),
+      this.pool.query<{ granted: boolean; why: string; wait_ms: string; detail: string }>(`select * from ${S}.reserve_budget($1, $2, $3, $4, $5, $6, $7)`, [
+        this.prefix,
+        spec.name,
         lease,
         spec.concurrency ?? 0,
         this.leaseTtlMs,
@@ -208,19 +100,19 @@ export class PostgresBudgetStore implements BudgetStore {
 
   async release(name: string, lease: string): Promise<void> {
     this.leases.delete(name, lease);
-    await this.run('release', () => this.pool.query(`delete from ${SCHEMA}.leases where name = $1 and id = $2`, [this.key(name), lease]));
+    await this.run('release', () => this.pool.query(`delete from ${S}.budget_leases where prefix = $1 and name = $2 and id = $3`, [this.prefix, name, lease]));
   }
 
   async pause(name: string, forMs: number, reason: string | null): Promise<void> {
     await this.run('pause', () =>
       this.pool.query(
-        `insert into ${SCHEMA}.budgets as b (name, paused_until, pause_reason)
-           values ($1, clock_timestamp() + $2 * interval '1 millisecond', $3)
-         on conflict (name) do update
+        `insert into ${S}.budgets as b (prefix, name, paused_until, pause_reason)
+           values ($1, $2, clock_timestamp() + $3 * interval '1 millisecond', $4)
+         on conflict (prefix, name) do update
            set paused_until = excluded.paused_until,
                pause_reason = coalesce(excluded.pause_reason, case when b.paused_until > clock_timestamp() then b.pause_reason end)
          where b.paused_until is null or b.paused_until < excluded.paused_until`,
-        [this.key(name), Math.max(0, Math.ceil(forMs)), reason],
+        [this.prefix, name, Math.max(0, Math.ceil(forMs)), reason],
       ),
     );
   }
@@ -229,11 +121,11 @@ export class PostgresBudgetStore implements BudgetStore {
     const { rows } = await this.run('usage', () =>
       this.pool.query<{ in_flight: string; paused_ms: string | null; reason: string | null; used: string[] }>(
         `select
-           (select count(*) from ${SCHEMA}.leases where name = $1 and expires_at > clock_timestamp()) as in_flight,
-           (select ceil(extract(epoch from paused_until - clock_timestamp()) * 1000) from ${SCHEMA}.budgets where name = $1 and paused_until > clock_timestamp()) as paused_ms,
-           (select pause_reason from ${SCHEMA}.budgets where name = $1 and paused_until > clock_timestamp()) as reason,
-           array(select (select count(*) from ${SCHEMA}.starts where name = $1 and at >= clock_timestamp() - ms * interval '1 millisecond') from unnest($2::bigint[]) with ordinality as w(ms, n) order by n) as used`,
-        [this.key(spec.name), spec.windows.map((w) => Math.ceil(w.intervalMs))],
+           (select count(*) from ${S}.budget_leases where prefix = $1 and name = $2 and expires_at > clock_timestamp()) as in_flight,
+           (select ceil(extract(epoch from paused_until - clock_timestamp()) * 1000) from ${S}.budgets where prefix = $1 and name = $2 and paused_until > clock_timestamp()) as paused_ms,
+           (select pause_reason from ${S}.budgets where prefix = $1 and name = $2 and paused_until > clock_timestamp()) as reason,
+           array(select (select count(*) from ${S}.budget_starts where prefix = $1 and name = $2 and at >= clock_timestamp() - ms * interval '1 millisecond') from unnest($3::bigint[]) with ordinality as w(ms, n) order by n) as used`,
+        [this.prefix, spec.name, spec.windows.map((w) => Math.ceil(w.intervalMs))],
       ),
     );
     const row = rows[0];
@@ -247,9 +139,8 @@ export class PostgresBudgetStore implements BudgetStore {
   }
 
   async purge(): Promise<void> {
-    const pattern = `${this.options.prefix.replace(/[\\%_]/g, (c) => `\\${c}`)}:%`;
-    await this.migrate();
-    for (const table of ['starts', 'leases', 'budgets']) await this.pool.query(`delete from ${SCHEMA}.${table} where name like $1`, [pattern]);
+    await ensureEngineTables(this.pool);
+    for (const table of ['budget_starts', 'budget_leases', 'budgets']) await this.pool.query(`delete from ${S}.${table} where prefix = $1`, [this.prefix]);
   }
 
   async close(): Promise<void> {

@@ -57,7 +57,7 @@ describe.skipIf(!postgresUp)('budgets in PostgreSQL', () => {
       },
       starts: (name) =>
         withPostgresClient(TEST_POSTGRES_URL, async (client) => {
-          const { rows } = await client.query<{ ms: string }>('select extract(epoch from at) * 1000 as ms from connector_budget.starts where name = $1 order by at', [`${prefix}:${name}`]);
+          const { rows } = await client.query<{ ms: string }>('select extract(epoch from at) * 1000 as ms from connector_engine.budget_starts where prefix = $1 and name = $2 order by at', [prefix, name]);
           return rows.map((r) => Number(r.ms));
         }),
       destroy: async () => {
@@ -155,7 +155,7 @@ describe('createBudgetStore', () => {
     try {
       expect(store?.engine).toBe('postgres');
       await store?.pause('missive', 5_000, 'answered 429');
-      const reason = await withPostgresClient(TEST_POSTGRES_URL, async (client) => (await client.query('select pause_reason from connector_budget.budgets where name = $1', [`${prefix}:missive`])).rows[0]?.pause_reason);
+      const reason = await withPostgresClient(TEST_POSTGRES_URL, async (client) => (await client.query('select pause_reason from connector_engine.budgets where prefix = $1 and name = $2', [prefix, 'missive'])).rows[0]?.pause_reason);
       expect(reason).toBe('answered 429');
       await store?.purge();
     } finally {

@@ -1,10 +1,13 @@
 /**
  * Issue 16, "shared vendor budgets", proved through the real connector: four worker processes (the
- * `work` role in child processes, shared-budgets-worker.ts) on the shared queue (Redis; PostgreSQL with
- * SHARED_BUDGETS_ENGINES=postgres or =redis,postgres) drain a backlog of 2,000 thin events enqueued
- * straight into it: 1,000 Teamwork `TASK.UPDATED` (form bodies: an id, nothing else, so each handler
- * must ask GET /projects/api/v3/tasks/:id) and 1,000 Missive `incoming_email` (without the HTML body,
- * so each must ask GET /v1/messages/:id). The database is a PostgreSQL database of the test's own.
+ * `work` role in child processes, shared-budgets-worker.ts) on the shared queue drain a backlog of
+ * 2,000 thin events enqueued straight into it: 1,000 Teamwork `TASK.UPDATED` (form bodies: an id,
+ * nothing else, so each handler must ask GET /projects/api/v3/tasks/:id) and 1,000 Missive
+ * `incoming_email` (without the HTML body, so each must ask GET /v1/messages/:id). The database is a
+ * PostgreSQL database of the test's own. The queue is on Redis; SHARED_BUDGETS_ENGINES=postgres (or
+ * =redis,postgres) runs it on PostgreSQL too, which needs a server whose max_connections leaves room
+ * for about 25 connections per worker (BullMQ's pools, the database's, the leases' and the budgets'):
+ * the shared development server's 100 were seen to run out.
  *
  * The budgets are the vendors' own, on windows scaled down so that minutes pass in seconds, the same
  * scale for the simulators (which answer 429 past their limits) and for the connector:
@@ -273,6 +276,7 @@ for (const engine of engines) {
       const started = Date.now();
       const pool = Array.from({ length: WORKERS }, () => spawnWorker(env));
       await Promise.all(pool.map((w, i) => waitFor(`worker ${i} to start`, () => w.output().includes('READY') || (w.child.exitCode !== null && Promise.reject(new Error(w.output()))), 30_000)));
+      const startedMs = Date.now() - started;
 
       // One 429 per vendor, midway (a burst of one: the simulator's next request is answered 429).
       const twApi = (r: SeenRequest) => r.path.startsWith('/projects/');
@@ -318,7 +322,10 @@ for (const engine of engines) {
       const mvMax = MV_WINDOWS.map((w) => maxInWindow(mvSeen, w.intervalMs));
       const mvInFlight = maxInFlight(mvSeen);
       const figures = {
+        startedMs,
         drainedMs,
+        twSpanMs: (twSeen.at(-1)?.startedAt ?? 0) - (twSeen[0]?.startedAt ?? 0),
+        mvSpanMs: (mvSeen.at(-1)?.startedAt ?? 0) - (mvSeen[0]?.startedAt ?? 0),
         teamwork: { requests: twSeen.length, maxPerWindow: twMax, budget: TW_LIMIT, rateLimited: tw429.length },
         missive: { requests: mvSeen.length, maxPerWindow: mvMax, budgets: MV_WINDOWS.map((w) => w.limit), maxInFlight: mvInFlight, rateLimited: mv429.length },
         eventsPerWorker: processed,
