@@ -48,6 +48,7 @@
  */
 import type { BudgetSpec, BudgetStore } from '../budget/budget-store.ts';
 import { ConnectorError } from '../errors.ts';
+import { SECOND } from '../retry-policy.ts';
 import { systemClock, type Clock } from './clock.ts';
 
 /** At most `limit` acquisitions start within any `intervalMs` milliseconds. */
@@ -177,7 +178,7 @@ interface Waiter {
 }
 
 /** After the shared budget's engine failed to answer, acquires are refused for this long, ms. */
-export const ENGINE_RETRY_MS = 2_000;
+export const ENGINE_RETRY_MS = 2 * SECOND;
 /** While another process holds every shared concurrency slot, ask again after about this long, ms. */
 const SHARED_SLOT_POLL_MS = 15;
 const DEFAULT_OUTAGE_FAILURES = 5;
@@ -479,7 +480,8 @@ export class RateLimiter {
       (err: unknown) => {
         this.asking = false;
         this.engineDownUntil = this.clock.now() + ENGINE_RETRY_MS;
-        this.engineDownReason = `waiting for its shared budget, which cannot be read (${err instanceof Error ? err.message : String(err)})`;
+        // Reads after "<vendor> is ": "waiting: the shared vendor budget cannot be read (Redis at …: ECONNREFUSED)".
+        this.engineDownReason = `waiting: ${err instanceof Error ? err.message : String(err)}`;
         this.pump();
       },
     );

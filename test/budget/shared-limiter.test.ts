@@ -167,7 +167,7 @@ describe('an engine that does not answer', () => {
     expect((err as ApiError).code).toBe('CONN_ERR_VENDOR_PAUSED');
     expect((err as ApiError).retryable).toBe(true);
     expect((err as ApiError).retryAfterMs).toBeGreaterThan(ENGINE_RETRY_MS - 500);
-    expect((err as ApiError).message).toContain('waiting for its shared budget, which cannot be read');
+    expect((err as ApiError).message).toContain(`missive is waiting: the shared vendor budget cannot be read (PostgreSQL at 127.0.0.1:${port}: `);
     expect(server.hits('/v1/ping')).toHaveLength(0);
 
     // Within ENGINE_RETRY_MS the engine is not asked again: refused at once.
