@@ -37,6 +37,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createBudgetStore } from '../../src/budget/create-budget-store.ts';
 import { createLogger } from '../../src/log.ts';
 import type { QueueEvent } from '../../src/model.ts';
 import { BullQueue, type EngineSettings } from '../../src/queue/bull-queue.ts';
@@ -246,6 +247,10 @@ for (const engine of engines) {
       cleanups.push(async () => {
         await queue.obliterate().catch(() => {});
         await queue.close();
+        // The budgets' keys or rows of this prefix (on Redis they would expire by themselves).
+        const budgets = await createBudgetStore({ QUEUE_BACKEND: engine, REDIS_URL: TEST_REDIS_URL, QUEUE_DATABASE_URL: TEST_POSTGRES_URL, DATABASE_URL: undefined, QUEUE_PREFIX: prefix }, { log: createLogger({ level: 'silent', console: false }) });
+        await budgets?.purge();
+        await budgets?.close();
       });
       const events = [...teamworkEvents(tw), ...missiveEvents(mv)];
       expect(events).toHaveLength(2 * EVENTS_PER_VENDOR);
