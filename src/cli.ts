@@ -257,11 +257,14 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
     const { CheckpointStore } = await import('./sync/checkpoints.ts');
     const { engineSettings } = await import('./queue/engine.ts');
     const { createLeases, holderId } = await import('./sync/leases.ts');
-    const sources = createSources(config, { log });
+    const { createBudgetStore } = await import('./budget/create-budget-store.ts');
     const command = { ...(options.source !== undefined ? { sources: [options.source] } : {}), since: options.since, full: options.full };
-    chooseBackfillSources(sources, command); // refuse a bad request before opening anything
+    chooseBackfillSources(createSources(config, { log }), command); // refuse a bad request before opening anything
     const lifecycle = new Lifecycle((err) => log.error({ err }, 'lifecycle listener failed'));
     const queue = await openQueue(config, log, lifecycle);
+    // Beside running workers on the shared queue, the backfill's requests count against the budget they share.
+    const budgets = await createBudgetStore(config, { log });
+    const sources = createSources(config, { log, budgets });
     const controller = new AbortController();
     const view = new BackfillProgressView(process.stdout);
     const onSignal = () => {
@@ -302,6 +305,7 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
       process.off('SIGINT', onSignal);
       await leases?.close();
       await queue.close();
+      await budgets?.close();
     }
   });
 }

@@ -35,7 +35,9 @@ import { engineSettings } from './queue/engine.ts';
 import { buildApp } from './server/app.ts';
 import { describeDatabaseFailure } from './startup-failure.ts';
 import { REPLAY_WINDOW_FILE, ReplayWindow } from './server/replay-window.ts';
-import { createSources } from './sources/index.ts';
+import { createSources, type SourceTuning } from './sources/index.ts';
+import type { BudgetStore } from './budget/budget-store.ts';
+import { createBudgetStore } from './budget/create-budget-store.ts';
 import type { Source } from './sources/source.ts';
 import type { VendorState } from './http/rate-limiter.ts';
 import { HOUR, MINUTE, SECOND } from './retry-policy.ts';
@@ -80,6 +82,8 @@ export interface StartOptions {
   log: Logger;
   /** Replaces the sources made from the settings (tests). */
   sources?: Source[];
+  /** Vendor windows scaled down for the sources made from the settings (tests: minutes in seconds). */
+  sourceTuning?: SourceTuning;
   /** File-queue options for tests and harnesses (crash points, compaction threshold). */
   queue?: Pick<QueueDeps, 'crashPoint' | 'compactThresholdBytes'>;
   /** ngrok options for tests (module loader, ingress address, timeout); the token comes from the settings. */
@@ -102,7 +106,14 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   const reconcileEvery = describeEvery(reconcileEveryMs);
 
   try {
-    const sources = options.sources ?? createSources(config, { log });
+    // With the shared queue, several workers call the vendors: their budgets live in the queue's engine.
+    const budgets: BudgetStore | null = await createBudgetStore(config, { log: log.child({ component: 'budgets' }) });
+    if (budgets !== null) {
+      const store = budgets;
+      closers.push(() => store.close());
+      log.info({ engine: store.engine }, `vendor budgets are shared by every worker through the queue's ${store.engine === 'redis' ? 'Redis' : 'PostgreSQL'} (prefix ${config.QUEUE_PREFIX})`);
+    }
+    const sources = options.sources ?? createSources(config, { log, budgets, ...(options.sourceTuning !== undefined ? { tuning: options.sourceTuning } : {}) });
     for (const source of sources) {
       if (!source.apiConfigured) {
         log.warn({ source: source.name }, `${source.name}: API credentials are not set (${SOURCE_API_SETTINGS[source.name]}); webhooks are received and stored as they come, but enrichment and backfill are off`);
@@ -127,6 +138,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         queue,
         lifecycle,
         sources,
+        budgets,
         onDatabase: (database) => closers.unshift(() => database.close()),
         reconcileEveryMs,
         reconcileEvery,
@@ -234,6 +246,8 @@ interface WorkerStartOptions {
   queue: Queue;
   lifecycle: Lifecycle;
   sources: Source[];
+  /** The shared vendor budgets (Airtable's, for the database), or null. */
+  budgets: BudgetStore | null;
   reconcileEveryMs: number;
   /** The same, in words ("every 15 minutes"). */
   reconcileEvery: string;
@@ -357,7 +371,7 @@ class WorkerStart {
     for (;;) {
       try {
         if (database === null) {
-          database = await createDatabase(config, { log: log.child({ component: 'db' }) });
+          database = await createDatabase(config, { log: log.child({ component: 'db' }), budgets: this.options.budgets });
           this.options.onDatabase(database);
         }
         await database.migrate();

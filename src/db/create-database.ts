@@ -3,12 +3,19 @@
  * are imported only when chosen, so the default needs nothing else. With a shared queue, Airtable's
  * checkpoints are kept in the queue's engine rather than in one host's DATA_DIR (engine-checkpoints.ts).
  */
+import type { BudgetStore } from '../budget/budget-store.ts';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { Database } from './database.ts';
 import { engineSettings } from '../queue/engine.ts';
 
-export async function createDatabase(config: Config, deps: { log: Logger }): Promise<Database> {
+export interface DatabaseDeps {
+  log: Logger;
+  /** The vendor budgets every worker process shares (Airtable's requests per base). Default: this process's own. */
+  budgets?: BudgetStore | null;
+}
+
+export async function createDatabase(config: Config, deps: DatabaseDeps): Promise<Database> {
   switch (config.DB_BACKEND) {
     case 'sqlite': {
       const { SqliteDatabase } = await import('./sqlite/sqlite-database.ts');

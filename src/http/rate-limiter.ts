@@ -26,8 +26,29 @@
  * `acquire(signal, maxWaitMs)` refuses at once, with a `BudgetWait` saying until when and why, a wait
  * longer than `maxWaitMs`: a caller that should not hold its place for minutes (the dispatcher, which
  * reschedules the event durably) hears so instead of sleeping.
+ *
+ * Shared budgets. With the shared queue several processes call the same vendor, so the budget is kept
+ * in the queue's engine (`shared`, src/budget/budget-store.ts) and this limiter stays the one place a
+ * request asks: it checks its own budget first (pause, windows, concurrency: never more than the whole
+ * budget from one process), then reserves from the shared one, one reservation on its way at a time
+ * (for the waiter at the head; the others wait behind it here, not in the engine):
+ * - granted: the request goes; its lease (Missive's concurrency) is given back when it is released;
+ * - a pause in force (another process heard a 429): this limiter pauses until then too, with the
+ *   pause's reason, so its vendor is `paused` here as well and its events wait in the queue;
+ * - a window full: nobody here asks again before it frees; a waiter that would wait longer than its
+ *   `maxWaitMs` is refused with a BudgetWait, as for a local window;
+ * - every concurrency slot held elsewhere: ask again in a few milliseconds (a slot comes free when a
+ *   request ends, which the engine does not announce); not bounded by `maxWaitMs`, like a local slot;
+ * - the engine does not answer (within its timeout): every waiter is refused at once with a BudgetWait
+ *   of ENGINE_RETRY_MS, and so is every acquire until then. The request is not sent (sending it could
+ *   break the budget), and it does not hang: the dispatcher holds the event without spending an
+ *   attempt, as for a paused vendor. The store logs the outage once.
+ * `pauseUntil` (a 429, a Retry-After, pacing) is written to the engine as well, so every process sees
+ * it on its next reservation. Outages (`unavailable`) stay each process's own finding.
  */
+import type { BudgetSpec, BudgetStore } from '../budget/budget-store.ts';
 import { ConnectorError } from '../errors.ts';
+import { SECOND } from '../retry-policy.ts';
 import { systemClock, type Clock } from './clock.ts';
 
 /** At most `limit` acquisitions start within any `intervalMs` milliseconds. */
@@ -55,6 +76,12 @@ export interface RateLimiterOptions {
   clock?: Clock;
   /** Take the vendor for down when its requests keep failing (see the header). Default: never. */
   outage?: OutageOptions;
+  /**
+   * The budget every process shares (see the header), kept in the queue's engine under `name`, with
+   * this limiter's concurrency and windows. Waits then run on real time whatever `clock` is (the
+   * engine's). Default: none (this process's budget is the whole budget).
+   */
+  shared?: { store: BudgetStore; name: string };
 }
 
 /** Whether the vendor can be asked now (see the header). Times are clock ms. */
@@ -150,6 +177,10 @@ interface Waiter {
   deadline: number;
 }
 
+/** After the shared budget's engine failed to answer, acquires are refused for this long, ms. */
+export const ENGINE_RETRY_MS = 2 * SECOND;
+/** While another process holds every shared concurrency slot, ask again after about this long, ms. */
+const SHARED_SLOT_POLL_MS = 15;
 const DEFAULT_OUTAGE_FAILURES = 5;
 const DEFAULT_FIRST_OUTAGE_PAUSE_MS = 1000;
 const DEFAULT_MAX_OUTAGE_PAUSE_MS = 60_000;
@@ -166,7 +197,11 @@ const FAILED_PATHS_KEPT = 8;
  * - a window full, or paused    -> one timer until the latest of (each full window's oldest start +
  *                                  intervalMs, pausedUntil); on waking, check again, because timers can
  *                                  fire a millisecond early and a pause may have been extended.
- * - otherwise                   -> granted now: the start time goes into every window, inFlight + 1.
+ * - otherwise, without a shared budget -> granted now: the start time goes into every window,
+ *                                  inFlight + 1.
+ * - otherwise, with a shared budget -> one reservation to the engine (no timer while it is on its
+ *                                  way); its answer grants the head, or sets a pause, a time the shared
+ *                                  window frees or a time to ask again, and pumps (see the header).
  * A waiter whose deadline (`maxWaitMs`) falls before that time is refused with a BudgetWait instead.
  * At most one timer is armed at a time, and it is cancelled when the queue empties, so an idle limiter
  * holds no timer.
@@ -188,6 +223,18 @@ export class RateLimiter {
   private readonly failedPaths = new Set<string>();
   private outagePauseMs = 0;
   private readonly counts = { requests: 0, rateLimited: 0, failed: 0 };
+  /** The shared budget and the spec sent with each reservation; undefined without one. */
+  private readonly shared: { store: BudgetStore; spec: BudgetSpec } | undefined;
+  /** A reservation is on its way to the engine (at most one). */
+  private asking = false;
+  /** The engine said one of its windows is full until then (clock ms), and which. */
+  private sharedFreeAt = -Infinity;
+  private sharedFull: RateWindow | undefined;
+  /** Every shared concurrency slot is held elsewhere: ask again then (clock ms). */
+  private sharedPollAt = -Infinity;
+  /** The engine failed to answer: refuse every acquire until then (clock ms), saying why. */
+  private engineDownUntil = -Infinity;
+  private engineDownReason = '';
 
   constructor(options: RateLimiterOptions) {
     this.clock = options.clock ?? systemClock;
@@ -211,6 +258,10 @@ export class RateLimiter {
       }
       return new SlidingWindow(w.limit, w.intervalMs);
     });
+    if (options.shared !== undefined) {
+      const spec: BudgetSpec = { name: options.shared.name, concurrency: Number.isFinite(this.concurrency) ? this.concurrency : null, windows: (options.windows ?? []).map((w) => ({ ...w })) };
+      this.shared = { store: options.shared.store, spec };
+    }
   }
 
   /**
@@ -248,6 +299,15 @@ export class RateLimiter {
    * one it is pacing, not a state.
    */
   pauseUntil(untilMs: number, reason?: string): void {
+    this.applyPause(untilMs, reason);
+    const forMs = untilMs - this.clock.now();
+    // Every process pauses too (on its next reservation). A failure is logged by the store; this
+    // process's own pause stands either way.
+    if (this.shared !== undefined && forMs > 0) this.shared.store.pause(this.shared.spec.name, forMs, reason ?? null).catch(() => {});
+  }
+
+  /** `pauseUntil` for this process only (a pause read from the engine is not written back). */
+  private applyPause(untilMs: number, reason: string | undefined): void {
     const state = this.status();
     if (reason !== undefined && state.state !== 'unavailable') {
       const until = Math.max(untilMs, this.pausedUntilMs);
@@ -306,7 +366,7 @@ export class RateLimiter {
    * needs one: a pause, an outage's pause, a full window. `now` or earlier when one could start now.
    */
   readyAt(): number {
-    return Math.max(this.pausedUntilMs, ...this.windows.map((w) => w.freeAt()));
+    return Math.max(this.pausedUntilMs, this.sharedFreeAt, ...this.windows.map((w) => w.freeAt()));
   }
 
   /** Listens to changes of `status()`; returns the function that stops listening. */
@@ -355,7 +415,13 @@ export class RateLimiter {
         this.disarm();
         return;
       }
+      // The answer to the reservation on its way pumps again.
+      if (this.asking) return;
       const now = this.clock.now();
+      if (this.engineDownUntil > now) {
+        this.refuseAll(new BudgetWait(this.engineDownUntil, this.engineDownReason));
+        return;
+      }
       const readyAt = this.readyAt();
       if (readyAt > now) {
         this.refuseBefore(readyAt);
@@ -366,12 +432,68 @@ export class RateLimiter {
         this.arm(readyAt);
         return;
       }
-      this.queue.shift();
-      if (head.onAbort !== undefined) head.signal?.removeEventListener('abort', head.onAbort);
-      for (const w of this.windows) w.record(now);
-      this.inFlight++;
-      head.resolve(this.releaser());
+      if (this.shared === undefined) {
+        this.grant(now, null);
+        continue;
+      }
+      if (this.sharedPollAt > now) {
+        this.arm(this.sharedPollAt);
+        return;
+      }
+      this.reserveShared(this.shared);
+      return;
     }
+  }
+
+  /** The head waiter goes: its start in every window, a slot, and `lease` to give back on release. */
+  private grant(now: number, lease: string | null): void {
+    const head = this.queue.shift();
+    if (head === undefined) return;
+    if (head.onAbort !== undefined) head.signal?.removeEventListener('abort', head.onAbort);
+    for (const w of this.windows) w.record(now);
+    this.inFlight++;
+    head.resolve(this.releaser(lease));
+  }
+
+  /** Asks the engine for the head waiter's reservation (see the header); its answer pumps again. */
+  private reserveShared(shared: { store: BudgetStore; spec: BudgetSpec }): void {
+    this.asking = true;
+    this.disarm();
+    shared.store.reserve(shared.spec).then(
+      (answer) => {
+        this.asking = false;
+        const now = this.clock.now();
+        if (answer.granted) {
+          if (this.queue.length > 0) this.grant(now, answer.lease);
+          // Its waiter left meanwhile (aborted): the slot goes back (the window's start is spent).
+          else if (answer.lease !== null) shared.store.release(shared.spec.name, answer.lease).catch(() => {});
+        } else if (answer.why === 'paused') {
+          this.applyPause(now + answer.waitMs, answer.reason ?? undefined);
+        } else if (answer.why === 'window') {
+          this.sharedFreeAt = now + answer.waitMs;
+          this.sharedFull = answer.window;
+        } else {
+          this.sharedPollAt = now + Math.min(answer.waitMs, SHARED_SLOT_POLL_MS * (0.5 + Math.random()));
+        }
+        this.pump();
+      },
+      (err: unknown) => {
+        this.asking = false;
+        this.engineDownUntil = this.clock.now() + ENGINE_RETRY_MS;
+        // Reads after "<vendor> is ": "waiting: the shared vendor budget cannot be read (Redis at …: ECONNREFUSED)".
+        this.engineDownReason = `waiting: ${err instanceof Error ? err.message : String(err)}`;
+        this.pump();
+      },
+    );
+  }
+
+  /** Refuses every waiter with `wait`. */
+  private refuseAll(wait: BudgetWait): void {
+    for (const waiter of this.queue.splice(0)) {
+      if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+      waiter.reject(wait);
+    }
+    this.disarm();
   }
 
   /** Refuses every waiter that would rather not wait until `readyAt` (see `acquire`). */
@@ -391,15 +513,19 @@ export class RateLimiter {
     if (state.state !== 'ok' && this.pausedUntilMs >= readyAt) return describeVendorState(state);
     if (this.pausedUntilMs >= readyAt) return 'pacing the rest of the budget';
     const full = this.windows.find((w) => w.freeAt() >= readyAt);
-    return full === undefined ? 'the budget is in use' : `the budget of ${full.limit} requests per ${Math.round(full.intervalMs / 1000)} s is used up`;
+    if (full !== undefined) return `the budget of ${full.limit} requests per ${Math.round(full.intervalMs / 1000)} s is used up`;
+    const shared = this.sharedFreeAt >= readyAt ? this.sharedFull : undefined;
+    return shared === undefined ? 'the budget is in use' : `the shared budget of ${shared.limit} requests per ${Math.round(shared.intervalMs / 1000)} s is used up (every process together)`;
   }
 
-  private releaser(): () => void {
+  private releaser(lease: string | null): () => void {
     let released = false;
     return () => {
       if (released) return;
       released = true;
       this.inFlight--;
+      // A lease that cannot be given back expires by itself (LEASE_TTL_MS); the store logs the failure.
+      if (lease !== null && this.shared !== undefined) this.shared.store.release(this.shared.spec.name, lease).catch(() => {});
       this.pump();
     };
   }

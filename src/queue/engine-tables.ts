@@ -2,7 +2,9 @@
  * The connector's own tables in a PostgreSQL queue engine (QUEUE_BACKEND=postgres), beside BullMQ's
  * schema `bullmq`: schema `connector_engine` with
  * - `leases`: one row per lease (src/sync/postgres-leases.ts);
- * - `checkpoints`: Airtable's checkpoints when the queue is shared (src/db/airtable/engine-checkpoints.ts).
+ * - `checkpoints`: Airtable's checkpoints when the queue is shared (src/db/airtable/engine-checkpoints.ts);
+ * - `budgets`, `budget_starts`, `budget_leases` and the function `reserve_budget`: the vendors' budgets
+ *   every worker shares (src/budget/postgres-budget-store.ts).
  * Rows carry QUEUE_PREFIX, so connectors sharing one engine keep apart, as their queues do.
  *
  * Created on first use, under a transaction-scoped advisory lock so that processes starting together
@@ -10,6 +12,7 @@
  * right to create a schema in the database, as BullMQ's own migration does.
  */
 import pg from 'pg';
+import { budgetTables } from '../budget/budget-tables.ts';
 
 export const ENGINE_SCHEMA = 'connector_engine';
 
@@ -31,7 +34,7 @@ CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.checkpoints (
   updated_at timestamptz,
   PRIMARY KEY (prefix, source)
 );
-`;
+${budgetTables(ENGINE_SCHEMA)}`;
 
 /** A pool for the engine's tables: small, failing fast while the server is away. */
 export function enginePool(url: string, applicationName: string): pg.Pool {

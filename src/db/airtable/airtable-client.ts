@@ -11,8 +11,10 @@
  *
  * Rate limit: Airtable allows 5 requests per second per base, and after a 429 refuses the base for
  * 30 seconds. Every client of one base in this process shares one RateLimiter (`limiterForBase`), so
- * the worker, health checks and counts together stay under the limit; a 429 pauses that limiter for
- * `rateLimitPauseMs` (30 s), so every caller waits it out, not just the one that was refused.
+ * the worker, health checks and counts together stay under the limit; with the shared queue that
+ * limiter also reserves from the budget `airtable:<base id>` in the queue's engine, so every worker
+ * process together does (src/budget/budget-store.ts). A 429 pauses that limiter (and every process's)
+ * for `rateLimitPauseMs` (30 s), so every caller waits it out, not just the one that was refused.
  *
  * Retries (by the HTTP core): network errors, timeouts, 429 and 5xx. Upserts and list calls are
  * marked idempotent, so they are repeated even after they may have reached Airtable: an upsert keyed
@@ -20,6 +22,7 @@
  * setup re-reads the schema instead.
  */
 import { z } from 'zod';
+import type { BudgetStore } from '../../budget/budget-store.ts';
 import type { Logger } from '../../log.ts';
 import { HttpClient } from '../../http/http-client.ts';
 import { RateLimiter, type RateWindow } from '../../http/rate-limiter.ts';
@@ -107,8 +110,10 @@ export interface AirtableClientOptions {
   maxAttempts?: number;
   /** How long a 429 pauses every request to the base, ms. Default 30 s. */
   rateLimitPauseMs?: number;
-  /** The base's shared budget. Default `limiterForBase(baseUrl, baseId)`. */
+  /** The base's shared budget. Default `limiterForBase(baseUrl, baseId, budgets)`. */
   limiter?: RateLimiter;
+  /** The budgets every worker process shares (QUEUE_BACKEND=redis or postgres). Default: this process's own. */
+  budgets?: BudgetStore | null;
   clock?: Clock;
   fetch?: typeof fetch;
   log?: Logger;
@@ -117,14 +122,15 @@ export interface AirtableClientOptions {
 const limiters = new Map<string, RateLimiter>();
 
 /**
- * The one RateLimiter of a base in this process (created on first use with `DEFAULT_BASE_WINDOW`).
- * Keyed by API URL and base id, so that tests against different simulators do not share a budget.
+ * The one RateLimiter of a base in this process (created on first use with `DEFAULT_BASE_WINDOW`),
+ * reserving from `budgets` (as `airtable:<base id>`) when given. Keyed by API URL, base id and store,
+ * so that tests against different simulators do not share a budget.
  */
-export function limiterForBase(baseUrl: string, baseId: string): RateLimiter {
-  const key = `${baseUrl.replace(/\/+$/, '')}|${baseId}`;
+export function limiterForBase(baseUrl: string, baseId: string, budgets: BudgetStore | null = null): RateLimiter {
+  const key = `${baseUrl.replace(/\/+$/, '')}|${baseId}|${budgets?.id ?? ''}`;
   let limiter = limiters.get(key);
   if (limiter === undefined) {
-    limiter = new RateLimiter({ windows: [DEFAULT_BASE_WINDOW], clock: systemClock });
+    limiter = new RateLimiter({ windows: [DEFAULT_BASE_WINDOW], clock: systemClock, ...(budgets !== null ? { shared: { store: budgets, name: `airtable:${baseId}` } } : {}) });
     limiters.set(key, limiter);
   }
   return limiter;
@@ -139,7 +145,7 @@ export class AirtableClient {
   constructor(options: AirtableClientOptions) {
     this.baseId = options.baseId;
     this.baseUrl = (options.baseUrl ?? 'https://api.airtable.com').replace(/\/+$/, '');
-    this.limiter = options.limiter ?? limiterForBase(this.baseUrl, options.baseId);
+    this.limiter = options.limiter ?? limiterForBase(this.baseUrl, options.baseId, options.budgets ?? null);
     this.http = new HttpClient({
       vendor: 'airtable',
       baseUrl: this.baseUrl,

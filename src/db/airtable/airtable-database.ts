@@ -61,6 +61,7 @@ import type { Config } from '../../config.ts';
 import { ConnectorError } from '../../errors.ts';
 import type { Clock } from '../../http/clock.ts';
 import type { RateLimiter } from '../../http/rate-limiter.ts';
+import type { BudgetStore } from '../../budget/budget-store.ts';
 import type { Logger } from '../../log.ts';
 import { SECOND } from '../../retry-policy.ts';
 import type { Changes, Checkpoint, Deletion, Email, SourceName, Task } from '../../model.ts';
@@ -127,6 +128,8 @@ export interface AirtableDatabaseOptions {
   rateLimitPauseMs?: number;
   /** The base's shared budget. Default the process-wide limiter of the base (5 requests per 1.1 s). */
   limiter?: RateLimiter;
+  /** The budgets every worker process shares (QUEUE_BACKEND=redis or postgres), for the default limiter. */
+  budgets?: BudgetStore | null;
   clock?: Clock;
   fetch?: typeof fetch;
 }
@@ -200,6 +203,7 @@ export class AirtableDatabase implements Database {
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       ...(options.rateLimitPauseMs === undefined ? {} : { rateLimitPauseMs: options.rateLimitPauseMs }),
       ...(options.limiter === undefined ? {} : { limiter: options.limiter }),
+      ...(options.budgets == null ? {} : { budgets: options.budgets }),
       ...(options.clock === undefined ? {} : { clock: options.clock }),
       ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
     };
@@ -495,7 +499,7 @@ export class AirtableDatabase implements Database {
 }
 
 /** The backend for this process's settings (DB_BACKEND=airtable). */
-export function createAirtableDatabase(config: Config, options: { log?: Logger; checkpoints?: CheckpointRecords } = {}): AirtableDatabase {
+export function createAirtableDatabase(config: Config, options: { log?: Logger; checkpoints?: CheckpointRecords; budgets?: BudgetStore | null } = {}): AirtableDatabase {
   if (config.AIRTABLE_TOKEN === undefined || config.AIRTABLE_BASE_ID === undefined) {
     throw new ConnectorError('CONN_ERR_CONFIG_INVALID', 'Invalid setting AIRTABLE_TOKEN / AIRTABLE_BASE_ID: required when DB_BACKEND=airtable');
   }
@@ -506,6 +510,7 @@ export function createAirtableDatabase(config: Config, options: { log?: Logger; 
     checkpointDir: config.checkpointDir,
     ...(options.log === undefined ? {} : { log: options.log }),
     ...(options.checkpoints === undefined ? {} : { checkpoints: options.checkpoints }),
+    ...(options.budgets == null ? {} : { budgets: options.budgets }),
   });
 }
 

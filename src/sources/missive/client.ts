@@ -5,8 +5,10 @@
  *
  * Budget (reference section 3): 5 requests in flight, 300 per minute and 900 per 15 minutes, all at
  * once, per token. Every client for one (base URL, token) in the process shares one RateLimiter, so
- * the webhook handler, the backfill and attachment downloads draw from the same budget. A 429 pauses
- * that limiter for the whole process until Retry-After (seconds or an HTTP date) or X-RateLimit-Reset.
+ * the webhook handler, the backfill and attachment downloads draw from the same budget; with the
+ * shared queue that limiter also reserves from the budget `missive` in the queue's engine, which every
+ * worker process shares (src/budget/budget-store.ts). A 429 pauses that limiter (and, through the
+ * engine, every process's) until Retry-After (seconds or an HTTP date) or X-RateLimit-Reset.
  * Each window is made `windowMarginMs` longer than Missive's: the limiter counts a request when it
  * leaves, Missive when it arrives, and arrival times jitter.
  *
@@ -26,6 +28,7 @@
  *   otherwise                                -> `until=<oldest>`
  * `until` strictly decreases on every page, so a walk always ends.
  */
+import type { BudgetStore } from '../../budget/budget-store.ts';
 import { ConnectorError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { systemClock, type Clock } from '../../http/clock.ts';
@@ -85,6 +88,11 @@ export interface MissiveRateLimitOptions {
   windowMarginMs?: number;
   /** When Missive is taken for down (src/http/rate-limiter.ts). Default the limiter's defaults. */
   outage?: OutageOptions;
+  /**
+   * The budget every worker process shares (QUEUE_BACKEND=redis or postgres), as `missive`: the
+   * windows and the 5 in flight hold for all of them together. Default: this process's own.
+   */
+  budgets?: BudgetStore | null;
 }
 
 export interface MissiveClientOptions {
@@ -139,10 +147,13 @@ const sharedLimiters = new Map<string, RateLimiter>();
 export function sharedMissiveLimiter(baseUrl: string, token: string, options: MissiveRateLimitOptions = {}, clock: Clock = systemClock): RateLimiter {
   const scale = options.windowScale ?? 1;
   const margin = options.windowMarginMs ?? 1 * SECOND;
-  const key = JSON.stringify([baseUrl, token, scale, margin, options.outage ?? null]);
+  const key = JSON.stringify([baseUrl, token, scale, margin, options.outage ?? null, options.budgets?.id ?? null]);
   let limiter = sharedLimiters.get(key);
   if (limiter === undefined) {
-    limiter = createMissiveLimiter({ windowScale: scale, windowMarginMs: margin, ...(options.outage !== undefined ? { outage: options.outage } : {}) }, clock);
+    limiter = createMissiveLimiter(
+      { windowScale: scale, windowMarginMs: margin, ...(options.outage !== undefined ? { outage: options.outage } : {}), ...(options.budgets != null ? { budgets: options.budgets } : {}) },
+      clock,
+    );
     sharedLimiters.set(key, limiter);
   }
   return limiter;
@@ -158,6 +169,7 @@ export function createMissiveLimiter(options: MissiveRateLimitOptions = {}, cloc
     windows: MISSIVE_RATE_LIMITS.windows.map((w) => ({ limit: w.limit, intervalMs: Math.ceil(w.intervalMs * scale + margin) })),
     clock,
     outage: options.outage ?? {},
+    ...(options.budgets != null ? { shared: { store: options.budgets, name: 'missive' } } : {}),
   });
 }
 

@@ -6,11 +6,14 @@
  *
  * Rate limiting, in three layers:
  * 1. Proactive: a `RateLimiter` with a budget of `requestsPerMinute` (default 120) shared by every
- *    request this client makes (Teamwork Projects does not publish its limit; Desk's is 120/min).
+ *    request this client makes (Teamwork Projects does not publish its limit; Desk's is 120/min), and,
+ *    with the shared queue, by every worker process (the budget `teamwork` in the queue's engine,
+ *    src/budget/budget-store.ts).
  * 2. Adaptive: every answer's `x-ratelimit-remaining` is read. At or below the low-water mark the
  *    limiter is paused so the rest of the budget is spread over what is left of the window: until
  *    `x-ratelimit-reset` divided by the requests remaining, or a minute when Teamwork gives no reset.
- * 3. Reactive: a 429 pauses everyone until Retry-After / X-RateLimit-Reset (or 60 s), in the core.
+ * 3. Reactive: a 429 pauses everyone until Retry-After / X-RateLimit-Reset (or 60 s), in the core
+ *    (every process, with a shared budget: layers 2 and 3 write their pauses to the engine).
  *
  * Listing tasks changed since an instant walks `updatedAfter` forward instead of paging by offset
  * alone: each page is asked for with `updatedAfter` = the newest `updatedAt` seen minus one second and
@@ -22,6 +25,7 @@
  * second the walk falls back to the next page number for that key. It ends when `hasMore` is false.
  */
 import { Buffer } from 'node:buffer';
+import type { BudgetStore } from '../../budget/budget-store.ts';
 import { ConnectorError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { MINUTE, SECOND } from '../../retry-policy.ts';
@@ -70,6 +74,8 @@ export interface TeamworkClientOptions {
   defaultRateLimitPauseMs?: number;
   /** Longest wait within one call (the HTTP core's `maxWaitMs`). Default 5 min. */
   maxWaitMs?: number;
+  /** Teamwork's window, for pacing when an answer gives no reset (layer 2 above), ms. Default 1 min (tests scale it). */
+  windowMs?: number;
   clock?: Clock;
   fetch?: typeof fetch;
   log?: Logger;
@@ -104,9 +110,34 @@ export interface NewWebhook {
   token?: string;
 }
 
-/** A limiter with Teamwork's budget for this process (`requestsPerMinute`, default 120) that tells when Teamwork is down. */
-export function createTeamworkLimiter(requestsPerMinute = 120, clock: Clock = systemClock, outage: OutageOptions = {}): RateLimiter {
-  return new RateLimiter({ windows: [{ limit: requestsPerMinute, intervalMs: MINUTE }], clock, outage });
+export interface TeamworkLimiterOptions {
+  /** Requests per minute. Default 120. */
+  requestsPerMinute?: number;
+  clock?: Clock;
+  /** When Teamwork is taken for down (src/http/rate-limiter.ts). Default the limiter's defaults. */
+  outage?: OutageOptions;
+  /** Multiplies the minute; tests run the same budget in seconds (and give the simulator the same scale). Default 1. */
+  windowScale?: number;
+  /**
+   * Added to the (scaled) window, ms: the limiter counts a request when it leaves, Teamwork when it
+   * arrives, and arrival times jitter (more so through a shared budget's engine). Default 0: Teamwork
+   * publishes no limit, so TEAMWORK_REQUESTS_PER_MINUTE is already the operator's margin below it.
+   */
+  windowMarginMs?: number;
+  /** The budget every worker process shares (QUEUE_BACKEND=redis or postgres), as `teamwork`. Default: none. */
+  budgets?: BudgetStore | null;
+}
+
+/** A limiter with Teamwork's budget (`requestsPerMinute`, default 120) that tells when Teamwork is down. */
+export function createTeamworkLimiter(options: TeamworkLimiterOptions = {}): RateLimiter {
+  const scale = options.windowScale ?? 1;
+  if (!(scale > 0)) throw new ConnectorError('CONN_ERR_CONFIG_INVALID', `Teamwork windowScale must be above 0, got ${scale}`);
+  return new RateLimiter({
+    windows: [{ limit: options.requestsPerMinute ?? 120, intervalMs: Math.ceil(MINUTE * scale + (options.windowMarginMs ?? 0)) }],
+    clock: options.clock ?? systemClock,
+    outage: options.outage ?? {},
+    ...(options.budgets != null ? { shared: { store: options.budgets, name: 'teamwork' } } : {}),
+  });
 }
 
 export class TeamworkClient {
@@ -116,11 +147,13 @@ export class TeamworkClient {
   private readonly clock: Clock;
   private readonly pageSize: number;
   private readonly lowRemaining: number | undefined;
+  private readonly windowMs: number;
 
   constructor(options: TeamworkClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.clock = options.clock ?? systemClock;
-    this.limiter = options.limiter ?? createTeamworkLimiter(options.requestsPerMinute, this.clock);
+    this.limiter = options.limiter ?? createTeamworkLimiter({ requestsPerMinute: options.requestsPerMinute, clock: this.clock });
+    this.windowMs = options.windowMs ?? MINUTE;
     this.pageSize = Math.min(MAX_PAGE_SIZE, Math.max(1, Math.floor(options.pageSize ?? MAX_PAGE_SIZE)));
     this.lowRemaining = options.lowRemaining;
     const auth = Buffer.from(`${options.apiKey}:x`, 'utf8').toString('base64');
@@ -250,7 +283,7 @@ export class TeamworkClient {
     const lowWater = this.lowRemaining ?? Math.max(2, Number.isFinite(limit) ? Math.floor(limit * 0.05) : 2);
     if (remaining > lowWater) return;
     const now = this.clock.now();
-    const windowLeftMs = parseRateLimitReset(headers.get('x-ratelimit-reset') ?? headers.get('x-rate-limit-reset'), now) ?? MINUTE;
+    const windowLeftMs = parseRateLimitReset(headers.get('x-ratelimit-reset') ?? headers.get('x-rate-limit-reset'), now) ?? this.windowMs;
     this.limiter.pauseUntil(now + Math.ceil(windowLeftMs / (remaining + 1)));
   }
 

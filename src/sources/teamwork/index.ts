@@ -18,6 +18,8 @@ import type { Clock } from '../../http/index.ts';
 import { systemClock } from '../../http/index.ts';
 import type { Logger } from '../../log.ts';
 import type { OutageOptions } from '../../http/rate-limiter.ts';
+import type { BudgetStore } from '../../budget/budget-store.ts';
+import { MINUTE } from '../../retry-policy.ts';
 import { BACKFILL_MAX_WAIT_MS, HANDLER_MAX_WAIT_MS, type BackfillOptions, type BackfillPage, type Delivery, type HandlerContext, type ParsedDelivery, type Source } from '../source.ts';
 import type { Changes, QueueEvent } from '../../model.ts';
 import { backfillTeamwork } from './backfill.ts';
@@ -35,6 +37,11 @@ export interface TeamworkSourceDeps {
   requestsPerMinute?: number;
   /** When Teamwork is taken for down (src/http/rate-limiter.ts). Default the limiter's defaults. */
   outage?: OutageOptions;
+  /** The budget every worker process shares (QUEUE_BACKEND=redis or postgres). Default: this process's own. */
+  budgets?: BudgetStore | null;
+  /** Tests: Teamwork's minute scaled down, and a margin added to it (see TeamworkLimiterOptions). */
+  windowScale?: number;
+  windowMarginMs?: number;
 }
 
 export interface TeamworkSource extends Source {
@@ -55,9 +62,17 @@ export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): 
   const apiKey = config.TEAMWORK_API_KEY;
   // Two clients on one budget: the handler's gives a long wait back to the dispatcher
   // (HANDLER_MAX_WAIT_MS), the backfill's waits it out.
-  const limiter = createTeamworkLimiter(deps.requestsPerMinute ?? config.TEAMWORK_REQUESTS_PER_MINUTE, clock, deps.outage);
+  const windowScale = deps.windowScale ?? 1;
+  const limiter = createTeamworkLimiter({
+    requestsPerMinute: deps.requestsPerMinute ?? config.TEAMWORK_REQUESTS_PER_MINUTE,
+    clock,
+    windowScale,
+    ...(deps.outage !== undefined ? { outage: deps.outage } : {}),
+    ...(deps.windowMarginMs !== undefined ? { windowMarginMs: deps.windowMarginMs } : {}),
+    ...(deps.budgets != null ? { budgets: deps.budgets } : {}),
+  });
   const newClient = (maxWaitMs: number): TeamworkClient | null =>
-    apiKey !== undefined && baseUrl !== null ? new TeamworkClient({ baseUrl, apiKey, fetch: deps.fetch, clock, log, limiter, maxWaitMs }) : null;
+    apiKey !== undefined && baseUrl !== null ? new TeamworkClient({ baseUrl, apiKey, fetch: deps.fetch, clock, log, limiter, maxWaitMs, windowMs: MINUTE * windowScale }) : null;
   const client = newClient(HANDLER_MAX_WAIT_MS);
   const backfillClient = newClient(BACKFILL_MAX_WAIT_MS);
   const token = config.TEAMWORK_WEBHOOK_TOKEN;
