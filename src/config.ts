@@ -76,6 +76,12 @@ export const ConfigSchema = z.object({
   QUEUE_DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   /** Names the shared queue's BullMQ queues (`<prefix>-teamwork`, ...): several connectors may share one engine. */
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be letters, digits, _ or - (at most 64)').default('connector'),
+  /**
+   * Seconds an event claimed from the shared queue stays locked to its process without renewal (renewed
+   * every third of it while in hand): a `work` process that dies gives its events back after about twice
+   * this. Default 30.
+   */
+  QUEUE_LOCK_SECONDS: int(5, 3600).default(30),
   MAX_QUEUE_ATTEMPTS: int(1, 100).default(3),
   WORKER_CONCURRENCY: int(1, 64).default(1),
   WEBHOOK_MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(5 * 1024 * 1024),

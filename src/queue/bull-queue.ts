@@ -12,9 +12,11 @@
  *   dropped by the engine), whose data is the event plus our own bookkeeping: attempts spent, the last
  *   error, when the first attempt started, and for a dead letter its error and time.
  * - `claim` is BullMQ's manual pull (`Worker.getNextJob` without blocking), one token per job; the
- *   job's lock is renewed every LOCK_RENEW_MS while it is in hand, and BullMQ's stalled-job check hands
- *   out again, after JOB_LOCK_MS, an event whose process died (after MAX_STALLS such deaths it is
- *   dead-lettered by BullMQ, so that an event that kills its worker cannot kill them all).
+ *   job's lock (`lockMs`, QUEUE_LOCK_SECONDS, default DEFAULT_LOCK_MS) is renewed every third of it
+ *   while the job is in hand, and BullMQ's stalled-job check, run every `lockMs`, hands out again an
+ *   event whose process died: within about two `lockMs` of the death (the check marks the jobs in
+ *   hand, and moves those whose lock has expired at its next run). After MAX_STALLS such deaths the
+ *   event is dead-lettered by BullMQ, so that an event that kills its worker cannot kill them all.
  * - Per entity: an entity lock in the engine (entity-locks.ts) is taken when an event is handed out and
  *   given back when it is settled. An event whose entity is held (by this process's `busyKeys`, by an
  *   event claimed in the same call, or by another process) is set aside for BUSY_ENTITY_DELAY_MS
@@ -44,9 +46,8 @@ import { SOURCE_NAMES, checkQueueEvent, type QueueEvent, type SourceName } from 
 import { PostgresEntityLocks, RedisEntityLocks, type EntityLocks } from './entity-locks.ts';
 import type { ClaimOptions, ClaimedEvent, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
 
-/** How long a claimed job's lock lasts without renewal; a dead process's events come back after it. */
-export const JOB_LOCK_MS = 30_000;
-const LOCK_RENEW_MS = 10_000;
+/** How long a claimed job's lock lasts without renewal by default (QUEUE_LOCK_SECONDS), ms. */
+export const DEFAULT_LOCK_MS = 30_000;
 /** How many times an event may be in hand of a process that died before BullMQ dead-letters it. */
 const MAX_STALLS = 5;
 const BUSY_ENTITY_DELAY_MS = 250;
@@ -57,7 +58,14 @@ const MAX_SET_ASIDE_PER_CLAIM = 64;
 /** Delayed and active jobs looked at for the oldest pending age and for peek. */
 const SCAN_LIMIT = 1_000;
 
-export type EngineSettings = { engine: 'redis'; url: string; prefix: string } | { engine: 'postgres'; url: string; prefix: string };
+export interface EngineSettings {
+  engine: 'redis' | 'postgres';
+  url: string;
+  /** Names the queues (`<prefix>-<source>`) and the entity locks (QUEUE_PREFIX). */
+  prefix: string;
+  /** How long a claimed event stays locked to its process without renewal, ms (QUEUE_LOCK_SECONDS). Default DEFAULT_LOCK_MS. */
+  lockMs?: number;
+}
 
 export interface BullQueueOptions {
   settings: EngineSettings;
@@ -118,6 +126,7 @@ export class BullQueue implements Queue {
   private lastEngineError = 0;
   /** Redis connections this queue made (BullMQ does not close connections it was given). */
   private readonly redisClients: Redis[] = [];
+  private readonly lockMs: number;
 
   private constructor(
     private readonly options: BullQueueOptions,
@@ -130,17 +139,19 @@ export class BullQueue implements Queue {
       queue.on('error', (err) => this.engineError(err));
       this.lanes.set(source, { queue, worker: null });
     }
-    this.renewTimer = setInterval(() => void this.renewLocks(), LOCK_RENEW_MS);
+    this.lockMs = options.settings.lockMs ?? DEFAULT_LOCK_MS;
+    this.renewTimer = setInterval(() => void this.renewLocks(), Math.floor(this.lockMs / 3));
     this.renewTimer.unref();
   }
 
   static async open(options: BullQueueOptions): Promise<BullQueue> {
     const { settings } = options;
+    const lockMs = settings.lockMs ?? DEFAULT_LOCK_MS;
     const workerOptions = {
       prefix: settings.prefix,
       autorun: false,
-      lockDuration: JOB_LOCK_MS,
-      stalledInterval: JOB_LOCK_MS,
+      lockDuration: lockMs,
+      stalledInterval: lockMs,
       maxStalledCount: MAX_STALLS,
     } as const;
     let queue: BullQueue;
@@ -156,7 +167,7 @@ export class BullQueue implements Queue {
       };
       const producer = client(false);
       const consumer = client(true);
-      const locks = new RedisEntityLocks(client(true), settings.prefix, JOB_LOCK_MS);
+      const locks = new RedisEntityLocks(client(true), settings.prefix, lockMs);
       await producer.connect().catch(() => {}); // an unreachable Redis fails waitUntilReady below
       queue = new BullQueue(options, locks, {
         queue: (name) => new BullMQQueue<JobData>(name, { connection: producer, prefix: settings.prefix }),
@@ -460,7 +471,7 @@ export class BullQueue implements Queue {
   private async renewLocks(): Promise<void> {
     const hands = [...this.inHand.values()];
     if (hands.length === 0) return;
-    await Promise.all(hands.map((h) => h.job.extendLock(h.token, JOB_LOCK_MS).catch((err: unknown) => this.engineError(err as Error))));
+    await Promise.all(hands.map((h) => h.job.extendLock(h.token, this.lockMs).catch((err: unknown) => this.engineError(err as Error))));
     await this.locks.renew(hands.flatMap((h) => (h.entity === null ? [] : [h.entity]))).catch((err: unknown) => this.engineError(err as Error));
   }
 

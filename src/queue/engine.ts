@@ -21,9 +21,10 @@ import type { EngineSettings } from './bull-queue.ts';
 const PROBE_TIMEOUT_MS = 3_000;
 
 /** The engine the settings name, or null for the file queue. */
-export function engineSettings(config: Pick<Config, 'QUEUE_BACKEND' | 'REDIS_URL' | 'QUEUE_DATABASE_URL' | 'DATABASE_URL' | 'QUEUE_PREFIX'>): EngineSettings | null {
-  if (config.QUEUE_BACKEND === 'redis') return { engine: 'redis', url: config.REDIS_URL ?? '', prefix: config.QUEUE_PREFIX };
-  if (config.QUEUE_BACKEND === 'postgres') return { engine: 'postgres', url: config.QUEUE_DATABASE_URL ?? config.DATABASE_URL ?? '', prefix: config.QUEUE_PREFIX };
+export function engineSettings(config: Pick<Config, 'QUEUE_BACKEND' | 'REDIS_URL' | 'QUEUE_DATABASE_URL' | 'DATABASE_URL' | 'QUEUE_PREFIX' | 'QUEUE_LOCK_SECONDS'>): EngineSettings | null {
+  const lockMs = config.QUEUE_LOCK_SECONDS * 1000;
+  if (config.QUEUE_BACKEND === 'redis') return { engine: 'redis', url: config.REDIS_URL ?? '', prefix: config.QUEUE_PREFIX, lockMs };
+  if (config.QUEUE_BACKEND === 'postgres') return { engine: 'postgres', url: config.QUEUE_DATABASE_URL ?? config.DATABASE_URL ?? '', prefix: config.QUEUE_PREFIX, lockMs };
   return null;
 }
 
