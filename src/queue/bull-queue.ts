@@ -26,6 +26,14 @@
  *   counted, handed out again by the stalled check: at least once, as the contract allows.
  * - A dead letter is a failed job (`moveToFailed`, kept; completed jobs are removed). A replay resets
  *   the bookkeeping and retries the failed job.
+ * - An event no longer in this process's hands when it is settled (the engine says its job is gone,
+ *   not active, or locked by another token) is settled: forgotten here and its entity given back, and
+ *   the ack, retry or dead letter resolves. That happens when an earlier try of the same settlement
+ *   did not answer in time but went through (Redis queues a worker's commands while it is away and
+ *   runs them once it is back; PostgreSQL may commit and lose the connection before answering), or
+ *   when the lock expired meanwhile and the stalled check handed the event out again: at least once,
+ *   as the contract allows. Failing instead would have the dispatcher try forever a settlement that
+ *   can never succeed, its lane stuck and the entity held by this process for good.
  * - `waitForWork` asks the engine every IDLE_POLL_MS whether one of the sources asked for has a job
  *   ready (waiting, or delayed and due), so an idle worker costs a few small requests a second and
  *   picks up an arrival within that time.
@@ -36,7 +44,7 @@
  *   the vendors' timeouts (Teamwork waits 5 s).
  */
 import { randomUUID } from 'node:crypto';
-import { Queue as BullMQQueue, Worker, createPostgresBackend, type Job, type JobsOptions } from 'bullmq';
+import { Queue as BullMQQueue, ErrorCode, Worker, createPostgresBackend, type Job, type JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { ConnectorError, type ErrorRecord } from '../errors.ts';
@@ -99,6 +107,14 @@ interface EngineObjects {
 interface Lane {
   queue: BullMQQueue<JobData>;
   worker: Worker<JobData> | null;
+}
+
+/** BullMQ's answers to a settlement of a job that is no longer in this process's hands. */
+const NOT_IN_HAND: ReadonlySet<number> = new Set([ErrorCode.JobNotExist, ErrorCode.JobLockNotExist, ErrorCode.JobNotInState, ErrorCode.JobLockMismatch]);
+
+function notInHand(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'number' && NOT_IN_HAND.has(code);
 }
 
 /** Job ids may not contain ':' nor be integers; event ids may. */
@@ -325,38 +341,47 @@ export class BullQueue implements Queue {
     await this.locks.release(hand.entity).catch((err: unknown) => this.engineError(err as Error));
   }
 
+  /**
+   * Runs a settlement of an event in hand in the engine, then forgets the event here. A job no longer
+   * in this process's hands counts as settled (see the header).
+   */
+  private async settle(eventId: string, hand: InHand, what: string, work: () => Promise<unknown>): Promise<void> {
+    try {
+      await this.withTimeout(work(), what);
+    } catch (err) {
+      const cause = err instanceof ConnectorError ? err.cause : err;
+      if (!notInHand(cause)) throw err;
+      this.options.log.warn(
+        { eventId, source: hand.source, err: cause },
+        `event ${eventId} was no longer in this process's hands at its ${what}: an earlier try went through, or its lock expired and it is handed out again (at least once)`,
+      );
+    }
+    await this.settled(eventId, hand);
+  }
+
   async ack(eventId: string): Promise<void> {
     const hand = this.take(eventId, 'ack');
-    await this.withTimeout(hand.job.moveToCompleted(null, hand.token, false), 'ack');
-    await this.settled(eventId, hand);
+    await this.settle(eventId, hand, 'ack', () => hand.job.moveToCompleted(null, hand.token, false));
   }
 
   async retry(eventId: string, error: ErrorRecord, options: RetryOptions): Promise<void> {
     const hand = this.take(eventId, 'retry');
     const data: JobData = { ...hand.job.data, spent: hand.job.data.spent + (options.spendAttempt === false ? 0 : 1), lastError: error };
-    await this.withTimeout(
-      (async () => {
-        await hand.job.updateData(data);
-        if (options.delayMs > 0) await hand.job.moveToDelayed(Date.now() + options.delayMs, hand.token);
-        else await hand.job.moveToWait(hand.token);
-      })(),
-      'retry',
-    );
-    await this.settled(eventId, hand);
+    await this.settle(eventId, hand, 'retry', async () => {
+      await hand.job.updateData(data);
+      if (options.delayMs > 0) await hand.job.moveToDelayed(Date.now() + options.delayMs, hand.token);
+      else await hand.job.moveToWait(hand.token);
+    });
   }
 
   async deadLetter(eventId: string, error: ErrorRecord): Promise<void> {
     const hand = this.take(eventId, 'dead-letter');
     const spent = hand.job.data.spent + 1;
     const data: JobData = { ...hand.job.data, lastError: error, dead: { error, at: new Date().toISOString(), attempts: spent } };
-    await this.withTimeout(
-      (async () => {
-        await hand.job.updateData(data);
-        await hand.job.moveToFailed(new Error(`${error.code}: ${error.message}`), hand.token, false);
-      })(),
-      'dead-letter',
-    );
-    await this.settled(eventId, hand);
+    await this.settle(eventId, hand, 'dead-letter', async () => {
+      await hand.job.updateData(data);
+      await hand.job.moveToFailed(new Error(`${error.code}: ${error.message}`), hand.token, false);
+    });
   }
 
   async stats(): Promise<QueueStats> {

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger, type Logger } from '../../src/log.ts';
 import type { QueueEvent } from '../../src/model.ts';
 import { BullQueue, type EngineSettings } from '../../src/queue/bull-queue.ts';
-import { TEST_POSTGRES_URL, TEST_REDIS_URL, requirePostgres, requireRedis } from '../helpers/services.ts';
+import { TEST_POSTGRES_URL, TEST_REDIS_URL, requirePostgres, requireRedis, startPrivatePostgres, startPrivateRedis, type PrivatePostgres } from '../helpers/services.ts';
 import { queueConformance } from './conformance.ts';
 
 const CHILD = fileURLToPath(new URL('./claiming-child.ts', import.meta.url));
@@ -122,3 +122,61 @@ for (const engine of engines) {
     });
   });
 }
+
+/**
+ * The engine away while events are in hand, on a server of the test's own (Redis with AOF always,
+ * crashed with SIGKILL; PostgreSQL stopped with `-m immediate`).
+ */
+describe('BullMQ with its engine away', () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  function event(id: string, entityKey: string): QueueEvent {
+    return { id, source: 'teamwork', type: 'TASK.UPDATED', entityKey, origin: 'webhook', receivedAt: new Date(), payload: { id } };
+  }
+
+  /** A private server of the engine, with a crash and a start; null (skipped) without its binaries. */
+  async function privateServer(engine: 'redis' | 'postgres'): Promise<{ url: string; crash(): Promise<void>; start(): Promise<void> } | null> {
+    const redis = engine === 'redis' ? await startPrivateRedis() : null;
+    const postgres = engine === 'postgres' ? await startPrivatePostgres() : null;
+    const server = redis ?? postgres;
+    if (server === null) {
+      if (process.env.CI === 'true') throw new Error(`a private ${engine} server is required under CI=true (redis-server, or PostgreSQL's initdb and pg_ctl)`);
+      console.warn(`[tests] no ${engine} server binaries; skipping the engine-away test`);
+      return null;
+    }
+    cleanups.push(() => server.destroy());
+    return { url: server.url, crash: () => (redis !== null ? redis.stop('kill') : (postgres as PrivatePostgres).stop('immediate')), start: () => server.start() };
+  }
+
+  for (const engine of ['redis', 'postgres'] as const) {
+    it(`${engine}: an ack that failed while the engine was away, tried again once it is back, resolves; nothing stays in hand and the entity's next event is handed out`, async (ctx) => {
+      const server = await privateServer(engine);
+      if (server === null) return ctx.skip();
+      const q = await BullQueue.open({ settings: { engine, url: server.url, prefix: `away${randomUUID().slice(0, 8)}`, lockMs: 5_000 }, log: quiet });
+      cleanups.push(() => q.close());
+      await q.enqueue([event('a1', 'task:1'), event('a2', 'task:1')]);
+      expect((await q.claim({ limit: 10 })).map((c) => c.event.id)).toEqual(['a1']);
+
+      await server.crash();
+      // Redis: the worker's commands wait for the reconnection, so this one runs once Redis is back,
+      // after the ack has given up on it. PostgreSQL: refused at once.
+      await expect(q.ack('a1')).rejects.toMatchObject({ code: 'CONN_ERR_QUEUE_UNAVAILABLE' });
+      await server.start();
+      // The dispatcher tries the ack again: whatever became of the first try, this one resolves.
+      await expect(q.ack('a1')).resolves.toBeUndefined();
+
+      const next: string[] = [];
+      const deadline = Date.now() + 3_000; // well under the 5 s lock: the entity was given back
+      while (next.length === 0 && Date.now() < deadline) {
+        next.push(...(await q.claim({ limit: 10 })).map((c) => c.event.id));
+        if (next.length === 0) await q.waitForWork(100);
+      }
+      expect(next).toEqual(['a2']);
+      await q.ack('a2');
+      expect(await q.stats()).toMatchObject({ pending: 0, inFlight: 0, delayed: 0, deadLettered: 0 });
+    }, 60_000);
+  }
+});
