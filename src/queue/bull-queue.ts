@@ -11,6 +11,9 @@
  * - An event is a job whose id is derived from the event id (a second enqueue of the same event is
  *   dropped by the engine), whose data is the event plus our own bookkeeping: attempts spent, the last
  *   error, when the first attempt started, and for a dead letter its error and time.
+ * - A claim that fails midway (a connection cut) hands the caller the events it already took, if any,
+ *   and gives back the job it was taking: an event taken but never handed over would stay in this
+ *   process's hands, its lock renewed and its entity held, until the process ends.
  * - `claim` is BullMQ's manual pull (`Worker.getNextJob` without blocking), one token per job; the
  *   job's lock (`lockMs`, QUEUE_LOCK_SECONDS, default DEFAULT_LOCK_MS) is renewed every third of it
  *   while the job is in hand, and BullMQ's stalled-job check, run every `lockMs`, hands out again an
@@ -302,29 +305,59 @@ export class BullQueue implements Queue {
     while (out.length < limit && drained.size < sources.length && setAside < MAX_SET_ASIDE_PER_CLAIM && !this.closed) {
       for (const source of sources) {
         if (drained.has(source) || out.length >= limit) continue;
-        const token = randomUUID();
-        const job = (await this.worker(source).getNextJob(token, { block: false })) as Job<JobData> | undefined;
-        if (job === undefined || job === null) {
-          drained.add(source);
-          continue;
+        let taken: ClaimedEvent | 'drained' | 'set aside';
+        try {
+          taken = await this.takeNext(source, options.busyKeys);
+        } catch (err) {
+          // The events already in hand are handed to the caller, not kept here unreported: an event
+          // claimed and never returned would have its lock renewed, and its entity held, for as long
+          // as this process lives.
+          if (out.length === 0) throw err;
+          this.engineError(err as Error);
+          return out;
         }
-        const entity = job.data.event.entityKey;
-        if (entity !== null && (options.busyKeys?.has(entity) === true || this.held.has(entity) || !(await this.locks.tryLock(entity)))) {
-          await job.moveToDelayed(Date.now() + BUSY_ENTITY_DELAY_MS, token);
-          setAside += 1;
-          continue;
-        }
-        if (entity !== null) this.held.add(entity);
-        let data = job.data;
-        if (data.firstAttemptAt === null) {
-          data = { ...data, firstAttemptAt: new Date().toISOString() };
-          await job.updateData(data);
-        }
-        this.inHand.set(data.event.id, { job, token, source, entity });
-        out.push({ event: toEvent(data), attempt: data.spent + 1, lastError: data.lastError });
+        if (taken === 'drained') drained.add(source);
+        else if (taken === 'set aside') setAside += 1;
+        else out.push(taken);
       }
     }
     return out;
+  }
+
+  /**
+   * Takes the next job of a source into this process's hands: its entity locked, its first attempt
+   * noted. A job whose entity is busy is set aside. When a step fails after the engine handed the job
+   * out, the job and its entity are given back (or, if the engine cannot be told, the job comes back
+   * when its lock expires) and the error is thrown.
+   */
+  private async takeNext(source: SourceName, busyKeys: ReadonlySet<string> | undefined): Promise<ClaimedEvent | 'drained' | 'set aside'> {
+    const token = randomUUID();
+    const job = (await this.worker(source).getNextJob(token, { block: false })) as Job<JobData> | undefined;
+    if (job === undefined || job === null) return 'drained';
+    const entity = job.data.event.entityKey;
+    let locked = false;
+    try {
+      if (entity !== null) {
+        // Held by this process (another lane, or an event taken earlier in this claim) or by another one.
+        locked = busyKeys?.has(entity) !== true && !this.held.has(entity) && (await this.locks.tryLock(entity));
+        if (!locked) {
+          await job.moveToDelayed(Date.now() + BUSY_ENTITY_DELAY_MS, token);
+          return 'set aside';
+        }
+      }
+      let data = job.data;
+      if (data.firstAttemptAt === null) {
+        data = { ...data, firstAttemptAt: new Date().toISOString() };
+        await job.updateData(data);
+      }
+      if (entity !== null) this.held.add(entity);
+      this.inHand.set(data.event.id, { job, token, source, entity });
+      return { event: toEvent(data), attempt: data.spent + 1, lastError: data.lastError };
+    } catch (err) {
+      await job.moveToWait(token).catch(() => {});
+      if (locked && entity !== null) await this.locks.release(entity).catch(() => {});
+      throw err;
+    }
   }
 
   private take(eventId: string, what: string): InHand {

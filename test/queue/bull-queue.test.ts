@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger, type Logger } from '../../src/log.ts';
 import type { QueueEvent } from '../../src/model.ts';
 import { BullQueue, type EngineSettings } from '../../src/queue/bull-queue.ts';
-import { TEST_POSTGRES_URL, TEST_REDIS_URL, requirePostgres, requireRedis, startPrivatePostgres, startPrivateRedis, type PrivatePostgres } from '../helpers/services.ts';
+import { TEST_POSTGRES_URL, TEST_REDIS_URL, requirePostgres, requireRedis, startPrivatePostgres, startPrivateRedis, withPostgresClient, type PrivatePostgres } from '../helpers/services.ts';
 import { queueConformance } from './conformance.ts';
 
 const CHILD = fileURLToPath(new URL('./claiming-child.ts', import.meta.url));
@@ -150,6 +150,52 @@ describe('BullMQ with its engine away', () => {
     cleanups.push(() => server.destroy());
     return { url: server.url, crash: () => (redis !== null ? redis.stop('kill') : (postgres as PrivatePostgres).stop('immediate')), start: () => server.start() };
   }
+
+  it('postgres: claims cut off midway by terminated connections leave nothing in hand unreported: every event is handed out and settled', async (ctx) => {
+    const server = await startPrivatePostgres();
+    if (server === null) {
+      if (process.env.CI === 'true') throw new Error('PostgreSQL binaries (initdb, pg_ctl) are required under CI=true');
+      console.warn('[tests] no PostgreSQL binaries; skipping the terminated-claims test');
+      return ctx.skip();
+    }
+    cleanups.push(() => server.destroy());
+    const lockMs = 5_000;
+    const q = await BullQueue.open({ settings: { engine: 'postgres', url: server.url, prefix: `cut${randomUUID().slice(0, 8)}`, lockMs }, log: quiet });
+    cleanups.push(() => q.close());
+    const total = 300;
+    await q.enqueue(Array.from({ length: total }, (_, i) => event(`e${i}`, `task:${i}`)));
+    const terminate = () =>
+      withPostgresClient(server.url, (c) => c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"));
+
+    // Claims of many events at a time, each cut off after a few of them by the terminations.
+    const done = new Set<string>();
+    let failed = 0;
+    for (let round = 0; round < 8; round++) {
+      const claiming = q.claim({ limit: 100 }).catch(() => {
+        failed += 1;
+        return [];
+      });
+      await new Promise((r) => setTimeout(r, 20 + round * 10));
+      await terminate();
+      const claimed = await claiming;
+      for (const c of claimed) {
+        await q.ack(c.event.id).catch(() => {});
+        done.add(c.event.id);
+      }
+    }
+    // Then, with the connections left alone, everything comes: what was in hand when a claim failed is
+    // given back, or comes back once its lock expires.
+    const deadline = Date.now() + 3 * lockMs;
+    while (done.size < total && Date.now() < deadline) {
+      const claimed = await q.claim({ limit: 100 }).catch(() => []);
+      for (const c of claimed) {
+        await q.ack(c.event.id);
+        done.add(c.event.id);
+      }
+      if (claimed.length === 0) await q.waitForWork(200);
+    }
+    expect({ handled: done.size, stats: await q.stats() }, `${failed} claims failed`).toMatchObject({ handled: total, stats: { pending: 0, inFlight: 0, delayed: 0, deadLettered: 0 } });
+  }, 60_000);
 
   for (const engine of ['redis', 'postgres'] as const) {
     it(`${engine}: an ack that failed while the engine was away, tried again once it is back, resolves; nothing stays in hand and the entity's next event is handed out`, async (ctx) => {
