@@ -23,7 +23,12 @@
  * - Per entity: an entity lock in the engine (entity-locks.ts) is taken when an event is handed out and
  *   given back when it is settled. An event whose entity is held (by this process's `busyKeys`, by an
  *   event claimed in the same call, or by another process) is set aside for BUSY_ENTITY_DELAY_MS
- *   (`moveToDelayed`, which spends no attempt): unlike the file queue, it loses its place.
+ *   (`moveToDelayed`, which spends no attempt): unlike the file queue, it loses its place. The events
+ *   of one entity that this process sets aside share one time to come back, so that they come back
+ *   in their order (the engine hands out jobs due at the same time by their place); each set aside at
+ *   its own time, one passed over earlier could come back after a later one (an older version handled
+ *   after a newer one). Across processes an entity's events may still swap places; the database's
+ *   stale-write guard keeps the newest version.
  * - `retry` writes the new bookkeeping (`updateData`) and then moves the job to delayed (or back to
  *   waiting when there is no delay). A crash between the two leaves the job in hand with its attempt
  *   counted, handed out again by the stalled check: at least once, as the contract allows.
@@ -146,6 +151,8 @@ export class BullQueue implements Queue {
   /** Redis connections this queue made (BullMQ does not close connections it was given). */
   private readonly redisClients: Redis[] = [];
   private readonly lockMs: number;
+  /** Per entity, when the events this process set aside for it come back (epoch ms). */
+  private readonly asideUntil = new Map<string, number>();
 
   private constructor(
     private readonly options: BullQueueOptions,
@@ -341,7 +348,7 @@ export class BullQueue implements Queue {
         // Held by this process (another lane, or an event taken earlier in this claim) or by another one.
         locked = busyKeys?.has(entity) !== true && !this.held.has(entity) && (await this.locks.tryLock(entity));
         if (!locked) {
-          await job.moveToDelayed(Date.now() + BUSY_ENTITY_DELAY_MS, token);
+          await job.moveToDelayed(this.setAsideUntil(entity), token);
           return 'set aside';
         }
       }
@@ -358,6 +365,16 @@ export class BullQueue implements Queue {
       if (locked && entity !== null) await this.locks.release(entity).catch(() => {});
       throw err;
     }
+  }
+
+  /** When an event of `entity` set aside now comes back: with the others set aside for it, if they wait still. */
+  private setAsideUntil(entity: string): number {
+    const now = Date.now();
+    const until = this.asideUntil.get(entity);
+    if (until !== undefined && until > now) return until;
+    if (this.asideUntil.size >= 10_000) for (const [key, at] of this.asideUntil) if (at <= now) this.asideUntil.delete(key);
+    this.asideUntil.set(entity, now + BUSY_ENTITY_DELAY_MS);
+    return now + BUSY_ENTITY_DELAY_MS;
   }
 
   private take(eventId: string, what: string): InHand {
