@@ -235,14 +235,27 @@ export class BullQueue implements Queue {
     return lane;
   }
 
-  /** The claiming side of a source's queue, made on first use (a serve-only process never makes one). */
+  /**
+   * The claiming side of a source's queue, made on first use (a serve-only process never makes one).
+   * A BullMQ Worker that could not connect when it was made keeps failing every call with that first
+   * error (its readiness is settled once), so one whose readiness failed is dropped, and the next
+   * claim makes another: a `work` process whose first claim comes while the engine is away claims
+   * once it is back. (It handed nothing out, so nothing in hand refers to it.)
+   */
   private worker(source: SourceName): Worker<JobData> {
     const lane = this.lane(source);
     if (lane.worker === null) {
       const worker = this.make.worker(this.queueName(source));
       worker.on('error', (err) => this.engineError(err));
-      void worker.startStalledCheckTimer().catch((err: unknown) => this.engineError(err as Error));
       lane.worker = worker;
+      worker.waitUntilReady().then(
+        () => void worker.startStalledCheckTimer().catch((err: unknown) => this.engineError(err as Error)),
+        (err: unknown) => {
+          if (lane.worker === worker) lane.worker = null;
+          this.engineError(err as Error);
+          void worker.close(true).catch(() => {});
+        },
+      );
     }
     return lane.worker;
   }

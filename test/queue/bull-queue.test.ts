@@ -198,6 +198,24 @@ describe('BullMQ with its engine away', () => {
   }, 60_000);
 
   for (const engine of ['redis', 'postgres'] as const) {
+    it(`${engine}: a process whose first claim comes while the engine is away claims once it is back`, async (ctx) => {
+      const server = await privateServer(engine);
+      if (server === null) return ctx.skip();
+      const q = await BullQueue.open({ settings: { engine, url: server.url, prefix: `late${randomUUID().slice(0, 8)}`, lockMs: 5_000 }, log: quiet });
+      cleanups.push(() => q.close());
+      await q.enqueue([event('a1', 'task:1')]);
+      await server.crash();
+      await expect(q.claim({ limit: 10 })).rejects.toThrow();
+      await server.start();
+      const got: string[] = [];
+      const deadline = Date.now() + 10_000;
+      while (got.length === 0 && Date.now() < deadline) {
+        got.push(...(await q.claim({ limit: 10 }).catch(() => [])).map((c) => c.event.id));
+        if (got.length === 0) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(got).toEqual(['a1']);
+    }, 60_000);
+
     it(`${engine}: an ack that failed while the engine was away, tried again once it is back, resolves; nothing stays in hand and the entity's next event is handed out`, async (ctx) => {
       const server = await privateServer(engine);
       if (server === null) return ctx.skip();
