@@ -50,6 +50,11 @@
  *   checked at start-up by engine.ts. An engine that does not answer within ENQUEUE_TIMEOUT_MS fails
  *   the enqueue with CONN_ERR_QUEUE_UNAVAILABLE, so a delivery is answered 503, never 200, well within
  *   the vendors' timeouts (Teamwork waits 5 s).
+ * - No call waits for the engine longer than ENQUEUE_TIMEOUT_MS: each step of a claim, each
+ *   settlement, the stats, and `close` as a whole give up then (CONN_ERR_QUEUE_UNAVAILABLE), so that a
+ *   worker whose engine is away (the worker's Redis connection queues its commands until Redis is
+ *   back) or cut off (nothing answers) backs off and stops when asked. A claim's steps given up on
+ *   may still complete later; a job they took is then given back (see takeNextJob).
  */
 import { randomUUID } from 'node:crypto';
 import { Queue as BullMQQueue, ErrorCode, Worker, createPostgresBackend, type Job, type JobsOptions } from 'bullmq';
@@ -351,15 +356,36 @@ export class BullQueue implements Queue {
    * when its lock expires) and the error is thrown.
    */
   private async takeNext(source: SourceName, busyKeys: ReadonlySet<string> | undefined): Promise<ClaimedEvent | 'drained' | 'set aside'> {
+    const abandoned = { value: false };
+    try {
+      return await this.withTimeout(this.takeNextJob(source, busyKeys, abandoned), 'claim');
+    } catch (err) {
+      abandoned.value = true;
+      throw err;
+    }
+  }
+
+  /**
+   * takeNext's steps. When the engine does not answer in time, the claim gives up on them but they
+   * may still complete later (Redis runs a worker's commands once it is back): `abandoned` then says
+   * so, and a job handed out to steps given up on is given back instead of being kept in hand unseen.
+   * Giving back is not awaited: while the engine is away it would wait as long (an event not given
+   * back comes back when its lock expires).
+   */
+  private async takeNextJob(source: SourceName, busyKeys: ReadonlySet<string> | undefined, abandoned: { value: boolean }): Promise<ClaimedEvent | 'drained' | 'set aside'> {
     const token = randomUUID();
     const job = (await this.worker(source).getNextJob(token, { block: false })) as Job<JobData> | undefined;
     if (job === undefined || job === null) return 'drained';
     const entity = job.data.event.entityKey;
     let locked = false;
+    const giveBack = (): void => {
+      void job.moveToWait(token).catch(() => {});
+      if (locked && entity !== null) void this.locks.release(entity).catch(() => {});
+    };
     try {
       if (entity !== null) {
         // Held by this process (another lane, or an event taken earlier in this claim) or by another one.
-        locked = busyKeys?.has(entity) !== true && !this.held.has(entity) && (await this.locks.tryLock(entity));
+        locked = !abandoned.value && busyKeys?.has(entity) !== true && !this.held.has(entity) && (await this.locks.tryLock(entity));
         if (!locked) {
           await job.moveToDelayed(this.setAsideUntil(entity), token);
           return 'set aside';
@@ -370,12 +396,15 @@ export class BullQueue implements Queue {
         data = { ...data, firstAttemptAt: new Date().toISOString() };
         await job.updateData(data);
       }
+      if (abandoned.value) {
+        giveBack();
+        return 'drained';
+      }
       if (entity !== null) this.held.add(entity);
       this.inHand.set(data.event.id, { job, token, source, entity });
       return { event: toEvent(data), attempt: data.spent + 1, lastError: data.lastError };
     } catch (err) {
-      await job.moveToWait(token).catch(() => {});
-      if (locked && entity !== null) await this.locks.release(entity).catch(() => {});
+      giveBack();
       throw err;
     }
   }
@@ -576,20 +605,24 @@ export class BullQueue implements Queue {
     if (this.renewTimer !== null) clearInterval(this.renewTimer);
     // Events in hand go back to waiting now rather than after their lock expires, in the order they
     // were handed out: moveToWait puts a job at the front of the line on Redis, at the back on
-    // PostgreSQL.
+    // PostgreSQL. All of it waits for the engine at most ENQUEUE_TIMEOUT_MS, so that a stop while the
+    // engine is away ends (what could not be given back comes back when its lock expires).
+    const deadline = Date.now() + ENQUEUE_TIMEOUT_MS;
+    const left = () => Math.max(0, deadline - Date.now());
     const hands = [...this.inHand.entries()];
     if (this.backend === 'redis') hands.reverse();
     this.inHand.clear();
-    for (const [, hand] of hands) {
-      await hand.job.moveToWait(hand.token).catch(() => {});
-      if (hand.entity !== null) await this.locks.release(hand.entity).catch(() => {});
-    }
+    const giveBack = async (): Promise<void> => {
+      for (const [, hand] of hands) {
+        await hand.job.moveToWait(hand.token).catch(() => {});
+        if (hand.entity !== null) await this.locks.release(hand.entity).catch(() => {});
+      }
+    };
+    await this.withTimeout(giveBack(), 'close', left()).catch(() => {});
     this.held.clear();
-    for (const lane of this.lanes.values()) {
-      await lane.worker?.close(true).catch(() => {});
-      await lane.queue.close().catch(() => {});
-    }
-    await this.locks.close().catch(() => {});
+    const closes = [...this.lanes.values()].flatMap((lane) => [lane.worker?.close(true), lane.queue.close()]);
+    await this.withTimeout(Promise.all(closes.map((c) => c?.catch(() => {}))), 'close', left()).catch(() => {});
+    await this.withTimeout(this.locks.close(), 'close', left()).catch(() => {});
     for (const redis of this.redisClients) redis.disconnect();
   }
 }

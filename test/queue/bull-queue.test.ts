@@ -10,8 +10,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger, type Logger } from '../../src/log.ts';
 import type { QueueEvent } from '../../src/model.ts';
-import { BullQueue, type EngineSettings } from '../../src/queue/bull-queue.ts';
+import { BullQueue, ENQUEUE_TIMEOUT_MS, type EngineSettings } from '../../src/queue/bull-queue.ts';
 import { TEST_POSTGRES_URL, TEST_REDIS_URL, requirePostgres, requireRedis, startPrivatePostgres, startPrivateRedis, withPostgresClient, type PrivatePostgres } from '../helpers/services.ts';
+import { startTcpProxy } from '../helpers/tcp-proxy.ts';
 import { queueConformance } from './conformance.ts';
 
 const CHILD = fileURLToPath(new URL('./claiming-child.ts', import.meta.url));
@@ -198,6 +199,53 @@ describe('BullMQ with its engine away', () => {
   }, 60_000);
 
   for (const engine of ['redis', 'postgres'] as const) {
+    for (const mode of ['crashed', 'cut off'] as const) {
+      it(`${engine}: while the engine is ${mode}, a claim gives up within the engine wait and close ends; what was in hand is handed out again after`, async (ctx) => {
+        const server = await privateServer(engine);
+        if (server === null) return ctx.skip();
+        const proxy = await startTcpProxy({ host: '127.0.0.1', port: Number(new URL(server.url).port) });
+        cleanups.push(() => proxy.close());
+        const viaProxy = new URL(server.url);
+        viaProxy.port = String(proxy.port);
+        const lockMs = 5_000;
+        const settings: EngineSettings = { engine, url: viaProxy.toString(), prefix: `gone${randomUUID().slice(0, 8)}`, lockMs };
+        const q = await BullQueue.open({ settings, log: quiet });
+        let closed = false;
+        cleanups.push(async () => {
+          if (!closed) await q.close();
+        });
+        await q.enqueue([event('a1', 'task:1'), event('b1', 'task:2'), event('c1', 'task:3')]);
+        expect((await q.claim({ limit: 1 })).map((c) => c.event.id)).toEqual(['a1']);
+
+        if (mode === 'crashed') await server.crash();
+        else proxy.freeze();
+        let started = Date.now();
+        await expect(q.claim({ limit: 10 })).rejects.toMatchObject({ code: 'CONN_ERR_QUEUE_UNAVAILABLE' });
+        expect(Date.now() - started).toBeLessThan(ENQUEUE_TIMEOUT_MS + 1_500);
+        started = Date.now();
+        await q.close();
+        closed = true;
+        expect(Date.now() - started).toBeLessThan(ENQUEUE_TIMEOUT_MS + 1_500);
+        if (mode === 'crashed') await server.start();
+        else proxy.thaw();
+
+        // Another process finds every event: a1 given back, or back once its lock expired.
+        const other = await BullQueue.open({ settings: { ...settings, url: server.url }, log: quiet });
+        cleanups.push(() => other.close());
+        const got = new Set<string>();
+        const deadline = Date.now() + 3 * lockMs;
+        while (got.size < 3 && Date.now() < deadline) {
+          const claimed = await other.claim({ limit: 10 }).catch(() => []);
+          for (const c of claimed) {
+            await other.ack(c.event.id);
+            got.add(c.event.id);
+          }
+          if (claimed.length === 0) await new Promise((r) => setTimeout(r, 200));
+        }
+        expect([...got].sort()).toEqual(['a1', 'b1', 'c1']);
+      }, 60_000);
+    }
+
     it(`${engine}: a process whose first claim comes while the engine is away claims once it is back`, async (ctx) => {
       const server = await privateServer(engine);
       if (server === null) return ctx.skip();
