@@ -74,6 +74,8 @@ const MAX_STALLS = 5;
 const BUSY_ENTITY_DELAY_MS = 250;
 const IDLE_POLL_MS = 250;
 export const ENQUEUE_TIMEOUT_MS = 3_000;
+/** The longest pause between two tries to reconnect to Redis, ms. */
+const RECONNECT_MAX_MS = 500;
 /** At most this many events are set aside for a busy entity in one claim, so a claim always ends. */
 const MAX_SET_ASIDE_PER_CLAIM = 64;
 /** Delayed and active jobs looked at for the oldest pending age and for peek. */
@@ -190,8 +192,14 @@ export class BullQueue implements Queue {
       const clients: Redis[] = [];
       const client = (workerSide: boolean): Redis => {
         // The enqueue side fails fast while Redis is away (no offline queue): a delivery is answered
-        // 503 at once. The claim side waits for the reconnection, as BullMQ's workers require.
-        const redis = new Redis(settings.url, workerSide ? { maxRetriesPerRequest: null, lazyConnect: true } : { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: ENQUEUE_TIMEOUT_MS, lazyConnect: true });
+        // 503 at once. The claim side waits for the reconnection, as BullMQ's workers require. Both try
+        // to reconnect at least every RECONNECT_MAX_MS (ioredis waits up to 2 s by default), so that
+        // deliveries are answered 200 again soon after Redis is back.
+        const retryStrategy = (times: number) => Math.min(times * 50, RECONNECT_MAX_MS);
+        const redis = new Redis(
+          settings.url,
+          workerSide ? { maxRetriesPerRequest: null, lazyConnect: true, retryStrategy } : { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: ENQUEUE_TIMEOUT_MS, lazyConnect: true, retryStrategy },
+        );
         redis.on('error', () => {}); // reported through the BullMQ objects' 'error' events (engineError)
         clients.push(redis);
         return redis;
