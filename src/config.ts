@@ -83,6 +83,12 @@ export const ConfigSchema = z.object({
    * A worker that dies is replaced as reconciler within this plus one try (at most 5 s). Default 30.
    */
   RECONCILE_LEASE_SECONDS: int(2, 3600).default(30),
+  /**
+   * Seconds an event claimed from the shared queue stays locked to its process without renewal (renewed
+   * every third of it while in hand): a `work` process that dies gives its events back after about twice
+   * this. Default 30.
+   */
+  QUEUE_LOCK_SECONDS: int(5, 3600).default(30),
   MAX_QUEUE_ATTEMPTS: int(1, 100).default(3),
   WORKER_CONCURRENCY: int(1, 64).default(1),
   WEBHOOK_MAX_BODY_BYTES: int(1024, 64 * 1024 * 1024).default(5 * 1024 * 1024),

@@ -13,19 +13,37 @@
  *   error, when the first attempt started (written with the first retry or dead letter; a claim writes
  *   nothing), and for a dead letter its error and time. Enqueues of one turn of the event loop are
  *   sent together (group commit, see `commit`).
+ * - A claim that fails midway (a connection cut) hands the caller the events it already took, if any,
+ *   and gives back the job it was taking: an event taken but never handed over would stay in this
+ *   process's hands, its lock renewed and its entity held, until the process ends.
  * - `claim` is BullMQ's manual pull (`Worker.getNextJob` without blocking), one token per job; the
- *   job's lock is renewed every LOCK_RENEW_MS while it is in hand, and BullMQ's stalled-job check hands
- *   out again, after JOB_LOCK_MS, an event whose process died (after MAX_STALLS such deaths it is
- *   dead-lettered by BullMQ, so that an event that kills its worker cannot kill them all).
+ *   job's lock (`lockMs`, QUEUE_LOCK_SECONDS, default DEFAULT_LOCK_MS) is renewed every third of it
+ *   while the job is in hand, and BullMQ's stalled-job check, run every `lockMs`, hands out again an
+ *   event whose process died: within about two `lockMs` of the death (the check marks the jobs in
+ *   hand, and moves those whose lock has expired at its next run). After MAX_STALLS such deaths the
+ *   event is dead-lettered by BullMQ, so that an event that kills its worker cannot kill them all.
  * - Per entity: an entity lock in the engine (entity-locks.ts) is taken when an event is handed out and
  *   given back when it is settled. An event whose entity is held (by this process's `busyKeys`, by an
  *   event claimed in the same call, or by another process) is set aside for BUSY_ENTITY_DELAY_MS
- *   (`moveToDelayed`, which spends no attempt): unlike the file queue, it loses its place.
+ *   (`moveToDelayed`, which spends no attempt): unlike the file queue, it loses its place. The events
+ *   of one entity that this process sets aside share one time to come back, so that they come back
+ *   in their order (the engine hands out jobs due at the same time by their place); each set aside at
+ *   its own time, one passed over earlier could come back after a later one (an older version handled
+ *   after a newer one). Across processes an entity's events may still swap places; the database's
+ *   stale-write guard keeps the newest version.
  * - `retry` writes the new bookkeeping (`updateData`) and then moves the job to delayed (or back to
  *   waiting when there is no delay). A crash between the two leaves the job in hand with its attempt
  *   counted, handed out again by the stalled check: at least once, as the contract allows.
  * - A dead letter is a failed job (`moveToFailed`, kept; completed jobs are removed). A replay resets
  *   the bookkeeping and retries the failed job.
+ * - An event no longer in this process's hands when it is settled (the engine says its job is gone,
+ *   not active, or locked by another token) is settled: forgotten here and its entity given back, and
+ *   the ack, retry or dead letter resolves. That happens when an earlier try of the same settlement
+ *   did not answer in time but went through (Redis queues a worker's commands while it is away and
+ *   runs them once it is back; PostgreSQL may commit and lose the connection before answering), or
+ *   when the lock expired meanwhile and the stalled check handed the event out again: at least once,
+ *   as the contract allows. Failing instead would have the dispatcher try forever a settlement that
+ *   can never succeed, its lane stuck and the entity held by this process for good.
  * - `waitForWork` asks the engine every IDLE_POLL_MS whether one of the sources asked for has a job
  *   ready (waiting, or delayed and due), so an idle worker costs a few small requests a second and
  *   picks up an arrival within that time.
@@ -34,9 +52,14 @@
  *   checked at start-up by engine.ts. An engine that does not answer within ENQUEUE_TIMEOUT_MS fails
  *   the enqueue with CONN_ERR_QUEUE_UNAVAILABLE, so a delivery is answered 503, never 200, well within
  *   the vendors' timeouts (Teamwork waits 5 s).
+ * - No call waits for the engine longer than ENQUEUE_TIMEOUT_MS: each step of a claim, each
+ *   settlement, the stats, and `close` as a whole give up then (CONN_ERR_QUEUE_UNAVAILABLE), so that a
+ *   worker whose engine is away (the worker's Redis connection queues its commands until Redis is
+ *   back) or cut off (nothing answers) backs off and stops when asked. A claim's steps given up on
+ *   may still complete later; a job they took is then given back (see takeNextJob).
  */
 import { randomUUID } from 'node:crypto';
-import { Queue as BullMQQueue, Worker, createPostgresBackend, type Job, type JobsOptions } from 'bullmq';
+import { Queue as BullMQQueue, ErrorCode, Worker, createPostgresBackend, type Job, type JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { ConnectorError, type ErrorRecord } from '../errors.ts';
@@ -46,9 +69,8 @@ import { SOURCE_NAMES, checkQueueEvent, eventJson, type QueueEvent, type SourceN
 import { PostgresEntityLocks, RedisEntityLocks, type EntityLocks } from './entity-locks.ts';
 import type { ClaimOptions, ClaimedEvent, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
 
-/** How long a claimed job's lock lasts without renewal; a dead process's events come back after it. */
-export const JOB_LOCK_MS = 30_000;
-const LOCK_RENEW_MS = 10_000;
+/** How long a claimed job's lock lasts without renewal by default (QUEUE_LOCK_SECONDS), ms. */
+export const DEFAULT_LOCK_MS = 30_000;
 /** How many times an event may be in hand of a process that died before BullMQ dead-letters it. */
 const MAX_STALLS = 5;
 const BUSY_ENTITY_DELAY_MS = 250;
@@ -56,12 +78,21 @@ const IDLE_POLL_MS = 250;
 export const ENQUEUE_TIMEOUT_MS = 3_000;
 /** The most jobs one group commit sends to the engine; more wait for the next. */
 const MAX_JOBS_PER_COMMIT = 1_000;
+/** The longest pause between two tries to reconnect to Redis, ms. */
+const RECONNECT_MAX_MS = 500;
 /** At most this many events are set aside for a busy entity in one claim, so a claim always ends. */
 const MAX_SET_ASIDE_PER_CLAIM = 64;
 /** Delayed and active jobs looked at for the oldest pending age and for peek. */
 const SCAN_LIMIT = 1_000;
 
-export type EngineSettings = { engine: 'redis'; url: string; prefix: string } | { engine: 'postgres'; url: string; prefix: string };
+export interface EngineSettings {
+  engine: 'redis' | 'postgres';
+  url: string;
+  /** Names the queues (`<prefix>-<source>`) and the entity locks (QUEUE_PREFIX). */
+  prefix: string;
+  /** How long a claimed event stays locked to its process without renewal, ms (QUEUE_LOCK_SECONDS). Default DEFAULT_LOCK_MS. */
+  lockMs?: number;
+}
 
 export interface BullQueueOptions {
   settings: EngineSettings;
@@ -109,6 +140,14 @@ interface Lane {
   worker: Worker<JobData> | null;
 }
 
+/** BullMQ's answers to a settlement of a job that is no longer in this process's hands. */
+const NOT_IN_HAND: ReadonlySet<number> = new Set([ErrorCode.JobNotExist, ErrorCode.JobLockNotExist, ErrorCode.JobNotInState, ErrorCode.JobLockMismatch]);
+
+function notInHand(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'number' && NOT_IN_HAND.has(code);
+}
+
 /** Job ids may not contain ':' nor be integers; event ids may. */
 function jobIdOf(eventId: string): string {
   return `ev-${eventId.replace(/[%:]/g, (c) => (c === '%' ? '%25' : '%3A'))}`;
@@ -135,6 +174,9 @@ export class BullQueue implements Queue {
   private lastEngineError = 0;
   /** Redis connections this queue made (BullMQ does not close connections it was given). */
   private readonly redisClients: Redis[] = [];
+  private readonly lockMs: number;
+  /** Per entity, when the events this process set aside for it come back (epoch ms). */
+  private readonly asideUntil = new Map<string, number>();
 
   private constructor(
     private readonly options: BullQueueOptions,
@@ -147,17 +189,19 @@ export class BullQueue implements Queue {
       queue.on('error', (err) => this.engineError(err));
       this.lanes.set(source, { queue, worker: null });
     }
-    this.renewTimer = setInterval(() => void this.renewLocks(), LOCK_RENEW_MS);
+    this.lockMs = options.settings.lockMs ?? DEFAULT_LOCK_MS;
+    this.renewTimer = setInterval(() => void this.renewLocks(), Math.floor(this.lockMs / 3));
     this.renewTimer.unref();
   }
 
   static async open(options: BullQueueOptions): Promise<BullQueue> {
     const { settings } = options;
+    const lockMs = settings.lockMs ?? DEFAULT_LOCK_MS;
     const workerOptions = {
       prefix: settings.prefix,
       autorun: false,
-      lockDuration: JOB_LOCK_MS,
-      stalledInterval: JOB_LOCK_MS,
+      lockDuration: lockMs,
+      stalledInterval: lockMs,
       maxStalledCount: MAX_STALLS,
     } as const;
     let queue: BullQueue;
@@ -165,15 +209,21 @@ export class BullQueue implements Queue {
       const clients: Redis[] = [];
       const client = (workerSide: boolean): Redis => {
         // The enqueue side fails fast while Redis is away (no offline queue): a delivery is answered
-        // 503 at once. The claim side waits for the reconnection, as BullMQ's workers require.
-        const redis = new Redis(settings.url, workerSide ? { maxRetriesPerRequest: null, lazyConnect: true } : { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: ENQUEUE_TIMEOUT_MS, lazyConnect: true });
+        // 503 at once. The claim side waits for the reconnection, as BullMQ's workers require. Both try
+        // to reconnect at least every RECONNECT_MAX_MS (ioredis waits up to 2 s by default), so that
+        // deliveries are answered 200 again soon after Redis is back.
+        const retryStrategy = (times: number) => Math.min(times * 50, RECONNECT_MAX_MS);
+        const redis = new Redis(
+          settings.url,
+          workerSide ? { maxRetriesPerRequest: null, lazyConnect: true, retryStrategy } : { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: ENQUEUE_TIMEOUT_MS, lazyConnect: true, retryStrategy },
+        );
         redis.on('error', () => {}); // reported through the BullMQ objects' 'error' events (engineError)
         clients.push(redis);
         return redis;
       };
       const producer = client(false);
       const consumer = client(true);
-      const locks = new RedisEntityLocks(client(true), settings.prefix, JOB_LOCK_MS);
+      const locks = new RedisEntityLocks(client(true), settings.prefix, lockMs);
       await producer.connect().catch(() => {}); // an unreachable Redis fails waitUntilReady below
       queue = new BullQueue(options, locks, {
         queue: (name) => new BullMQQueue<JobData>(name, { connection: producer, prefix: settings.prefix }),
@@ -215,14 +265,27 @@ export class BullQueue implements Queue {
     return lane;
   }
 
-  /** The claiming side of a source's queue, made on first use (a serve-only process never makes one). */
+  /**
+   * The claiming side of a source's queue, made on first use (a serve-only process never makes one).
+   * A BullMQ Worker that could not connect when it was made keeps failing every call with that first
+   * error (its readiness is settled once), so one whose readiness failed is dropped, and the next
+   * claim makes another: a `work` process whose first claim comes while the engine is away claims
+   * once it is back. (It handed nothing out, so nothing in hand refers to it.)
+   */
   private worker(source: SourceName): Worker<JobData> {
     const lane = this.lane(source);
     if (lane.worker === null) {
       const worker = this.make.worker(this.queueName(source));
       worker.on('error', (err) => this.engineError(err));
-      void worker.startStalledCheckTimer().catch((err: unknown) => this.engineError(err as Error));
       lane.worker = worker;
+      worker.waitUntilReady().then(
+        () => void worker.startStalledCheckTimer().catch((err: unknown) => this.engineError(err as Error)),
+        (err: unknown) => {
+          if (lane.worker === worker) lane.worker = null;
+          this.engineError(err as Error);
+          void worker.close(true).catch(() => {});
+        },
+      );
     }
     return lane.worker;
   }
@@ -315,25 +378,88 @@ export class BullQueue implements Queue {
     while (out.length < limit && drained.size < sources.length && setAside < MAX_SET_ASIDE_PER_CLAIM && !this.closed) {
       for (const source of sources) {
         if (drained.has(source) || out.length >= limit) continue;
-        const token = randomUUID();
-        const job = (await this.worker(source).getNextJob(token, { block: false })) as Job<JobData> | undefined;
-        if (job === undefined || job === null) {
-          drained.add(source);
-          continue;
+        let taken: ClaimedEvent | 'drained' | 'set aside';
+        try {
+          taken = await this.takeNext(source, options.busyKeys);
+        } catch (err) {
+          // The events already in hand are handed to the caller, not kept here unreported: an event
+          // claimed and never returned would have its lock renewed, and its entity held, for as long
+          // as this process lives.
+          if (out.length === 0) throw err;
+          this.engineError(err as Error);
+          return out;
         }
-        const entity = job.data.event.entityKey;
-        if (entity !== null && (options.busyKeys?.has(entity) === true || this.held.has(entity) || !(await this.locks.tryLock(entity)))) {
-          await job.moveToDelayed(Date.now() + BUSY_ENTITY_DELAY_MS, token);
-          setAside += 1;
-          continue;
-        }
-        if (entity !== null) this.held.add(entity);
-        const data = job.data;
-        this.inHand.set(data.event.id, { job, token, source, entity });
-        out.push({ event: toEvent(data), attempt: data.spent + 1, lastError: data.lastError });
+        if (taken === 'drained') drained.add(source);
+        else if (taken === 'set aside') setAside += 1;
+        else out.push(taken);
       }
     }
     return out;
+  }
+
+  /**
+   * Takes the next job of a source into this process's hands, its entity locked. A job whose entity is busy is set aside. When a step fails after the engine handed the job
+   * out, the job and its entity are given back (or, if the engine cannot be told, the job comes back
+   * when its lock expires) and the error is thrown.
+   */
+  private async takeNext(source: SourceName, busyKeys: ReadonlySet<string> | undefined): Promise<ClaimedEvent | 'drained' | 'set aside'> {
+    const abandoned = { value: false };
+    try {
+      return await this.withTimeout(this.takeNextJob(source, busyKeys, abandoned), 'claim');
+    } catch (err) {
+      abandoned.value = true;
+      throw err;
+    }
+  }
+
+  /**
+   * takeNext's steps. When the engine does not answer in time, the claim gives up on them but they
+   * may still complete later (Redis runs a worker's commands once it is back): `abandoned` then says
+   * so, and a job handed out to steps given up on is given back instead of being kept in hand unseen.
+   * Giving back is not awaited: while the engine is away it would wait as long (an event not given
+   * back comes back when its lock expires).
+   */
+  private async takeNextJob(source: SourceName, busyKeys: ReadonlySet<string> | undefined, abandoned: { value: boolean }): Promise<ClaimedEvent | 'drained' | 'set aside'> {
+    const token = randomUUID();
+    const job = (await this.worker(source).getNextJob(token, { block: false })) as Job<JobData> | undefined;
+    if (job === undefined || job === null) return 'drained';
+    const entity = job.data.event.entityKey;
+    let locked = false;
+    const giveBack = (): void => {
+      void job.moveToWait(token).catch(() => {});
+      if (locked && entity !== null) void this.locks.release(entity).catch(() => {});
+    };
+    try {
+      if (entity !== null) {
+        // Held by this process (another lane, or an event taken earlier in this claim) or by another one.
+        locked = !abandoned.value && busyKeys?.has(entity) !== true && !this.held.has(entity) && (await this.locks.tryLock(entity));
+        if (!locked) {
+          await job.moveToDelayed(this.setAsideUntil(entity), token);
+          return 'set aside';
+        }
+      }
+      const data = job.data;
+      if (abandoned.value) {
+        giveBack();
+        return 'drained';
+      }
+      if (entity !== null) this.held.add(entity);
+      this.inHand.set(data.event.id, { job, token, source, entity });
+      return { event: toEvent(data), attempt: data.spent + 1, lastError: data.lastError };
+    } catch (err) {
+      giveBack();
+      throw err;
+    }
+  }
+
+  /** When an event of `entity` set aside now comes back: with the others set aside for it, if they wait still. */
+  private setAsideUntil(entity: string): number {
+    const now = Date.now();
+    const until = this.asideUntil.get(entity);
+    if (until !== undefined && until > now) return until;
+    if (this.asideUntil.size >= 10_000) for (const [key, at] of this.asideUntil) if (at <= now) this.asideUntil.delete(key);
+    this.asideUntil.set(entity, now + BUSY_ENTITY_DELAY_MS);
+    return now + BUSY_ENTITY_DELAY_MS;
   }
 
   private take(eventId: string, what: string): InHand {
@@ -351,18 +477,19 @@ export class BullQueue implements Queue {
   }
 
   /**
-   * Runs a settling operation on an event in hand and lets its entity go. An operation the engine
-   * refuses because the job's lock is gone (it was in hand longer than JOB_LOCK_MS without a renewal,
-   * or the engine lost it: the stalled check has handed the event out again) lets the event go here
-   * too and fails with CONN_ERR_INTERNAL: the dispatcher leaves it to the engine.
+   * Runs a settlement of an event in hand in the engine, then forgets the event here. A job no longer
+   * in this process's hands counts as settled (see the header).
    */
   private async settle(eventId: string, hand: InHand, what: string, work: () => Promise<unknown>): Promise<void> {
     try {
       await this.withTimeout(work(), what);
     } catch (err) {
-      if (!lostLock(err)) throw err;
-      await this.settled(eventId, hand);
-      throw new ConnectorError('CONN_ERR_INTERNAL', `cannot ${what} event ${eventId}: its lock in the engine is gone (not renewed within ${JOB_LOCK_MS / 1000} s, or the engine lost it), so the engine hands it out again`, { cause: err, retryable: false });
+      const cause = err instanceof ConnectorError ? err.cause : err;
+      if (!notInHand(cause)) throw err;
+      this.options.log.warn(
+        { eventId, source: hand.source, err: cause },
+        `event ${eventId} was no longer in this process's hands at its ${what}: an earlier try went through, or its lock expired and it is handed out again (at least once)`,
+      );
     }
     await this.settled(eventId, hand);
   }
@@ -503,7 +630,7 @@ export class BullQueue implements Queue {
   private async renewLocks(): Promise<void> {
     const hands = [...this.inHand.values()];
     if (hands.length === 0) return;
-    await Promise.all(hands.map((h) => h.job.extendLock(h.token, JOB_LOCK_MS).catch((err: unknown) => this.engineError(err as Error))));
+    await Promise.all(hands.map((h) => h.job.extendLock(h.token, this.lockMs).catch((err: unknown) => this.engineError(err as Error))));
     await this.locks.renew(hands.flatMap((h) => (h.entity === null ? [] : [h.entity]))).catch((err: unknown) => this.engineError(err as Error));
   }
 
@@ -520,20 +647,24 @@ export class BullQueue implements Queue {
     if (this.renewTimer !== null) clearInterval(this.renewTimer);
     // Events in hand go back to waiting now rather than after their lock expires, in the order they
     // were handed out: moveToWait puts a job at the front of the line on Redis, at the back on
-    // PostgreSQL.
+    // PostgreSQL. All of it waits for the engine at most ENQUEUE_TIMEOUT_MS, so that a stop while the
+    // engine is away ends (what could not be given back comes back when its lock expires).
+    const deadline = Date.now() + ENQUEUE_TIMEOUT_MS;
+    const left = () => Math.max(0, deadline - Date.now());
     const hands = [...this.inHand.entries()];
     if (this.backend === 'redis') hands.reverse();
     this.inHand.clear();
-    for (const [, hand] of hands) {
-      await hand.job.moveToWait(hand.token).catch(() => {});
-      if (hand.entity !== null) await this.locks.release(hand.entity).catch(() => {});
-    }
+    const giveBack = async (): Promise<void> => {
+      for (const [, hand] of hands) {
+        await hand.job.moveToWait(hand.token).catch(() => {});
+        if (hand.entity !== null) await this.locks.release(hand.entity).catch(() => {});
+      }
+    };
+    await this.withTimeout(giveBack(), 'close', left()).catch(() => {});
     this.held.clear();
-    for (const lane of this.lanes.values()) {
-      await lane.worker?.close(true).catch(() => {});
-      await lane.queue.close().catch(() => {});
-    }
-    await this.locks.close().catch(() => {});
+    const closes = [...this.lanes.values()].flatMap((lane) => [lane.worker?.close(true), lane.queue.close()]);
+    await this.withTimeout(Promise.all(closes.map((c) => c?.catch(() => {}))), 'close', left()).catch(() => {});
+    await this.withTimeout(this.locks.close(), 'close', left()).catch(() => {});
     for (const redis of this.redisClients) redis.disconnect();
   }
 }
@@ -545,12 +676,6 @@ export class BullQueue implements Queue {
  */
 function firstAttemptAt(job: Job<JobData>): string {
   return job.data.firstAttemptAt ?? new Date(job.processedOn ?? Date.now()).toISOString();
-}
-
-/** The engine refused an operation on a job because this process no longer holds it (Redis and PostgreSQL wordings). */
-function lostLock(err: unknown): boolean {
-  const inner = err instanceof ConnectorError && err.cause !== undefined ? err.cause : err;
-  return inner instanceof Error && /missing lock|lock mismatch|not in the active state|not active|missing key for job|missing job/i.test(inner.message);
 }
 
 function toDeadLetter(job: Job<JobData>): DeadLetter {

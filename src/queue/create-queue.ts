@@ -22,7 +22,7 @@ export interface QueueDeps {
   onDurabilityWarning?: (warning: string) => void;
 }
 
-export type QueueConfig = Pick<Config, 'QUEUE_BACKEND' | 'queueDir' | 'REDIS_URL' | 'REDIS_DURABILITY' | 'QUEUE_DATABASE_URL' | 'DATABASE_URL' | 'QUEUE_PREFIX'>;
+export type QueueConfig = Pick<Config, 'QUEUE_BACKEND' | 'queueDir' | 'REDIS_URL' | 'REDIS_DURABILITY' | 'QUEUE_DATABASE_URL' | 'DATABASE_URL' | 'QUEUE_PREFIX' | 'QUEUE_LOCK_SECONDS'>;
 
 /** Opens the configured queue. */
 export async function createQueue(config: QueueConfig, deps: QueueDeps): Promise<Queue> {

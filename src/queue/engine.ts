@@ -19,9 +19,13 @@ import type { EngineSettings } from './bull-queue.ts';
 const PROBE_TIMEOUT_MS = 3_000;
 
 /** The engine the settings name, or null for the file queue. */
-export function engineSettings(config: Pick<Config, 'QUEUE_BACKEND' | 'REDIS_URL' | 'QUEUE_DATABASE_URL' | 'DATABASE_URL' | 'QUEUE_PREFIX'>): EngineSettings | null {
-  if (config.QUEUE_BACKEND === 'redis') return { engine: 'redis', url: config.REDIS_URL ?? '', prefix: config.QUEUE_PREFIX };
-  if (config.QUEUE_BACKEND === 'postgres') return { engine: 'postgres', url: config.QUEUE_DATABASE_URL ?? config.DATABASE_URL ?? '', prefix: config.QUEUE_PREFIX };
+export function engineSettings(
+  config: Pick<Config, 'QUEUE_BACKEND' | 'REDIS_URL' | 'QUEUE_DATABASE_URL' | 'DATABASE_URL' | 'QUEUE_PREFIX'> & Partial<Pick<Config, 'QUEUE_LOCK_SECONDS'>>,
+): EngineSettings | null {
+  // Only the claiming side uses the lock time; callers that only read or enqueue need not give it.
+  const lock = config.QUEUE_LOCK_SECONDS === undefined ? {} : { lockMs: config.QUEUE_LOCK_SECONDS * 1000 };
+  if (config.QUEUE_BACKEND === 'redis') return { engine: 'redis', url: config.REDIS_URL ?? '', prefix: config.QUEUE_PREFIX, ...lock };
+  if (config.QUEUE_BACKEND === 'postgres') return { engine: 'postgres', url: config.QUEUE_DATABASE_URL ?? config.DATABASE_URL ?? '', prefix: config.QUEUE_PREFIX, ...lock };
   return null;
 }
 

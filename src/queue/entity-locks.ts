@@ -5,9 +5,11 @@
  * it back when the event is settled; an event whose entity is locked elsewhere is set aside briefly.
  *
  * - Redis: a key `<prefix>:entity:<entity>` set with `NX PX` to this process's owner id, renewed while
- *   the event is in hand, deleted on release only if it still holds our owner id (WATCH/MULTI on a
- *   connection of its own, so no other command can slip between the check and the delete). A process
- *   that dies leaves its keys to expire after `ttlMs`.
+ *   the event is in hand, deleted on release; renewal and release each check the owner and act in one
+ *   script, so neither can touch a key another process took meanwhile, and neither can get in the
+ *   other's way (a WATCH/MULTI release was aborted by a renewal's PEXPIRE landing between its check and
+ *   its delete, which left the entity locked until the key expired). A process that dies leaves its
+ *   keys to expire after `ttlMs`.
  * - PostgreSQL: session advisory locks (`pg_try_advisory_lock` on a hash of prefix and entity) on one
  *   connection of this process. A process that dies, or whose connection is cut, loses its locks at
  *   once; nothing expires on a timer.
@@ -33,10 +35,13 @@ export interface EntityLocks {
   close(): Promise<void>;
 }
 
+/** Deletes KEYS[1] if it holds ARGV[1] (our owner id). */
+const RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
+/** Pushes the expiry of each of KEYS that holds ARGV[1] out to ARGV[2] ms. */
+const RENEW_SCRIPT = "local n = 0 for _, key in ipairs(KEYS) do if redis.call('get', key) == ARGV[1] then redis.call('pexpire', key, ARGV[2]) n = n + 1 end end return n";
+
 export class RedisEntityLocks implements EntityLocks {
   private readonly owner = randomUUID();
-  /** Releases run one at a time: WATCH belongs to the connection. */
-  private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly redis: Redis,
@@ -54,31 +59,14 @@ export class RedisEntityLocks implements EntityLocks {
 
   async renew(entities: readonly string[]): Promise<void> {
     if (entities.length === 0) return;
-    const owners = await this.redis.mget(entities.map((e) => this.key(e)));
-    const ours = entities.filter((_, i) => owners[i] === this.owner);
-    if (ours.length === 0) return;
-    const pipe = this.redis.pipeline();
-    for (const e of ours) pipe.pexpire(this.key(e), this.ttlMs);
-    await pipe.exec();
+    await this.redis.eval(RENEW_SCRIPT, entities.length, ...entities.map((e) => this.key(e)), this.owner, String(this.ttlMs));
   }
 
-  release(entity: string): Promise<void> {
-    const run = async (): Promise<void> => {
-      const key = this.key(entity);
-      await this.redis.watch(key);
-      if ((await this.redis.get(key)) !== this.owner) {
-        await this.redis.unwatch();
-        return;
-      }
-      await this.redis.multi().del(key).exec();
-    };
-    const next = this.chain.then(run, run);
-    this.chain = next.catch(() => {});
-    return next;
+  async release(entity: string): Promise<void> {
+    await this.redis.eval(RELEASE_SCRIPT, 1, this.key(entity), this.owner);
   }
 
   async close(): Promise<void> {
-    await this.chain;
     this.redis.disconnect();
   }
 }

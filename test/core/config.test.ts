@@ -23,6 +23,7 @@ describe('config', () => {
     expect(() => parseConfig({ PORT: '70000' })).toThrow(/Invalid setting PORT: must be at most 65535/);
     expect(() => parseConfig({ DB_BACKEND: 'mysql' })).toThrow(/Invalid setting DB_BACKEND: must be sqlite, postgres or airtable/);
     expect(() => parseConfig({ MISSIVE_BASE_URL: 'ftp://x' })).toThrow(/Invalid setting MISSIVE_BASE_URL: must be an http\(s\) URL/);
+    expect(() => parseConfig({ QUEUE_LOCK_SECONDS: '2' })).toThrow('Invalid setting QUEUE_LOCK_SECONDS: must be at least 5 (got "2")');
   });
 
   it('never echoes a secret value in the message', () => {

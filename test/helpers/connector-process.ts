@@ -2,7 +2,8 @@
  * Runs the real connector as a child process (`node --import tsx src/cli.ts <command>`), the way an operator does,
  * for end-to-end and crash tests. The child gets a fresh environment (no .env from the repo is read:
  * its working directory is a temp dir) and listens on a port of its own choosing (PORT=0); `start`
- * resolves once it has printed where it listens.
+ * resolves once it has printed where it listens. `wrap` runs it elsewhere: on a host of
+ * test/helpers/hosts.ts (a network namespace), the process keeping its pid so that signals reach it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -17,7 +18,7 @@ const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).
 
 export interface ConnectorProcess {
   child: ChildProcess;
-  /** http://127.0.0.1:<port>, once listening (serve/start only). */
+  /** http://<HOST>:<port>, once listening (serve/start only). */
   url: string;
   /** Everything the process printed so far (stdout + stderr). */
   output(): string;
@@ -34,13 +35,17 @@ export interface SpawnOptions {
   /** Wait for "listening on" before resolving. Default true for start/serve. */
   waitForListen?: boolean;
   timeoutMs?: number;
+  /** The command line to run instead of `command args` (Host.wrap); it must exec the command in place. */
+  wrap?: (command: string, args: readonly string[]) => { command: string; args: string[] };
 }
 
 export async function spawnConnector(options: SpawnOptions): Promise<ConnectorProcess> {
   const command = options.command ?? 'start';
   // One process: node with tsx's loader, so that a signal reaches the connector itself (the tsx binary
   // would run it in a child that outlives a SIGKILL of its parent).
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI, command, ...(options.args ?? [])], {
+  const line = { command: process.execPath, args: ['--import', TSX_LOADER, CLI, command, ...(options.args ?? [])] };
+  const wrapped = options.wrap?.(line.command, line.args) ?? line;
+  const child = spawn(wrapped.command, wrapped.args, {
     cwd: options.cwd,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: '0', LOG_LEVEL: 'info', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

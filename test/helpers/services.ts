@@ -10,9 +10,13 @@
  *
  * `startPrivatePostgres` runs a throwaway PostgreSQL server of the test's own, for tests that stop and
  * start the server: the shared one is used by other tests at the same time and must stay up.
+ * `startPrivateRedis` does the same for Redis (AOF on, `appendfsync always`), for tests that restart it.
+ * Both listen on 127.0.0.1 unless told another address of this machine (a bridge to network namespaces,
+ * test/helpers/hosts.ts).
  */
-import { execFile } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
 import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
@@ -116,8 +120,10 @@ function pingRedis(url: URL): Promise<void> {
 
 /** A PostgreSQL server private to one test: its own data directory, port and socket directory. */
 export interface PrivatePostgres {
-  /** postgres://postgres@127.0.0.1:<port>/postgres */
+  /** postgres://postgres@<address>:<port>/postgres */
   readonly url: string;
+  /** The address it listens on. */
+  readonly address: string;
   readonly port: number;
   /** Starts the server (after `stop`), waiting until it accepts connections. */
   start(): Promise<void>;
@@ -137,15 +143,24 @@ export function findPostgresBinaries(): string | null {
   return versions[0] === undefined ? null : path.join(root, versions[0], 'bin');
 }
 
-async function freePort(): Promise<number> {
+async function freePort(address = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, address, () => {
       const { port } = server.address() as net.AddressInfo;
       server.close(() => resolve(port));
     });
   });
+}
+
+export interface PrivateServerOptions {
+  /** The address to listen on (an address of this machine). Default 127.0.0.1. */
+  address?: string;
+  /** PostgreSQL: where clients may connect from besides loopback (a CIDR, trusted). Default none. */
+  allow?: string;
+  /** PostgreSQL: max_connections. Default the server's (100). */
+  maxConnections?: number;
 }
 
 /**
@@ -154,20 +169,23 @@ async function freePort(): Promise<number> {
  * `postgres` OS user. Returns null when no PostgreSQL binaries are installed. The caller must
  * `destroy()` it, also when the test fails.
  */
-export async function startPrivatePostgres(): Promise<PrivatePostgres | null> {
+export async function startPrivatePostgres(options: PrivateServerOptions = {}): Promise<PrivatePostgres | null> {
   const bin = findPostgresBinaries();
   if (bin === null) return null;
+  const address = options.address ?? '127.0.0.1';
   const dir = mkdtempSync(path.join(tmpdir(), 'conn-pg-private-'));
   const dataDir = path.join(dir, 'data');
   const asRoot = userInfo().uid === 0;
   const exec = (command: string, args: string[]) => run(asRoot ? 'runuser' : path.join(bin, command), asRoot ? ['-u', 'postgres', '--', path.join(bin, command), ...args] : args, { timeout: 30_000 });
   let running = false;
   let destroyed = false;
-  const port = await freePort();
-  const serverOptions = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=on`;
+  const port = await freePort(address);
+  const maxConnections = options.maxConnections === undefined ? '' : ` -c max_connections=${options.maxConnections}`;
+  const serverOptions = `-p ${port} -k ${dir} -c listen_addresses=${address} -c fsync=on${maxConnections}`;
 
   const instance: PrivatePostgres = {
-    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    url: `postgres://postgres@${address}:${port}/postgres`,
+    address,
     port,
     async start() {
       await exec('pg_ctl', ['-D', dataDir, '-o', serverOptions, '-l', path.join(dir, 'server.log'), '-w', '-t', '20', 'start']);
@@ -192,6 +210,89 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres | null> {
       chownSync(dir, Number(uid.trim()), Number(gid.trim()));
     }
     await exec('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C', '--no-instructions']);
+    if (options.allow !== undefined) appendFileSync(path.join(dataDir, 'pg_hba.conf'), `host all all ${options.allow} trust\n`);
+    await instance.start();
+    return instance;
+  } catch (err) {
+    await instance.destroy();
+    throw err;
+  }
+}
+
+/** A Redis server private to one test: its own directory (the AOF), port and address. */
+export interface PrivateRedis {
+  /** redis://<address>:<port> */
+  readonly url: string;
+  readonly port: number;
+  /** Starts the server (after `stop`) on the same directory, waiting until it answers PING. */
+  start(): Promise<void>;
+  /**
+   * Stops the server: 'shutdown' is SIGTERM (Redis syncs its AOF and exits), 'kill' is a crash
+   * (SIGKILL; with `appendfsync always` nothing it answered is lost).
+   */
+  stop(mode?: 'shutdown' | 'kill'): Promise<void>;
+  /** Stops the server if it runs and removes its directory. Safe to call more than once. */
+  destroy(): Promise<void>;
+}
+
+/**
+ * Starts a private Redis server (`redis-server` from PATH, or REDIS_SERVER) with AOF on and `appendfsync
+ * always` in a temp directory, on a free port of `address`. Returns null when there is no redis-server.
+ * The caller must `destroy()` it, also when the test fails.
+ */
+export async function startPrivateRedis(options: Pick<PrivateServerOptions, 'address'> = {}): Promise<PrivateRedis | null> {
+  const binary = process.env.REDIS_SERVER ?? 'redis-server';
+  try {
+    await run(binary, ['--version'], { timeout: 10_000 });
+  } catch {
+    return null;
+  }
+  const address = options.address ?? '127.0.0.1';
+  const dir = mkdtempSync(path.join(tmpdir(), 'conn-redis-private-'));
+  const port = await freePort(address);
+  const url = `redis://${address}:${port}`;
+  let child: ChildProcess | null = null;
+  let exited: Promise<unknown> = Promise.resolve();
+  let destroyed = false;
+  let output = '';
+
+  const instance: PrivateRedis = {
+    url,
+    port,
+    async start() {
+      const args = ['--bind', address, '--port', String(port), '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no', '--daemonize', 'no', '--logfile', ''];
+      const started = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      child = started;
+      started.stdout?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-4000)));
+      started.stderr?.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-4000)));
+      exited = once(started, 'exit');
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        if (started.exitCode !== null || started.signalCode !== null) throw new Error(`redis-server exited at start:\n${output}`);
+        try {
+          await pingRedis(new URL(url));
+          return;
+        } catch (err) {
+          if (Date.now() > deadline) throw new Error(`redis-server did not answer within 20 s: ${(err as Error).message}\n${output}`, { cause: err });
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      }
+    },
+    async stop(mode = 'shutdown') {
+      const running = child;
+      if (running === null) return;
+      child = null;
+      if (running.exitCode === null && running.signalCode === null) running.kill(mode === 'kill' ? 'SIGKILL' : 'SIGTERM');
+      await exited;
+    },
+    async destroy() {
+      if (destroyed) return;
+      destroyed = true;
+      await instance.stop('kill').catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
     await instance.start();
     return instance;
   } catch (err) {

@@ -1,66 +1,62 @@
 /**
- * A TCP proxy in front of a real service (Redis, PostgreSQL) that a test can cut off, to play a
- * network partition for one client while every other client of the shared service goes on:
- * - `blackhole()`: bytes stop flowing both ways (held back, not dropped) on open connections, and new
- *   connections are accepted but not connected through: the client's requests hang, nothing is refused;
- * - `restore()`: traffic flows again, what was held back first;
- * - `close()`: ends every connection and the listener.
+ * A TCP proxy in front of a service (Redis, PostgreSQL) that a test can cut off from its clients the
+ * way a network partition does: `freeze()` stops every byte in both directions and leaves the
+ * connections open (nothing is refused, nothing answers: a client learns of it only from its own
+ * timeouts; new connections are accepted, their bytes held too); `thaw()` delivers what was held and
+ * lets everything through again, as when the partition heals. A connection closed on one side is
+ * closed on the other.
  */
 import net from 'node:net';
 
 export interface TcpProxy {
-  /** Give the client this address instead of the service's. */
-  readonly host: string;
+  /** The proxy's port on 127.0.0.1. */
   readonly port: number;
-  blackhole(): void;
-  restore(): void;
+  freeze(): void;
+  thaw(): void;
   close(): Promise<void>;
 }
 
-interface Pair {
-  client: net.Socket;
-  upstream: net.Socket;
-  /** Bytes held back while cut: [to upstream, to client]. */
-  held: [Buffer[], Buffer[]];
-}
-
 export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
-  let cut = false;
-  const pairs = new Set<Pair>();
+  let frozen = false;
+  const sockets = new Set<net.Socket>();
+  /** Bytes held while frozen, each with where it goes, in arrival order. */
+  const held: Array<{ to: net.Socket; chunk: Buffer }> = [];
+  const forward = (to: net.Socket) => (chunk: Buffer) => {
+    if (frozen) held.push({ to, chunk });
+    else to.write(chunk);
+  };
+
   const server = net.createServer((client) => {
-    const upstream = net.connect(target);
-    const pair: Pair = { client, upstream, held: [[], []] };
-    pairs.add(pair);
-    const end = () => {
-      pairs.delete(pair);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-    client.on('data', (chunk: Buffer) => (cut ? pair.held[0].push(chunk) : upstream.write(chunk)));
-    upstream.on('data', (chunk: Buffer) => (cut ? pair.held[1].push(chunk) : client.write(chunk)));
+    const upstream = net.connect(target.port, target.host);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => {
+        sockets.delete(socket);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.on('data', forward(upstream));
+    upstream.on('data', forward(client));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
   const { port } = server.address() as net.AddressInfo;
+
   return {
-    host: '127.0.0.1',
     port,
-    blackhole() {
-      cut = true;
+    freeze() {
+      frozen = true;
     },
-    restore() {
-      cut = false;
-      for (const pair of pairs) {
-        for (const chunk of pair.held[0].splice(0)) pair.upstream.write(chunk);
-        for (const chunk of pair.held[1].splice(0)) pair.client.write(chunk);
-      }
+    thaw() {
+      frozen = false;
+      for (const { to, chunk } of held.splice(0)) if (!to.destroyed) to.write(chunk);
     },
     async close() {
-      for (const pair of pairs) {
-        pair.client.destroy();
-        pair.upstream.destroy();
-      }
+      for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

@@ -206,6 +206,23 @@ export function queueConformance(name: string, makeQueue: () => Promise<QueueHar
       expect(ids(await claimUntil(q, 2)).sort()).toEqual([otherOfA, `${prefix}-e7`].sort());
     });
 
+    it("hands out an entity's events in their order, however long the entity stays busy and whenever they arrive", async () => {
+      const { q } = await fresh();
+      const busy = { busyKeys: new Set(['task:A']) };
+      const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      await q.enqueue([event(1, { entityKey: 'task:A' })]);
+      expect(await q.claim({ ...busy, limit: 10 })).toEqual([]);
+      await pause(150);
+      await q.enqueue([event(2, { entityKey: 'task:A' })]);
+      expect(await q.claim({ ...busy, limit: 10 })).toEqual([]);
+      // Long enough for an event passed over at the first claim to be ready again, not the second.
+      await pause(150);
+      expect(await q.claim({ ...busy, limit: 10 })).toEqual([]);
+      expect(ids(await claimUntil(q, 1))).toEqual([`${prefix}-e1`]);
+      await q.ack(`${prefix}-e1`);
+      expect(ids(await claimUntil(q, 1))).toEqual([`${prefix}-e2`]);
+    });
+
     it('lets events behind a backing-off event go first', async () => {
       const { q } = await fresh();
       await q.enqueue([event(1), event(2), event(3)]);

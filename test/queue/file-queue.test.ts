@@ -835,16 +835,16 @@ describe('FileQueue at volume', () => {
 });
 
 describe('createQueue', () => {
-  it('opens the file queue in DATA_DIR/queue, and refuses QUEUE_BACKEND=redis clearly', async () => {
+  it('opens the file queue in DATA_DIR/queue, and refuses QUEUE_BACKEND=redis on a Redis it cannot reach, naming REDIS_URL', async () => {
     const dataDir = tempDir();
     const deps = { log: captureLog().log, lifecycle: new Lifecycle() };
     const q = await createQueue(parseConfig({ DATA_DIR: dataDir }), deps);
     await q.enqueue([event(1)]);
     await q.close();
     expect(existsSync(path.join(dataDir, 'queue', 'inbox.jsonl'))).toBe(true);
-    await expect(createQueue(parseConfig({ DATA_DIR: dataDir, QUEUE_BACKEND: 'redis', REDIS_URL: 'redis://127.0.0.1:6379' }), deps)).rejects.toMatchObject({
+    await expect(createQueue(parseConfig({ DATA_DIR: dataDir, QUEUE_BACKEND: 'redis', REDIS_URL: 'redis://127.0.0.1:1' }), deps)).rejects.toMatchObject({
       code: 'CONN_ERR_CONFIG_INVALID',
-      message: expect.stringContaining('not built yet'),
+      message: 'Invalid setting REDIS_URL: cannot reach Redis at 127.0.0.1:1 (ECONNREFUSED)',
     });
   });
 });

@@ -191,7 +191,7 @@ export function leaseConformance(name: string, engine: LeaseEngine): void {
         expect(b.working).toBe(false);
 
         const cutAt = Date.now();
-        proxy.blackhole();
+        proxy.freeze();
         await until('b takes over', () => b.working, TTL * 4);
         const lost = a.events.find((e) => e.what === 'lost');
         const taken = b.events.find((e) => e.what === 'taken');
@@ -205,7 +205,7 @@ export function leaseConformance(name: string, engine: LeaseEngine): void {
         expect((taken?.at ?? Infinity) - cutAt).toBeLessThanOrEqual(TTL + leaseTiming(TTL).pollMs + 400);
 
         // The partition heals: a follows b, never leads beside it.
-        proxy.restore();
+        proxy.thaw();
         await new Promise((r) => setTimeout(r, TTL));
         expect(a.working).toBe(false);
         expect(b.working).toBe(true);
@@ -249,12 +249,12 @@ export function leaseConformance(name: string, engine: LeaseEngine): void {
         let cutAt = 0;
         const run = holdLease({ leases, name: 'backfill:teamwork', holder: 'a', ttlMs: TTL }, (signal) => {
           cutAt = Date.now();
-          proxy.blackhole();
+          proxy.freeze();
           return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
         });
         await expect(run).rejects.toMatchObject({ code: 'CONN_ERR_LEASE_LOST' });
         expect(Date.now() - cutAt).toBeLessThanOrEqual(leaseTiming(TTL).validForMs + 400);
-        proxy.restore();
+        proxy.thaw();
       });
 
       it('gives up waiting when its signal aborts', async () => {

@@ -32,7 +32,7 @@ describe.skipIf(!redis.available)('redis', () => {
   leaseConformance('redis', {
     url: TEST_REDIS_URL,
     target: target(TEST_REDIS_URL, 6379),
-    throughProxy: (url, proxy) => via(url, proxy.host, proxy.port),
+    throughProxy: (url, proxy) => via(url, '127.0.0.1', proxy.port),
     open: async (url, prefix) => new RedisLeases(url, prefix, quiet),
     cleanup: async (prefixes) => {
       const client = new Redis(TEST_REDIS_URL);
@@ -49,7 +49,7 @@ describe.skipIf(!postgres.available)('postgres', () => {
   leaseConformance('postgres', {
     url: TEST_POSTGRES_URL,
     target: target(TEST_POSTGRES_URL, 5432),
-    throughProxy: (url, proxy) => via(url, proxy.host, proxy.port),
+    throughProxy: (url, proxy) => via(url, '127.0.0.1', proxy.port),
     open: async (url, prefix) => new PostgresLeases(url, prefix, quiet),
     cleanup: async (prefixes) => {
       await withPostgresClient(TEST_POSTGRES_URL, (c) => c.query('DELETE FROM connector_engine.leases WHERE prefix = ANY($1)', [prefixes]));
