@@ -345,9 +345,10 @@ class WorkerStart {
   async stop(): Promise<void> {
     this.stopping.abort();
     await this.run;
-    await this.leadership?.stop(); // stops its reconciler, then releases the lease: a follower takes over at once
+    // The reconciler's lease (stop its runs, then give the lease back: a follower takes over at once)
+    // and the dispatcher stop side by side: with the engine away each waits out its own timeout.
+    await Promise.all([this.leadership?.stop(), this.dispatcher?.stop()]);
     await this.reconciler?.stop();
-    await this.dispatcher?.stop();
     await this.leases?.close();
     this.pressure?.close();
     for (const stop of this.stopWatching.splice(0)) stop();

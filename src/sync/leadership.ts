@@ -35,12 +35,14 @@ import { SECOND } from '../retry-policy.ts';
 import type { LeaseAnswer, Leases } from './leases.ts';
 
 /** The intervals of a lease with time to live `ttlMs` (see the header). */
-export function leaseTiming(ttlMs: number): { renewMs: number; retryMs: number; validForMs: number; callTimeoutMs: number; pollMs: number } {
+export function leaseTiming(ttlMs: number): { renewMs: number; retryMs: number; validForMs: number; callTimeoutMs: number; releaseTimeoutMs: number; pollMs: number } {
   return {
     renewMs: ttlMs / 3,
     retryMs: ttlMs / 10,
     validForMs: (ttlMs * 3) / 4,
     callTimeoutMs: ttlMs / 4,
+    // Giving the lease back is a courtesy (it expires anyway): a stop never waits long for it.
+    releaseTimeoutMs: Math.min(ttlMs / 4, 2 * SECOND),
     pollMs: Math.min(ttlMs / 3, 5 * SECOND),
   };
 }
@@ -202,7 +204,7 @@ export class Leadership {
         if (started) await this.options.onLost(reason).catch((err: unknown) => log.error({ err, lease: name }, `stopping the work of the ${name} lease failed: ${describe(err)}`));
         // Still ours in the engine (a renewal that timed out here but arrived there): give it back now
         // rather than after the TTL.
-        await withTimeout(leases.release(name, holder), timing.callTimeoutMs, 'release').catch(() => false);
+        await withTimeout(leases.release(name, holder), timing.releaseTimeoutMs, 'release').catch(() => false);
       } else if (answer !== null && answer.holder !== this.seen) {
         this.seen = answer.holder;
         this.options.onFollowing?.(answer.holder);
@@ -255,7 +257,7 @@ export async function holdLease<T>(options: HoldLeaseOptions, work: (signal: Abo
   } finally {
     renewal.stop();
     signal?.removeEventListener('abort', onOuterAbort);
-    await withTimeout(leases.release(name, holder), timing.callTimeoutMs, 'release').catch(() => false);
+    await withTimeout(leases.release(name, holder), timing.releaseTimeoutMs, 'release').catch(() => false);
   }
 }
 
