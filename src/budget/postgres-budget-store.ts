@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from '../log.ts';
-import { ENGINE_SCHEMA, ensureEngineTables } from '../queue/engine-tables.ts';
+import { ENGINE_SCHEMA, endEnginePool, ensureEngineTables } from '../queue/engine-tables.ts';
 import { ENGINE_TIMEOUT_MS, LEASE_TTL_MS, refusal, type BudgetSpec, type BudgetStore, type BudgetUsage, type Reservation } from './budget-store.ts';
 import { EngineCalls } from './engine-calls.ts';
 import { HeldLeases } from './held-leases.ts';
@@ -147,6 +147,6 @@ export class PostgresBudgetStore implements BudgetStore {
     if (this.closed) return;
     this.closed = true;
     this.leases.stop();
-    await this.pool.end().catch(() => {});
+    await endEnginePool(this.pool);
   }
 }

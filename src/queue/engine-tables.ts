@@ -43,6 +43,17 @@ export function enginePool(url: string, applicationName: string): pg.Pool {
   return pool;
 }
 
+/**
+ * Ends a pool without waiting more than `ms` for it: `pool.end()` waits for every connection in use,
+ * and a query on a connection cut off by a partition never ends, so a graceful stop would never end
+ * either. What is left is dropped with the process.
+ */
+export async function endEnginePool(pool: pg.Pool, ms = 2_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([pool.end().catch(() => {}), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
 /** Creates the schema and tables once per pool (concurrent callers share the first try; a failed try is retried next call). */
 export function ensureEngineTables(pool: pg.Pool): Promise<void> {
   let ready = created.get(pool);

@@ -11,7 +11,7 @@
  */
 import type pg from 'pg';
 import type { Logger } from '../log.ts';
-import { ENGINE_SCHEMA, enginePool, ensureEngineTables } from '../queue/engine-tables.ts';
+import { ENGINE_SCHEMA, endEnginePool, enginePool, ensureEngineTables } from '../queue/engine-tables.ts';
 import type { LeaseAnswer, LeaseHolder, Leases } from './leases.ts';
 
 const TABLE = `${ENGINE_SCHEMA}.leases`;
@@ -68,7 +68,7 @@ export class PostgresLeases implements Leases {
     return row === undefined ? null : { holder: row.holder, expiresInMs: Math.round(row.expires_in_ms) };
   }
 
-  async close(): Promise<void> {
-    await this.pool.end().catch(() => {});
+  close(): Promise<void> {
+    return endEnginePool(this.pool);
   }
 }
