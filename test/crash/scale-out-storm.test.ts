@@ -14,7 +14,7 @@
  * Once with QUEUE_BACKEND=redis and once with QUEUE_BACKEND=postgres.
  *
  * CRASH_KILLS sets the kills per engine (default 10, the CI form; `npm run test:crash` runs 50).
- * CRASH_SEED replays the choice of victims and pauses. QUEUE_LOCK_SECONDS is 5 here, so that the
+ * CRASH_SEED replays the choice of victims and the pauses between kills (not the timing). QUEUE_LOCK_SECONDS is 5 here, so that the
  * events a killed `work` had in hand come back within seconds (the default, 30 s, would make every
  * kill of a `work` cost up to a minute and a half before its events are handed out again).
  * Where network namespaces cannot be made, the hosts run on loopback and the test says so in one line.
@@ -259,7 +259,9 @@ for (const engine of ['redis', 'postgres'] as const) {
         const started = Date.now();
         const net = hosts as Hosts;
         const server = postgres as PrivatePostgres;
+        // The kills' pauses and victims from one generator; the senders' choice of serve from another.
         const rand = seeded(SEED + (engine === 'redis' ? 0 : 1));
+        const spread = seeded(SEED + (engine === 'redis' ? 2 : 3));
         const note = `seed ${SEED} (replay with CRASH_SEED=${SEED}); hosts on ${net.mode}`;
         const databaseUrl = await createDatabase(server, `storm_${engine}`);
         const queueUrl = engine === 'redis' ? (redis as PrivateRedis).url : await createDatabase(server, `storm_${engine}_queue`);
@@ -299,7 +301,7 @@ for (const engine of ['redis', 'postgres'] as const) {
 
         const tally: Tally = { next: 1, acked: new Map(), ackedBy: new Map(), refused503: 0, cut: 0, unexpected: [], latencies: [] };
         let over = false;
-        const senders = Array.from({ length: STREAMS }, () => stream(serves, tally, rand, () => over));
+        const senders = Array.from({ length: STREAMS }, () => stream(serves, tally, spread, () => over));
 
         // The storm: a pause, a random member that is up killed, and restarted in the background.
         const kills = new Map<string, number>();
