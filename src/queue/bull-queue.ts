@@ -469,11 +469,16 @@ export class BullQueue implements Queue {
     return hand;
   }
 
+  /**
+   * Forgets a settled event here and gives its entity back, waiting for the engine no longer than the
+   * other calls (a release given up on still runs once the engine answers; a lock never released
+   * expires on Redis and ends with the session on PostgreSQL).
+   */
   private async settled(eventId: string, hand: InHand): Promise<void> {
     this.inHand.delete(eventId);
     if (hand.entity === null) return;
     this.held.delete(hand.entity);
-    await this.locks.release(hand.entity).catch((err: unknown) => this.engineError(err as Error));
+    await this.withTimeout(this.locks.release(hand.entity), 'entity release').catch((err: unknown) => this.engineError(err as Error));
   }
 
   /**
