@@ -14,7 +14,7 @@ import { ConnectorError } from './errors.ts';
 export interface StartupFailure {
   /** One line, no trailing newline. */
   line: string;
-  /** 2: a setting is wrong or names something not built; 1: anything else. */
+  /** 2: a setting is wrong (or names an engine that does not answer); 1: anything else. */
   exitCode: 1 | 2;
 }
 
