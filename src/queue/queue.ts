@@ -28,7 +28,7 @@
  * - BullMQ on Redis or PostgreSQL (any number of processes and hosts; src/queue/bull-queue.ts): every
  *   worker claims; an event passed over for a busy entity is set aside for a moment and loses its place
  *   (BullMQ cannot skip a job and keep it at the head); `waitForWork` asks the engine a few times a
- *   second; an event claimed by a process that died comes back when its lock expires (30 s), not at
+ *   second; an event claimed by a process that died comes back when its lock expires (QUEUE_LOCK_SECONDS), not at
  *   the next start; `enqueue` fails within 3 s with CONN_ERR_QUEUE_UNAVAILABLE while the engine is away.
  *
  * No backend type crosses this contract.
