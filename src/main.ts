@@ -40,7 +40,7 @@ import type { BudgetStore } from './budget/budget-store.ts';
 import { createBudgetStore } from './budget/create-budget-store.ts';
 import type { Source } from './sources/source.ts';
 import type { VendorState } from './http/rate-limiter.ts';
-import { HOUR, MINUTE, SECOND } from './retry-policy.ts';
+import { HOUR, MINUTE, SECOND, sleep } from './retry-policy.ts';
 import { CheckpointStore } from './sync/checkpoints.ts';
 import { Reconciler } from './sync/reconciler.ts';
 import { Leadership, leaseTiming } from './sync/leadership.ts';
@@ -522,19 +522,6 @@ function vendorHealth(state: VendorState): Record<string, unknown> {
   return { state: state.state, since: new Date(state.since).toISOString(), until: new Date(state.until).toISOString(), reason: state.reason };
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done);
-  });
-}
 
 function firstLine(text: string): string {
   return text.split('\n', 1)[0]?.trim() ?? '';

@@ -66,6 +66,7 @@ import { ConnectorError, type ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
 import { SOURCE_NAMES, checkQueueEvent, eventJson, type QueueEvent, type SourceName } from '../model.ts';
+import { sleep } from '../retry-policy.ts';
 import { PostgresEntityLocks, RedisEntityLocks, type EntityLocks } from './entity-locks.ts';
 import type { ClaimOptions, ClaimedEvent, DeadLetter, DeadLetterFilter, Queue, QueueStats, RetryOptions } from './queue.ts';
 
@@ -694,15 +695,3 @@ function toDeadLetter(job: Job<JobData>): DeadLetter {
   return { event: toEvent(data), attempts: dead.attempts, error: dead.error, firstAttemptAt: data.firstAttemptAt, deadLetteredAt: dead.at };
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}

@@ -81,6 +81,8 @@ export class PostgresEntityLocks implements EntityLocks {
     private readonly log: Logger,
   ) {}
 
+  private chain: Promise<unknown> = Promise.resolve();
+
   private session(): Promise<pg.Client> {
     if (this.client !== null) return Promise.resolve(this.client);
     this.connecting ??= this.connect().then(
@@ -101,9 +103,19 @@ export class PostgresEntityLocks implements EntityLocks {
     return this.connecting;
   }
 
+  /**
+   * One query at a time on the session: pg queues concurrent queries on one client itself, but that is
+   * deprecated (pg 9 removes it), and the lanes of a worker lock and unlock at the same moments.
+   */
+  private serially<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(work, work);
+    this.chain = next.catch(() => {});
+    return next;
+  }
+
   async tryLock(entity: string): Promise<boolean> {
     const client = await this.session();
-    const { rows } = await client.query<{ locked: boolean }>('select pg_try_advisory_lock(hashtextextended($1, 0)) as locked', [`${this.prefix}:${entity}`]);
+    const { rows } = await this.serially(() => client.query<{ locked: boolean }>('select pg_try_advisory_lock(hashtextextended($1, 0)) as locked', [`${this.prefix}:${entity}`]));
     return rows[0]?.locked === true;
   }
 
@@ -114,7 +126,7 @@ export class PostgresEntityLocks implements EntityLocks {
   async release(entity: string): Promise<void> {
     const client = this.client;
     if (client === null) return; // the session is gone, and its locks with it
-    await client.query('select pg_advisory_unlock(hashtextextended($1, 0))', [`${this.prefix}:${entity}`]);
+    await this.serially(() => client.query('select pg_advisory_unlock(hashtextextended($1, 0))', [`${this.prefix}:${entity}`]));
   }
 
   async close(): Promise<void> {

@@ -31,7 +31,7 @@
  */
 import { ConnectorError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { SECOND } from '../retry-policy.ts';
+import { SECOND, sleep } from '../retry-policy.ts';
 import type { LeaseAnswer, Leases } from './leases.ts';
 
 /** The intervals of a lease with time to live `ttlMs` (see the header). */
@@ -274,19 +274,6 @@ async function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promi
   }
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted === true) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
