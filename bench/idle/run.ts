@@ -73,7 +73,7 @@ async function measure(name: string, command: string, args: string[]): Promise<{
     }
   }
   await new Promise((resolve) => child.once('exit', resolve));
-  rmSync(dir, { recursive: true, force: true });
+  rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 }); // npm may exit before the node it started has closed its files
   return { name, mb: Math.round(kib / 1024), processes: pids.length };
 }
 
