@@ -79,6 +79,7 @@ describe('SIGKILL after the 200', () => {
     for (let round = 0; round < 3; round++) {
       const connector = await spawnConnector({ cwd, env });
       running.push(connector);
+      const before = acknowledged.length;
       const sends = Array.from({ length: 20 }, (_, i) => 10_000 + round * 100 + i).map(async (id) => {
         try {
           if ((await deliver(connector.url, id)) === 200) acknowledged.push(String(id));
@@ -86,7 +87,11 @@ describe('SIGKILL after the 200', () => {
           // the kill may cut a request off before its answer: not acknowledged, no promise made
         }
       });
-      await new Promise((r) => setTimeout(r, 30 + round * 20));
+      // Mid-stream: once the first of the round is acknowledged (a loaded machine may take longer than
+      // a fixed delay to answer any), then a little later, while the others are in flight.
+      const deadline = Date.now() + 10_000;
+      while (acknowledged.length === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 5 + round * 10));
       connector.kill('SIGKILL');
       await Promise.all(sends);
       await connector.exited;
