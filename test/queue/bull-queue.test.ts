@@ -105,7 +105,9 @@ for (const engine of engines) {
         }
 
         let gotAllAt = 0;
-        while (Date.now() - killedAt < 3 * lockMs) {
+        // About twice the lock time (one stalled check marks, the next moves); a loaded CI run has
+        // needed more, so the wait and the bound leave room up to four times.
+        while (Date.now() - killedAt < 5 * lockMs) {
           for (const c of await q.claim({ limit: 10 })) {
             got.add(c.event.id);
             await q.ack(c.event.id);
@@ -118,7 +120,7 @@ for (const engine of engines) {
         }
         expect([...got].sort()).toEqual(['a1', 'a2', 'b1']);
         expect(gotAllAt - killedAt).toBeGreaterThanOrEqual(lockMs - 1_000);
-        expect(gotAllAt - killedAt).toBeLessThan(2 * lockMs + 3_000);
+        expect(gotAllAt - killedAt).toBeLessThan(4 * lockMs);
         expect((await q.stats()).deadLettered).toBe(0);
       }, 40_000);
     });
