@@ -4,7 +4,7 @@
  * others still run. Components emit; nothing emitted here changes what the emitter does next.
  */
 import type { ErrorRecord } from './errors.ts';
-import type { SourceName } from './model.ts';
+import type { QueueEvent, RowRef, SourceName } from './model.ts';
 
 export interface LifecycleEvents {
   'delivery:accepted': { source: SourceName; events: number; eventType?: string };
@@ -14,13 +14,22 @@ export interface LifecycleEvents {
   /** A line that clients can cause was left out of the log (src/server/sampled-log.ts). */
   'log:suppressed': { reason: string };
   'queue:appended': { count: number };
-  'event:succeeded': { source: SourceName; eventId: string; attempt: number; records: number; durationMs: number };
+  /** A worker lane claimed events (at least one); `sources` is the lane's, null for every source. */
+  'events:claimed': { count: number; sources: readonly SourceName[] | null };
+  /** `event` is the queue's object itself (not a copy): listeners must not change it. */
+  'event:succeeded': { source: SourceName; eventId: string; attempt: number; records: number; durationMs: number; event: QueueEvent; rows: RowRef[] };
   'db:written': { backend: string; events: number; written: number; stale: number };
-  'event:retrying': { source: SourceName; eventId: string; attempt: number; delayMs: number; error: ErrorRecord };
-  'event:dead-lettered': { source: SourceName; eventId: string; attempt: number; error: ErrorRecord };
+  /** `spent` false: the attempt did not count (the vendor was paused or down). */
+  'event:retrying': { source: SourceName; eventId: string; attempt: number; delayMs: number; error: ErrorRecord; event: QueueEvent; spent: boolean };
+  'event:dead-lettered': { source: SourceName; eventId: string; attempt: number; error: ErrorRecord; event: QueueEvent };
   'backfill:page': { source: SourceName; events: number; newestUpdate: string | null };
   'backfill:done': { source: SourceName; events: number; pages: number; durationMs: number };
   'backfill:failed': { source: SourceName; error: ErrorRecord };
+  /**
+   * A reconciliation judged the changes it found (src/sync/missed-webhooks.ts): of `judged` changes
+   * older than the grace time, `missed` were newer than the database held, so no webhook had brought them.
+   */
+  'reconcile:judged': { source: SourceName; judged: number; missed: number };
   'shutdown:start': { signal: string };
   /** A vendor's state changed (src/http/rate-limiter.ts): paused by it, taken for down, or ok again. */
   'vendor:state': { source: SourceName; state: 'ok' | 'paused' | 'unavailable'; previous: 'ok' | 'paused' | 'unavailable'; until?: string; reason?: string };

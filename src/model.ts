@@ -293,3 +293,20 @@ export interface Changes {
 export function noChanges(): Changes {
   return { tasks: [], emails: [], deletedTasks: [], deletedEmails: [] };
 }
+
+/** A row that a change writes: which table, which id, and whether it marks the row deleted. */
+export interface RowRef {
+  table: 'tasks' | 'emails';
+  id: string;
+  deleted: boolean;
+}
+
+/** The rows `changes` writes, in the order the database applies them (upserts, then deletions). */
+export function rowRefs(changes: Changes): RowRef[] {
+  return [
+    ...changes.tasks.map((t) => ({ table: 'tasks' as const, id: t.id, deleted: t.deleted })),
+    ...changes.emails.map((e) => ({ table: 'emails' as const, id: e.id, deleted: e.deleted })),
+    ...changes.deletedTasks.map((d) => ({ table: 'tasks' as const, id: d.id, deleted: true })),
+    ...changes.deletedEmails.map((d) => ({ table: 'emails' as const, id: d.id, deleted: true })),
+  ];
+}

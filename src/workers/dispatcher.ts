@@ -67,7 +67,7 @@ import { ConnectorError, toErrorRecord, type ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
 import type { Changes, SourceName } from '../model.ts';
-import { noChanges, SOURCE_NAMES } from '../model.ts';
+import { noChanges, rowRefs, SOURCE_NAMES } from '../model.ts';
 import type { ClaimedEvent, Queue } from '../queue/queue.ts';
 import { calculateDelay, SECOND } from '../retry-policy.ts';
 import type { Database, WriteResult } from '../db/database.ts';
@@ -307,6 +307,7 @@ export class Dispatcher {
         await this.orStop(this.options.queue.waitForWork(this.idleWaitMs, { sources: spec.sources }));
         continue;
       }
+      this.options.lifecycle.emit('events:claimed', { count: claimed.length, sources: spec.sources });
       const keys = claimed.map((c) => c.event.entityKey).filter((k): k is string => k !== null);
       for (const key of keys) this.busyKeys.add(key);
       try {
@@ -433,7 +434,8 @@ export class Dispatcher {
         const { event, attempt } = h.claimed;
         if (!(await this.settle(() => this.options.queue.ack(event.id), 'ack', log)).ok) return null;
         const durationMs = Date.now() - h.startedAt;
-        this.options.lifecycle.emit('event:succeeded', { source: event.source, eventId: event.id, attempt, records: countRecords(h.changes), durationMs });
+        const rows = rowRefs(h.changes);
+        this.options.lifecycle.emit('event:succeeded', { source: event.source, eventId: event.id, attempt, records: rows.length, durationMs, event, rows });
         if (handled.length > 1) log.debug({ eventId: event.id, attempt, type: event.type, durationMs }, 'event processed');
         return event.id;
       }),
@@ -476,7 +478,7 @@ export class Dispatcher {
       await this.deadLetter(claimed, why, 'could not retry the event; dead-lettered instead', log);
       return;
     }
-    this.options.lifecycle.emit('event:retrying', { source: event.source, eventId: event.id, attempt, delayMs, error });
+    this.options.lifecycle.emit('event:retrying', { source: event.source, eventId: event.id, attempt, delayMs, error, event, spent: true });
     log.warn({ code: error.code, err: error.message, delayMs, type: event.type }, 'event failed; will retry');
   }
 
@@ -490,7 +492,7 @@ export class Dispatcher {
     const delayMs = Math.max(0, error.retryAfterMs ?? this.retryDelay(1, undefined)) + Math.round(this.random() * 250);
     const retried = await this.settle(() => this.options.queue.retry(event.id, error, { delayMs, spendAttempt: false }), 'retry', log);
     if (!retried.ok) return; // left claimed and unacked: handed out again after a restart
-    this.options.lifecycle.emit('event:retrying', { source: event.source, eventId: event.id, attempt, delayMs, error });
+    this.options.lifecycle.emit('event:retrying', { source: event.source, eventId: event.id, attempt, delayMs, error, event, spent: false });
     log.debug({ code: error.code, err: error.message, delayMs, type: event.type }, 'the vendor cannot be asked now; the event waits in the queue, spending no attempt');
   }
 
@@ -507,7 +509,7 @@ export class Dispatcher {
       }
       return;
     }
-    this.options.lifecycle.emit('event:dead-lettered', { source: event.source, eventId: event.id, attempt, error });
+    this.options.lifecycle.emit('event:dead-lettered', { source: event.source, eventId: event.id, attempt, error, event });
     log.error({ code: error.code, err: error.message, type: event.type }, message);
   }
 
@@ -591,10 +593,6 @@ function merge(all: readonly Changes[]): Changes {
     merged.deletedEmails.push(...c.deletedEmails);
   }
   return merged;
-}
-
-function countRecords(changes: Changes): number {
-  return changes.tasks.length + changes.emails.length + changes.deletedTasks.length + changes.deletedEmails.length;
 }
 
 function unknownSource(name: string): ConnectorError {
