@@ -42,6 +42,7 @@ import type { Source } from './sources/source.ts';
 import type { VendorState } from './http/rate-limiter.ts';
 import { HOUR, MINUTE, SECOND, sleep } from './retry-policy.ts';
 import { CheckpointStore } from './sync/checkpoints.ts';
+import { MissedWebhooks } from './sync/missed-webhooks.ts';
 import { Reconciler } from './sync/reconciler.ts';
 import { Leadership, leaseTiming } from './sync/leadership.ts';
 import { createLeases, holderId, RECONCILER_LEASE, type Leases } from './sync/leases.ts';
@@ -483,7 +484,16 @@ class WorkerStart {
       log,
       intervalMs: reconcileEveryMs,
       onStart: config.BACKFILL_ON_START,
-      deps: { queue, checkpoints: new CheckpointStore(db, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS },
+      deps: {
+        queue,
+        checkpoints: new CheckpointStore(db, config.checkpointDir),
+        lifecycle,
+        log,
+        overlapSeconds: config.BACKFILL_OVERLAP_SECONDS,
+        initialHours: config.BACKFILL_INITIAL_HOURS,
+        // With POLLING_ONLY every change comes by reconciliation: nothing is a missed webhook.
+        ...(config.POLLING_ONLY ? {} : { missedWebhooks: new MissedWebhooks({ db, queue, lifecycle, log: log.child({ component: 'reconciler' }), graceMs: config.MISSED_WEBHOOKS_GRACE_SECONDS * SECOND }) }),
+      },
       ...(runLease === undefined ? {} : { runLease }),
     });
   }

@@ -88,7 +88,7 @@ export interface EventDetail extends EventSummary {
 
 /** Recent events of this process, and what the queue still holds. */
 export interface ActivityProvider {
-  sources(): SourceOverview[];
+  sources(): Promise<SourceOverview[]>;
   queueHistory(): QueueSample[];
   /** Newest first; `query` matches an event id, an entity key or id (task id, conversation id), or a row id (message id). */
   events(options: { query?: string; source?: SourceName; limit: number }): Promise<EventSummary[]>;
