@@ -13,4 +13,9 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  {
+    // The console's pages (src/server/console/assets/): plain browser JavaScript, no build step.
+    files: ['src/server/console/assets/**/*.js'],
+    languageOptions: { sourceType: 'script', globals: { window: 'readonly', document: 'readonly', Node: 'readonly', FormData: 'readonly' } },
+  },
 );

@@ -187,9 +187,10 @@
 
   class ApiError extends Error {
     constructor(status, body) {
-      super(body?.error?.message ?? `HTTP ${status}`);
+      // Errors come as { error: CODE, message } (older shape: { error: { code, message } }).
+      super(body?.message ?? body?.error?.message ?? `HTTP ${status}`);
       this.status = status;
-      this.code = body?.error?.code;
+      this.code = typeof body?.error === 'string' ? body.error : body?.error?.code;
     }
   }
   async function api(path, options = {}) {
@@ -206,7 +207,7 @@
       throw new ApiError(401, { error: { message: 'not logged in' } });
     }
     const text = await response.text();
-    let body = null;
+    let body;
     try { body = text === '' ? null : JSON.parse(text); } catch { body = null; }
     if (!response.ok) throw new ApiError(response.status, body);
     return body;
@@ -509,7 +510,10 @@
     root.append(actions);
 
     const all = h('input', { type: 'checkbox', id: 'dl-all', 'aria-label': 'Select all shown', checked: letters.length > 0 && count === letters.length, onchange: (e) => {
-      for (const d of letters) e.target.checked ? state.selected.add(letterId(d)) : state.selected.delete(letterId(d));
+      for (const d of letters) {
+        if (e.target.checked) state.selected.add(letterId(d));
+        else state.selected.delete(letterId(d));
+      }
       rerender();
     } });
     const headers = [{ label: all }, { label: 'Dead-lettered' }, { label: 'Source' }, { label: 'Type', narrow: true }, { label: 'Entity' }, { label: 'Error' }, { label: 'Attempts', num: true, narrow: true }];
@@ -517,7 +521,8 @@
     root.append(table(`Dead letters: ${shown}`, headers, letters.map((d) => {
       const id = letterId(d);
       const box = h('input', { type: 'checkbox', 'aria-label': `Select ${id}`, checked: state.selected.has(id), onchange: (e) => {
-        e.target.checked ? state.selected.add(id) : state.selected.delete(id);
+        if (e.target.checked) state.selected.add(id);
+        else state.selected.delete(id);
         rerender();
       } });
       return h('tr', { 'data-id': id },
@@ -604,6 +609,10 @@
       h('button.primary', { type: 'submit' }, 'Start backfill')));
     root.append(form);
     root.append(h('h2', {}, 'Jobs'));
+    if (data?.available === false) {
+      form.querySelector('button[type="submit"]').disabled = true;
+      form.append(h('p', {}, outcome2('✗', 'Not available here:', 'o-bad'), ' this process has no database to keep checkpoints in; run `npm run backfill` where the worker runs.'));
+    }
     if (jobs.length === 0) root.append(h('p.muted', {}, 'No backfill started from the console since this process started.'));
     const list = h('div');
     for (const job of jobs) list.append(renderJob(job));
@@ -612,16 +621,18 @@
   }
   function renderJob(job) {
     const id = `job-${job.id ?? job.source}`;
-    const fraction = typeof job.fraction === 'number' ? job.fraction : typeof job.progress?.fraction === 'number' ? job.progress.fraction : null;
+    const fraction = typeof job.fraction === 'number' ? job.fraction : null;
     const pct = job.state === 'done' ? 100 : fraction === null ? null : Math.round(fraction * 100);
-    const pages = job.pages ?? job.progress?.pages ?? 0;
-    const events = job.events ?? job.progress?.events ?? 0;
+    const full = job.request?.full ?? job.full;
+    const asked = job.request?.since ?? null;
     const bar = h('progress', { id: `${id}-bar`, max: '100', 'aria-labelledby': `${id}-label`, value: pct === null ? undefined : String(pct) });
     return h('section.card.job', { 'data-source': job.source, 'data-state': job.state },
-      h('h3', { id: `${id}-label` }, `${job.source}${job.full ? ' (full)' : job.since ? ` since ${job.since}` : ''}: `, outcome(job.state), pct === null ? '' : ` ${pct}%`),
+      h('h3', { id: `${id}-label` }, `Backfill of ${job.source}${full ? ' (full)' : asked ? ` since ${asked}` : ' from the checkpoint'}: `, outcome(job.state), pct === null ? '' : ` ${pct}%`),
       bar,
       facts([
-        ['Pages', num(pages)], ['Events queued', num(events)], ['Started', time(job.startedAt)], ['Finished', job.finishedAt ? time(job.finishedAt) : undefined],
+        ['Pages', num(job.pages ?? 0)], ['Events queued', num(job.events ?? 0)], ['Window starts', job.since ? time(job.since) : full ? 'the beginning' : 'being resolved'],
+        ['Reached', job.newestUpdate ? time(job.newestUpdate) : undefined], ['Waiting for', job.waitingFor ? `another process's backfill (${job.waitingFor})` : undefined],
+        ['Started', time(job.startedAt)], ['Finished', job.finishedAt ? time(job.finishedAt) : undefined],
         ['Error', job.error ? (typeof job.error === 'string' ? job.error : errorText(job.error)) : undefined],
       ]));
   }
