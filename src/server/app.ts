@@ -21,6 +21,7 @@ import type { Queue } from '../queue/queue.ts';
 import type { Delivery, Source } from '../sources/source.ts';
 import { DEFAULT_HTTP_LIMITS, installHttpLimits, serverOptions, type HttpLimits } from './limits.ts';
 import { createMetrics } from './metrics.ts';
+import { registerConsole, type ConsoleOptions } from './console/routes.ts';
 import type { ReplayWindow } from './replay-window.ts';
 import { SampledLog } from './sampled-log.ts';
 
@@ -42,6 +43,8 @@ export interface AppOptions {
   limits?: Partial<HttpLimits>;
   /** Lines per minute and reason about refused deliveries (LOG_REFUSALS_PER_MINUTE). Default 10. */
   refusalLinesPerMinute?: number;
+  /** The operator console under /dashboard (src/server/console/routes.ts); absent or without adminToken: every /dashboard URL answers 404. */
+  console?: ConsoleOptions;
 }
 
 /** HTTP status for each error code a delivery can be refused with. */
@@ -138,6 +141,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return reply.code(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unhealthy', queue: queueFacts, ...details });
   });
   app.get('/health/live', async () => ({ status: 'ok' }));
+
+  await registerConsole(app, options.console, { log, queue, ...(options.healthDetails === undefined ? {} : { healthDetails: options.healthDetails }) });
 
   for (const source of options.sources) {
     await app.register(async (scope) => {

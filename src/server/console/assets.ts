@@ -16,6 +16,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { consoleSessionOf } from './auth.ts';
 
 /** The files served under `<prefix>/assets/`, with their media types. */
 const FILES = {
@@ -48,8 +49,9 @@ export const CONTENT_SECURITY_POLICY = [
 
 export interface AssetOptions {
   /**
-   * The CSRF token of the request's session, embedded in the page as `<meta name="csrf-token">`; an
-   * empty string (or no function) leaves it empty, and the page then asks `GET <prefix>/api/session`.
+   * The CSRF token of the request's session, embedded in the page as `<meta name="csrf-token">`. Default:
+   * the session the console's access check found (auth.ts); an empty string leaves it empty, and the
+   * page then asks `GET <prefix>/api/session`.
    */
   csrfToken?: (request: FastifyRequest) => string | Promise<string>;
 }
@@ -83,7 +85,7 @@ export async function registerAssets(scope: FastifyInstance, options: AssetOptio
   }
 
   scope.get('/', async (request, reply) => {
-    const token = options.csrfToken === undefined ? '' : await options.csrfToken(request);
+    const token = options.csrfToken === undefined ? (consoleSessionOf(request)?.csrfToken ?? '') : await options.csrfToken(request);
     return reply
       .type('text/html; charset=utf-8')
       .header('cache-control', 'no-store')
