@@ -70,7 +70,7 @@ export interface EventSummary {
   entityKey: string | null;
   origin: EventOrigin;
   receivedAt: string;
-  /** The latest outcome: `pending` or `in-flight` for events still in the queue and not yet tried here. */
+  /** The latest outcome; `pending` for an event still in the queue and not yet tried in this process. */
   outcome: 'ok' | 'retrying' | 'waiting-for-vendor' | 'dead-lettered' | 'pending';
   attempts: number;
   /** The latest attempt's duration, ms. */
