@@ -14,12 +14,13 @@
  * docs/console.md.
  */
 import type { Database } from '../db/database.ts';
+import type { ActivityBoard, ActivityReport, ReportedEvent, SourceReport } from './activity-board.ts';
 import type { ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { QueueEvent, RowRef, SourceName } from '../model.ts';
 import type { Queue } from '../queue/queue.ts';
 import { MINUTE } from '../retry-policy.ts';
-import type { ActivityProvider, EventAttempt, EventDetail, EventSummary, MinuteSeries, QueueSample, ReconciliationSummary, SourceOverview } from '../server/console/data.ts';
+import type { ActivityProvider, EventAttempt, EventDetail, EventSummary, MinuteSeries, ProcessSummary, QueueSample, ReconciliationSummary, SourceOverview } from '../server/console/data.ts';
 import type { Source } from '../sources/source.ts';
 
 /** Events remembered by default. */
@@ -30,6 +31,10 @@ const MAX_HISTORY = 20;
 const QUEUE_LOOK = 500;
 /** Queue samples: one every 30 s, an hour of them. */
 const DEFAULT_SAMPLE_EVERY_MS = 30_000;
+/** Events a process posts to the board (the newest). */
+const REPORTED_EVENTS = 200;
+/** How long a read of the board is reused, ms. */
+const BOARD_READ_REUSE_MS = 1_000;
 const HOUR_MS = 60 * MINUTE;
 
 export interface ActivityOptions {
@@ -40,8 +45,15 @@ export interface ActivityOptions {
   database: () => Database | null;
   /** Redacts secrets from a payload before it is shown. */
   redact: (payload: unknown) => unknown;
+  /**
+   * Where this process posts its report and reads the others' (src/admin/activity-board.ts), with this
+   * process's id and role; none: the console shows this process alone.
+   */
+  board?: { board: ActivityBoard; id: string; role: ActivityReport['role'] };
   capacity?: number;
   sampleEveryMs?: number;
+  /** How often the report is posted, ms. Default 2 s. */
+  postEveryMs?: number;
   now?: () => number;
 }
 
@@ -64,7 +76,7 @@ class MinuteCounts {
 
   /** Oldest first, the current minute last. */
   series(): MinuteSeries {
-    const current = Math.floor(this.now() / MINUTE);
+    const current = currentMinute(this.now);
     const out: number[] = [];
     for (let minute = current - 59; minute <= current; minute++) {
       const slot = ((minute % 60) + 60) % 60;
@@ -107,15 +119,22 @@ export class Activity implements ActivityProvider {
   private readonly samples: QueueSample[] = [];
   private readonly stops: Array<() => void> = [];
   private readonly sampleEveryMs: number;
-  private timer: NodeJS.Timeout | null = null;
+  private readonly startedAt: number;
+  private lastClaimAt: number | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private boardRead: { at: number; reports: Promise<ActivityReport[]> } | null = null;
 
   constructor(private readonly options: ActivityOptions) {
     this.now = options.now ?? Date.now;
     this.capacity = options.capacity ?? DEFAULT_CAPACITY;
     this.sampleEveryMs = options.sampleEveryMs ?? DEFAULT_SAMPLE_EVERY_MS;
+    this.startedAt = this.now();
     for (const source of options.sources) this.perSource.set(source.name, this.newSource());
     const { lifecycle } = options;
     this.stops.push(
+      lifecycle.on('events:claimed', () => {
+        this.lastClaimAt = this.now();
+      }),
       lifecycle.on('delivery:accepted', ({ source }) => {
         const s = this.source(source);
         s.lastDeliveryAt = this.now();
@@ -159,34 +178,75 @@ export class Activity implements ActivityProvider {
     );
   }
 
-  /** Starts sampling the queue (one sample now, then every `sampleEveryMs`). */
+  /** Starts sampling the queue (one sample now, then every `sampleEveryMs`) and posting to the board. */
   start(): void {
-    if (this.timer !== null) return;
+    if (this.timers.length > 0) return;
     void this.sample();
-    this.timer = setInterval(() => void this.sample(), this.sampleEveryMs);
-    this.timer.unref();
+    this.timers.push(setInterval(() => void this.sample(), this.sampleEveryMs));
+    if (this.options.board !== undefined) {
+      void this.post();
+      this.timers.push(setInterval(() => void this.post(), this.options.postEveryMs ?? 2_000));
+    }
+    for (const timer of this.timers) timer.unref();
   }
 
-  close(): void {
-    if (this.timer !== null) clearInterval(this.timer);
-    this.timer = null;
+  /** Stops the timers and listeners, and takes this process's report off the board. */
+  async close(): Promise<void> {
+    for (const timer of this.timers.splice(0)) clearInterval(timer);
     for (const stop of this.stops.splice(0)) stop();
+    const board = this.options.board;
+    if (board !== undefined) {
+      await board.board.remove(board.id).catch(() => {});
+      await board.board.close().catch(() => {});
+    }
   }
 
+  /** The processes posting to the board (this one first), or this one alone without a board. */
+  async processes(): Promise<ProcessSummary[]> {
+    const own: ProcessSummary = { id: this.options.board?.id ?? `${process.pid}`, role: this.options.board?.role ?? 'start', startedAt: iso(this.startedAt), at: iso(this.now()), lastClaimAt: this.lastClaimAt === null ? null : iso(this.lastClaimAt), self: true };
+    const others = (await this.others()).map((r): ProcessSummary => ({ id: r.id, role: r.role, startedAt: r.startedAt, at: r.at, lastClaimAt: r.lastClaimAt, self: false }));
+    return [own, ...others];
+  }
+
+  /** This process's report, as posted to the board. */
+  report(): ActivityReport {
+    const minute = currentMinute(this.now);
+    const sources: SourceReport[] = [...this.perSource].map(([name, s]) => ({
+      name,
+      lastDeliveryAt: s.lastDeliveryAt === null ? null : iso(s.lastDeliveryAt),
+      minute,
+      perMinute: { deliveries: s.deliveries.series(), events: s.events.series(), failed: s.failed.series(), missed: s.missed.series() },
+      missedTotal: s.missedTotal,
+      reconciliation: s.reconciliation,
+    }));
+    const events: ReportedEvent[] = [...this.recent.values()].slice(-REPORTED_EVENTS).reverse().map((e) => ({ ...summary(e), history: e.history, rows: e.rows }));
+    const board = this.options.board;
+    return { id: board?.id ?? `${process.pid}`, role: board?.role ?? 'start', at: iso(this.now()), startedAt: iso(this.startedAt), lastClaimAt: this.lastClaimAt === null ? null : iso(this.lastClaimAt), sources, events };
+  }
+
+  /** Each source, over every process posting to the board: counts added up, the newest of the rest. */
   async sources(): Promise<SourceOverview[]> {
     const db = this.options.database();
+    const minute = currentMinute(this.now);
+    const reports = [this.report(), ...(await this.others())];
     return Promise.all(
       this.options.sources.map(async (source): Promise<SourceOverview> => {
-        const s = this.source(source.name);
+        const parts = reports.flatMap((r) => r.sources.filter((p) => p.name === source.name));
+        const sum = (pick: (p: SourceReport) => readonly number[]) => {
+          const out = new Array<number>(60).fill(0);
+          for (const p of parts) addSeries(out, minute, pick(p), p.minute);
+          return out;
+        };
+        const newest = <T>(values: Array<T | null>, key: (v: T) => string) => values.filter((v): v is T => v !== null).sort((x, y) => (key(x) < key(y) ? 1 : -1))[0] ?? null;
         const vendor = source.vendor?.status();
         return {
           name: source.name,
           apiConfigured: source.apiConfigured,
-          lastDeliveryAt: s.lastDeliveryAt === null ? null : iso(s.lastDeliveryAt),
-          perMinute: { deliveries: s.deliveries.series(), events: s.events.series(), failed: s.failed.series() },
-          reconciliation: s.reconciliation,
-          checkpoint: await this.checkpoint(db, source.name, s),
-          missedWebhooks: { lastHour: s.missed.lastHour(), total: s.missedTotal },
+          lastDeliveryAt: newest(parts.map((p) => p.lastDeliveryAt), (v) => v),
+          perMinute: { deliveries: sum((p) => p.perMinute.deliveries), events: sum((p) => p.perMinute.events), failed: sum((p) => p.perMinute.failed) },
+          reconciliation: newest(parts.map((p) => p.reconciliation), (r) => r.finishedAt),
+          checkpoint: await this.checkpoint(db, source.name, this.source(source.name)),
+          missedWebhooks: { lastHour: sum((p) => p.perMinute.missed).reduce((x, y) => x + y, 0), total: parts.reduce((n, p) => n + p.missedTotal, 0) },
           vendor:
             vendor === undefined
               ? null
@@ -202,23 +262,22 @@ export class Activity implements ActivityProvider {
     return [...this.samples];
   }
 
+  /** Newest first: the queue's waiting events, and what this process and the others posting to the board worked on. */
   async events(options: { query?: string; source?: SourceName; limit: number }): Promise<EventSummary[]> {
     const query = options.query?.trim() ?? '';
     const limit = Math.max(1, options.limit);
-    const matches = (event: QueueEvent, rows: readonly RowRef[]) =>
+    const matches = (event: Pick<QueueEvent, 'id' | 'source' | 'entityKey'>, rows: readonly RowRef[]) =>
       (options.source === undefined || event.source === options.source) && (query === '' || matchesQuery(event, rows, query));
     const out: EventSummary[] = [];
     const seen = new Set<string>();
-    // The queue's waiting events first (they are the newest arrivals), then what was worked on here.
-    for (const event of await this.waiting()) {
-      if (this.recent.has(event.id) || !matches(event, [])) continue;
+    const add = (event: EventSummary) => {
+      if (seen.has(event.id)) return;
       seen.add(event.id);
-      out.push(pendingSummary(event));
-    }
-    for (const entry of [...this.recent.values()].reverse()) {
-      if (seen.has(entry.event.id) || !matches(entry.event, entry.rows)) continue;
-      out.push(summary(entry));
-    }
+      out.push(event);
+    };
+    for (const entry of [...this.recent.values()].reverse()) if (matches(entry.event, entry.rows)) add(summary(entry));
+    for (const report of await this.others()) for (const event of report.events) if (matches(event, event.rows)) add(withoutHistory(event));
+    for (const event of await this.waiting()) if (matches(event, [])) add(pendingSummary(event));
     out.sort((a, b) => (a.receivedAt < b.receivedAt ? 1 : a.receivedAt > b.receivedAt ? -1 : 0));
     return out.slice(0, limit);
   }
@@ -229,8 +288,15 @@ export class Activity implements ActivityProvider {
       return { ...summary(entry), payload: this.options.redact(entry.event.payload), history: [...entry.history], rows: await this.rows(entry.rows) };
     }
     const waiting = (await this.waiting()).find((e) => e.id === id);
+    const [dead] = await this.options.queue.listDeadLetters({ ids: [id] }).catch(() => []);
+    // Worked on in another process: its payload is no longer held anywhere once it succeeded.
+    for (const report of await this.others()) {
+      const reported = report.events.find((e) => e.id === id);
+      if (reported === undefined) continue;
+      const payload = dead?.event.payload ?? waiting?.payload;
+      return { ...withoutHistory(reported), payload: payload === undefined ? null : this.options.redact(payload), history: reported.history, rows: await this.rows(reported.rows) };
+    }
     if (waiting !== undefined) return { ...pendingSummary(waiting), payload: this.options.redact(waiting.payload), history: [], rows: [] };
-    const [dead] = await this.options.queue.listDeadLetters({ ids: [id] });
     if (dead === undefined) return null;
     const history: EventAttempt[] = [{ attempt: dead.attempts, at: dead.deadLetteredAt, outcome: 'dead-lettered', durationMs: null, error: dead.error }];
     return {
@@ -243,6 +309,27 @@ export class Activity implements ActivityProvider {
       history,
       rows: [],
     };
+  }
+
+  /** The other processes' fresh reports (a read reused for a second; none without a board or when it cannot be read). */
+  private async others(): Promise<ActivityReport[]> {
+    const board = this.options.board;
+    if (board === undefined) return [];
+    const now = this.now();
+    if (this.boardRead === null || now - this.boardRead.at > BOARD_READ_REUSE_MS) {
+      this.boardRead = { at: now, reports: board.board.read().catch(() => []) };
+    }
+    return (await this.boardRead.reports).filter((r) => r.id !== board.id);
+  }
+
+  private async post(): Promise<void> {
+    const board = this.options.board;
+    if (board === undefined) return;
+    try {
+      await board.board.post(this.report());
+    } catch {
+      // A board that cannot be reached: the next post tries again (the console shows this process alone meanwhile).
+    }
   }
 
   private newSource(): SourceActivity {
@@ -332,12 +419,30 @@ export class Activity implements ActivityProvider {
   }
 }
 
+function currentMinute(now: () => number): number {
+  return Math.floor(now() / MINUTE);
+}
+
+/** Adds `series` (ending at epoch minute `minute`) into `into` (ending at `current`), minute by minute. */
+function addSeries(into: number[], current: number, series: readonly number[], minute: number): void {
+  const shift = current - minute;
+  for (let i = 0; i < series.length; i++) {
+    const j = i - shift;
+    if (j >= 0 && j < into.length) into[j] = (into[j] as number) + (series[i] as number);
+  }
+}
+
 function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
 
 function eventFacts(event: QueueEvent): Pick<EventSummary, 'id' | 'source' | 'type' | 'entityKey' | 'origin' | 'receivedAt'> {
   return { id: event.id, source: event.source, type: event.type, entityKey: event.entityKey, origin: event.origin, receivedAt: event.receivedAt.toISOString() };
+}
+
+function withoutHistory(event: ReportedEvent): EventSummary {
+  const { history: _history, rows: _rows, ...rest } = event;
+  return rest;
 }
 
 function pendingSummary(event: QueueEvent): EventSummary {
@@ -351,7 +456,7 @@ function summary(entry: EventEntry): EventSummary {
 }
 
 /** An event id, an entity key (`task:123`) or its id (`123`), or the id of a row it wrote (a message id). */
-function matchesQuery(event: QueueEvent, rows: readonly RowRef[], query: string): boolean {
+function matchesQuery(event: Pick<QueueEvent, 'id' | 'entityKey'>, rows: readonly RowRef[], query: string): boolean {
   if (event.id === query) return true;
   const key = event.entityKey;
   if (key !== null && (key === query || key.slice(key.indexOf(':') + 1) === query)) return true;
