@@ -66,6 +66,8 @@ export interface RunningConnector {
   app: FastifyInstance | null;
   queue: Queue;
   db: Database | null;
+  /** The sources this process runs. */
+  sources: readonly Source[];
   lifecycle: Lifecycle;
   /** Graceful stop; safe to call more than once. */
   stop(): Promise<void>;
@@ -105,6 +107,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   const interval = config.BACKFILL_INTERVAL_MINUTES * MINUTE;
   const reconcileEveryMs = config.POLLING_ONLY ? Math.min(interval || POLLING_INTERVAL, POLLING_INTERVAL) : interval;
   const reconcileEvery = describeEvery(reconcileEveryMs);
+  let sources: Source[];
 
   try {
     // With the shared queue, several workers call the vendors: their budgets live in the queue's engine.
@@ -114,7 +117,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       closers.push(() => store.close());
       log.info({ engine: store.engine }, `vendor budgets are shared by every worker through the queue's ${store.engine === 'redis' ? 'Redis' : 'PostgreSQL'} (prefix ${config.QUEUE_PREFIX})`);
     }
-    const sources = options.sources ?? createSources(config, { log, budgets, ...(options.sourceTuning !== undefined ? { tuning: options.sourceTuning } : {}) });
+    sources = options.sources ?? createSources(config, { log, budgets, ...(options.sourceTuning !== undefined ? { tuning: options.sourceTuning } : {}) });
     for (const source of sources) {
       if (!source.apiConfigured) {
         log.warn({ source: source.name }, `${source.name}: API credentials are not set (${SOURCE_API_SETTINGS[source.name]}); webhooks are received and stored as they come, but enrichment and backfill are off`);
@@ -214,6 +217,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
     publicUrl,
     app,
     queue,
+    sources,
     get db() {
       return worker?.database ?? null;
     },
