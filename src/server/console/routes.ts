@@ -207,7 +207,7 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
     }
     const body = request.body as Record<string, unknown> | null | undefined;
     const given = body !== null && typeof body === 'object' ? body.token : undefined;
-    if (typeof given !== 'string' || given === '') return loginPage(reply, 400, 'Enter the token (the form field "token" was empty).');
+    if (typeof given !== 'string' || given === '') return loginPage(reply, 400, 'Enter the token (the form field token was empty).');
     if (!auth.tokenMatches(given)) {
       limiter.fail(from);
       sampled.write('warn', 'console:login-failed', { client: from }, 'console login failed: wrong token');
