@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { parseConfig, type Config } from '../../src/config.ts';
 import { Lifecycle } from '../../src/lifecycle.ts';
+import type { Logger } from '../../src/log.ts';
 import type { QueueEvent } from '../../src/model.ts';
 import { createQueue } from '../../src/queue/create-queue.ts';
 import type { Queue } from '../../src/queue/queue.ts';
@@ -37,6 +38,8 @@ export interface HarnessOptions {
   token?: string | null;
   env?: Record<string, string>;
   console?: Partial<ConsoleOptions>;
+  /** More console options, made from the harness's parts (a BackfillJobs over its queue, say). */
+  extend?: (parts: { queue: Queue; sources: readonly Source[]; config: Config; log: Logger; closing: Array<() => Promise<void>> }) => Promise<Partial<ConsoleOptions>>;
 }
 
 export async function consoleHarness(options: HarnessOptions = {}): Promise<ConsoleHarness> {
@@ -48,6 +51,8 @@ export async function consoleHarness(options: HarnessOptions = {}): Promise<Cons
   const sources = createSources(config, { log });
   const clock = { now: Date.now() };
   const token = options.token === undefined ? TOKEN : options.token;
+  const closing: Array<() => Promise<void>> = [];
+  const extra = options.extend === undefined ? {} : await options.extend({ queue, sources, config, log, closing });
   const app = await buildApp({
     log,
     queue,
@@ -62,6 +67,7 @@ export async function consoleHarness(options: HarnessOptions = {}): Promise<Cons
       process: { version: '9.9.9-test', role: 'start', startedAt: new Date(Date.now() - 5000) },
       now: () => clock.now,
       ...options.console,
+      ...extra,
     },
   });
   return {
@@ -73,6 +79,7 @@ export async function consoleHarness(options: HarnessOptions = {}): Promise<Cons
     clock,
     close: async () => {
       await app.close();
+      for (const close of closing) await close();
       await queue.close();
       rmSync(dir, { recursive: true, force: true });
     },
