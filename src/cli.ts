@@ -11,7 +11,7 @@
  * Operator commands print their results on stdout and log to `${LOG_DIR}/app.log` only, so that their
  * output stays readable; `start`, `serve` and `work` log to the console as well.
  *
- * The read-only commands (`check-queue`, `doctor`, `replay-dlq --dry-run`) create nothing: no data
+ * The read-only commands (`check-queue`, `doctor`, `replay-dlq --dry-run`, `discard-dlq --dry-run`) create nothing: no data
  * directory, no queue, no database, no migration, and no LOG_DIR (where it does not exist they log to
  * the console instead). Where they find no queue they say where they looked and exit 2; `--data-dir`
  * (or DATA_DIR) points them at the connector's data directory.
@@ -329,6 +329,29 @@ async function replayCommand(options: { source?: SourceName; id?: string[]; all?
   }, { dataDir: options.dataDir, readOnly: options.dryRun === true });
 }
 
+async function discardCommand(options: { source?: SourceName; id?: string[]; all?: boolean; dryRun?: boolean; yes?: boolean; dataDir?: string }): Promise<never> {
+  return admin('discard-dlq', async ({ config, log }) => {
+    const { discardDeadLetters } = await import('./admin/dead-letters.ts');
+    const { replayFilter } = await import('./admin/replay-dead-letters.ts');
+    const { renderDiscard } = await import('./admin/render.ts');
+    const { openQueue } = await import('./admin/resources.ts');
+    const { UsageError } = await import('./admin/usage-error.ts');
+    const request: ReplayRequest = { source: options.source, ids: options.id, all: options.all, dryRun: options.dryRun };
+    replayFilter(request, 'discard'); // refuse a missing filter before opening anything
+    if (options.dryRun !== true && options.yes !== true) throw new UsageError('discarding deletes dead letters for good: add --yes to confirm (or --dry-run to only list them)');
+    await assertQueueThere(config);
+    const queue = await openQueue(config, log);
+    try {
+      const result = await discardDeadLetters(queue, request);
+      if (!result.dryRun) log.info({ action: 'dead-letters.discard', count: result.discarded.length, ids: result.discarded.map((d) => d.event.id), missing: result.missingIds.length }, `discard-dlq: discarded ${result.discarded.length} dead letter(s)`);
+      print(renderDiscard(result));
+      return result.missingIds.length > 0 ? EXIT.failed : EXIT.ok;
+    } finally {
+      await queue.close();
+    }
+  }, { dataDir: options.dataDir, readOnly: options.dryRun === true });
+}
+
 async function registerWebhooksCommand(options: { url?: string; source?: SourceName; list?: boolean; remove?: boolean }): Promise<never> {
   return admin('register-webhooks', async ({ config, log }) => {
     const { MissiveHooksApi } = await import('./sources/missive/webhooks-admin.ts');
@@ -433,6 +456,17 @@ export function buildProgram(): Command {
     .option('--dry-run', 'list what would be replayed; change nothing')
     .addOption(dataDirOption())
     .action(replayCommand);
+
+  program
+    .command('discard-dlq')
+    .description('delete dead letters for good (they are not processed); needs a filter and --yes')
+    .addOption(sourceOption('only dead letters of this source'))
+    .option('--id <id...>', 'only these event ids')
+    .option('--all', 'every dead letter (alone: not with --source or --id)')
+    .option('--dry-run', 'list what would be discarded; change nothing')
+    .option('--yes', 'confirm: discard without asking (required unless --dry-run)')
+    .addOption(dataDirOption())
+    .action(discardCommand);
 
   program
     .command('register-webhooks')

@@ -5,6 +5,7 @@
 import type { SchemaReport } from '../db/airtable/setup.ts';
 import type { BackfillReport } from './backfill.ts';
 import type { QueueReport } from './check-queue.ts';
+import type { DiscardResult } from './dead-letters.ts';
 import type { DoctorReport } from './doctor.ts';
 import type { HookInfo, VendorWebhookReport, WebhookAction } from './register-webhooks.ts';
 import type { ReplayResult } from './replay-dead-letters.ts';
@@ -88,6 +89,23 @@ export function renderReplay(result: ReplayResult): string[] {
   }
   if (result.missingIds.length > 0) lines.push(`not among the dead letters: ${result.missingIds.join(', ')}`);
   if (!result.dryRun && n > 0) lines.push('the worker (a running `npm start`, or the next one) processes them again from attempt 1');
+  return lines;
+}
+
+export function renderDiscard(result: DiscardResult): string[] {
+  const n = result.discarded.length;
+  const lines: string[] = [];
+  if (n === 0) lines.push('no dead letter matches');
+  else {
+    lines.push(result.dryRun ? `${n} dead letter(s) would be discarded (dry run; nothing changed):` : `discarded ${n} dead letter(s) for good:`);
+    lines.push(
+      ...table([
+        ['event id', 'source', 'type', 'attempts', 'dead since', 'error'],
+        ...result.discarded.map((d) => [d.event.id, d.event.source, d.event.type, String(d.attempts), d.deadLetteredAt, `${d.error.code}: ${oneLine(d.error.message, 80)}`]),
+      ]).map((l) => `  ${l}`),
+    );
+  }
+  if (result.missingIds.length > 0) lines.push(`not among the dead letters: ${result.missingIds.join(', ')}`);
   return lines;
 }
 

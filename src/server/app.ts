@@ -1,6 +1,7 @@
 /**
- * The HTTP app: webhook endpoints, health and metrics. Built by a function and tested with `inject()`; only the
- * entry point listens.
+ * The HTTP app: webhook endpoints, health, metrics, and the operator console under /dashboard
+ * (src/server/console/routes.ts: off, 404, without ADMIN_TOKEN). Built by a function and tested with
+ * `inject()`; only the entry point listens.
  *
  * A delivery's path: room for its body (503 unread; src/server/limits.ts, with the timeouts and
  * connection caps) -> size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->

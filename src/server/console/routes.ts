@@ -207,7 +207,7 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
     }
     const body = request.body as Record<string, unknown> | null | undefined;
     const given = body !== null && typeof body === 'object' ? body.token : undefined;
-    if (typeof given !== 'string' || given === '') return loginPage(reply, 400, 'Enter the token (the form field "token" was empty).');
+    if (typeof given !== 'string' || given === '') return loginPage(reply, 400, 'Enter the token (the form field token was empty).');
     if (!auth.tokenMatches(given)) {
       limiter.fail(from);
       sampled.write('warn', 'console:login-failed', { client: from }, 'console login failed: wrong token');
@@ -325,7 +325,6 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
   scope.get('/api/backfill', async () => ({ jobs: options.backfill?.list() ?? [], available: options.backfill !== undefined }));
 
   scope.post('/api/backfill', async (request, reply) => {
-    if (options.backfill === undefined) throw notFound('backfills cannot be started from this process (it has no database to keep checkpoints in); run `connector backfill`');
     const body = readObject(request.body, ['source', 'since', 'full']);
     if (body.source === undefined) throw invalid(`source is required: one of ${SOURCE_NAMES.join(', ')}`);
     const source = optionalSource(body.source, 'source') as SourceName;
@@ -339,6 +338,7 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
       if (body.full === true) throw invalid('since and full contradict each other: send one');
       if (since.getTime() > Date.now()) throw invalid(`since ${since.toISOString()} is in the future`);
     }
+    if (options.backfill === undefined) throw notFound('backfills cannot be started from this process (it has no database to keep checkpoints in); run `connector backfill`');
     const job = options.backfill.start({ source, ...(since !== undefined ? { since } : {}), ...(body.full === true ? { full: true } : {}) });
     audit(request, 'backfill.start', { source, since: job.request.since, full: job.request.full, job: job.id }, `console: started a backfill of ${source}`);
     return reply.code(202).send({ job });

@@ -1,0 +1,141 @@
+/**
+ * A console under test: the real app (buildApp) on a real file queue in a temp dir, answering through
+ * inject(); a logger whose JSON lines the test reads; a clock the test moves (sessions, login limit).
+ * The ActivityProvider here is a small honest one over the queue (what it still holds), standing in
+ * for src/admin/activity.ts in these tests of the routes.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { parseConfig, type Config } from '../../src/config.ts';
+import { Lifecycle } from '../../src/lifecycle.ts';
+import type { Logger } from '../../src/log.ts';
+import type { QueueEvent } from '../../src/model.ts';
+import { createQueue } from '../../src/queue/create-queue.ts';
+import type { Queue } from '../../src/queue/queue.ts';
+import { buildApp } from '../../src/server/app.ts';
+import type { ActivityProvider, EventSummary } from '../../src/server/console/data.ts';
+import type { ConsoleOptions } from '../../src/server/console/routes.ts';
+import type { Source } from '../../src/sources/source.ts';
+import { createSources } from '../../src/sources/index.ts';
+import { logSink, type LogLine } from '../admin/helpers.ts';
+
+export const TOKEN = 'console-test-token-0123456789abcdef';
+
+export interface ConsoleHarness {
+  app: FastifyInstance;
+  queue: Queue;
+  lines: LogLine[];
+  config: Config;
+  sources: readonly Source[];
+  clock: { now: number };
+  close(): Promise<void>;
+}
+
+export interface HarnessOptions {
+  /** ADMIN_TOKEN; null: unset (the console off). */
+  token?: string | null;
+  env?: Record<string, string>;
+  console?: Partial<ConsoleOptions>;
+  /** More console options, made from the harness's parts (a BackfillJobs over its queue, say). */
+  extend?: (parts: { queue: Queue; sources: readonly Source[]; config: Config; log: Logger; closing: Array<() => Promise<void>> }) => Promise<Partial<ConsoleOptions>>;
+}
+
+export async function consoleHarness(options: HarnessOptions = {}): Promise<ConsoleHarness> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'conn-console-'));
+  const config = parseConfig({ DATA_DIR: dir, ...options.env });
+  const { log, lines } = logSink('info');
+  const lifecycle = new Lifecycle(() => {});
+  const queue = await createQueue(config, { log, lifecycle });
+  const sources = createSources(config, { log });
+  const clock = { now: Date.now() };
+  const token = options.token === undefined ? TOKEN : options.token;
+  const closing: Array<() => Promise<void>> = [];
+  const extra = options.extend === undefined ? {} : await options.extend({ queue, sources, config, log, closing });
+  const app = await buildApp({
+    log,
+    queue,
+    sources,
+    lifecycle,
+    maxBodyBytes: 1 << 20,
+    healthDetails: async () => ({ database: { ok: true, backend: 'sqlite' } }),
+    console: {
+      ...(token === null ? {} : { adminToken: token }),
+      trustProxy: config.TRUST_PROXY,
+      activity: queueActivity(queue),
+      process: { version: '9.9.9-test', role: 'start', startedAt: new Date(Date.now() - 5000) },
+      now: () => clock.now,
+      ...options.console,
+      ...extra,
+    },
+  });
+  return {
+    app,
+    queue,
+    lines,
+    config,
+    sources,
+    clock,
+    close: async () => {
+      await app.close();
+      for (const close of closing) await close();
+      await queue.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function summary(event: QueueEvent): EventSummary {
+  return { id: event.id, source: event.source, type: event.type, entityKey: event.entityKey, origin: event.origin, receivedAt: event.receivedAt.toISOString(), outcome: 'pending', attempts: 0, durationMs: null, error: null };
+}
+
+/** What the queue still holds, as events not yet tried. */
+export function queueActivity(queue: Queue): ActivityProvider {
+  return {
+    sources: () => [],
+    queueHistory: () => [],
+    events: async ({ query, source, limit }) =>
+      (await queue.peek(1000))
+        .filter((e) => (source === undefined || e.source === source) && (query === undefined || e.id === query || (e.entityKey ?? '').includes(query)))
+        .slice(0, limit)
+        .map(summary),
+    event: async (id) => {
+      const event = (await queue.peek(1000)).find((e) => e.id === id);
+      return event === undefined ? null : { ...summary(event), payload: event.payload, history: [], rows: [] };
+    },
+  };
+}
+
+/** The value of the session cookie a response set (name=value), or undefined. */
+export function sessionFrom(response: LightMyRequestResponse): string | undefined {
+  const header = response.headers['set-cookie'];
+  const cookie = (Array.isArray(header) ? header : [header]).find((c) => c?.startsWith('connector_session='));
+  return cookie?.split(';')[0];
+}
+
+/** Logs in (from `remoteAddress`) and returns the Cookie header value and the CSRF token. */
+export async function login(app: FastifyInstance, token = TOKEN, remoteAddress = '127.0.0.1'): Promise<{ cookie: string; csrf: string }> {
+  const answer = await app.inject({ method: 'POST', url: '/dashboard/login', payload: `token=${encodeURIComponent(token)}`, headers: { 'content-type': 'application/x-www-form-urlencoded' }, remoteAddress });
+  if (answer.statusCode !== 303) throw new Error(`login answered ${answer.statusCode}: ${answer.body}`);
+  const cookie = sessionFrom(answer)!;
+  const session = await app.inject({ url: '/dashboard/api/session', headers: { cookie } });
+  return { cookie, csrf: (session.json() as { csrfToken: string }).csrfToken };
+}
+
+/** Every route under /dashboard in the app's route table (from printRoutes), with a sample URL for each. */
+export function dashboardRoutes(app: FastifyInstance): Array<{ method: string; url: string }> {
+  const routes: Array<{ method: string; url: string }> = [];
+  const stack: string[] = [];
+  for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
+    const match = /^((?:[│ ] {3})*)[├└]── (\S+)(?: \(([^)]+)\))?$/.exec(line);
+    if (match === null) continue;
+    const depth = (match[1] as string).length / 4;
+    stack.length = depth;
+    const url = (depth > 0 ? (stack[depth - 1] as string) : '') + (match[2] as string);
+    stack.push(url);
+    if (match[3] === undefined || !url.startsWith('/dashboard')) continue;
+    for (const method of match[3].split(', ')) routes.push({ method, url: url.replace(/:[A-Za-z]+/g, 'sample-id').replace(/\*/g, 'any') });
+  }
+  return routes;
+}
