@@ -77,6 +77,7 @@ describe.skipIf(!available)('the console in a browser', () => {
     tw.registerAllTaskWebhooks(`${sys.url}/webhooks/teamwork`, { token: TW_TOKEN });
     browser = await launchChromium();
     page = await browser.context.newPage();
+    page.setDefaultTimeout(10_000);
     await page.setViewportSize({ width: 1280, height: 900 });
     page.on('request', (request) => {
       if (!request.url().startsWith(`${sys.url}/`)) foreignRequests.push(request.url());
@@ -197,7 +198,7 @@ describe.skipIf(!available)('the console in a browser', () => {
   });
 
   it('refuses an action without the CSRF token, even with the session cookie', async () => {
-    const cookies = await browser.context.cookies(sys.url);
+    const cookies = await browser.context.cookies(`${sys.url}/dashboard`);
     const session = cookies.find((c) => c.name === 'connector_session');
     expect(session?.httpOnly).toBe(true);
     expect(session?.sameSite).toBe('Strict');
@@ -239,16 +240,24 @@ describe.skipIf(!available)('the console in a browser', () => {
   });
 });
 
-/** The console's routes, from the app's route table (so that a new route cannot escape the check). */
+/**
+ * The console's routes, from the app's route table (so that a new route cannot escape the check).
+ * `printRoutes` draws a tree, four characters per level, each node's text continuing its parent's path.
+ */
 function consoleRoutes(system: System): Array<{ method: string; url: string }> {
   const app = system.connector.app;
   if (app === null) throw new Error('the connector serves no HTTP');
-  const table = app.printRoutes({ commonPrefix: false, includeHooks: false });
   const routes: Array<{ method: string; url: string }> = [];
-  for (const line of table.split('\n')) {
-    const match = /(\/dashboard\S*) \(([A-Z, ]+)\)/.exec(line.replace(/^[\s│├└─]+/, ''));
+  const stack: string[] = [];
+  for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
+    const match = /^([\s│├└─]*)(\S+)(?: \(([A-Z, ]+)\))?$/.exec(line.trimEnd());
     if (match === null) continue;
-    for (const method of (match[2] as string).split(', ')) if (method !== 'HEAD' && method !== 'OPTIONS') routes.push({ method, url: (match[1] as string).replace(/\/$/, '') || '/' });
+    const depth = Math.max(0, (match[1] as string).length / 4 - 1);
+    stack.length = depth;
+    stack.push(match[2] as string);
+    const url = stack.join('').replace(/(.)\/$/, '$1');
+    if (match[3] === undefined || !url.startsWith('/dashboard')) continue;
+    for (const method of match[3].split(', ')) if (method !== 'HEAD') routes.push({ method, url });
   }
   return routes;
 }

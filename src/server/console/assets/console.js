@@ -228,7 +228,12 @@
     const el = statusEl();
     el.replaceChildren(h(`p.${kind}`, {}, kind === 'error' ? outcome2('✗', 'Error:', 'o-bad') : outcome2('ℹ', 'Note:', 'o-info'), ' ', message));
   }
-  function clearSay() { statusEl().replaceChildren(); }
+  /** A message said just before a change of page stays for the next page. */
+  let keepSaid = false;
+  function clearSay() {
+    if (keepSaid) keepSaid = false;
+    else statusEl().replaceChildren();
+  }
 
   function alertLine(a) {
     if (typeof a !== 'object' || a === null) return h('li', {}, String(a));
@@ -424,7 +429,7 @@
         ['Last reconciliation', rec ? h('span', {}, timeAgo(rec.finishedAt), ` — ${rec.events} events, `, rec.missed === null ? 'misses not judged' : `${rec.missed} missed by webhooks`, rec.error ? h('span', {}, ' — ', outcome('failed'), ' ', errorText(rec.error)) : '') : 'none yet'],
         ['Checkpoint', src.checkpoint?.lastEventTime ? time(src.checkpoint.lastEventTime) : 'none yet'],
         ['Missed webhooks', `${num(src.missedWebhooks?.lastHour ?? 0)} in the last hour, ${num(src.missedWebhooks?.total ?? 0)} since start`],
-        ['Vendor budget', vendor ? h('span', {}, outcome(vendor.state), vendor.until ? ` until ${new Date(vendor.until).toLocaleTimeString()}` : '', vendor.reason ? ` — ${vendor.reason}` : '') : 'no API configured'],
+        ['Vendor budget', vendor ? h('span', {}, vendor.state === 'ok' ? outcome2('✓', 'ok', 'o-ok') : outcome(vendor.state), vendor.until ? ` until ${new Date(vendor.until).toLocaleTimeString()}` : '', vendor.reason ? ` — ${vendor.reason}` : '') : 'no API configured'],
         ['Webhook registrations', webhooks === null || webhooks === undefined ? 'not checked by this process' : regs && regs.length > 0 ? h('ul', {}, regs.map(registrationLine)) : 'none found'],
       ]),
       h('h3', {}, 'Deliveries and events per minute'),
@@ -564,7 +569,10 @@
       const missing = result.missingIds?.length ? ` (${result.missingIds.length} no longer there)` : '';
       say(`${action === 'replay' ? 'Replayed' : 'Discarded'} ${n} dead letter${n === 1 ? '' : 's'}${missing}.`);
       state.selected.clear();
-      if (back) navigate('dead-letters');
+      if (back) {
+        keepSaid = true;
+        navigate('dead-letters');
+      }
       else await refresh();
     } catch (err) {
       say(`${action === 'replay' ? 'Replay' : 'Discard'} failed: ${err.message}`, 'error');
