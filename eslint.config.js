@@ -16,6 +16,6 @@ export default tseslint.config(
   {
     // The console's pages (src/server/console/assets/): plain browser JavaScript, no build step.
     files: ['src/server/console/assets/**/*.js'],
-    languageOptions: { sourceType: 'script', globals: { window: 'readonly', document: 'readonly', Node: 'readonly', FormData: 'readonly' } },
+    languageOptions: { sourceType: 'script', globals: { window: 'readonly', document: 'readonly', Node: 'readonly', FormData: 'readonly', performance: 'readonly' } },
   },
 );
