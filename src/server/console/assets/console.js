@@ -81,8 +81,13 @@
     const thead = h('thead', {}, h('tr', {}, headers.map((c) => h(`th${c.num ? '.num' : ''}`, { scope: 'col', class: c.narrow ? 'hide-narrow' : undefined }, c.label))));
     const tbody = h('tbody');
     if (rows.length === 0) tbody.append(h('tr', {}, h('td', { colspan: headers.length }, h('span.muted', {}, options.empty ?? 'Nothing to show.'))));
-    for (const row of rows) tbody.append(row);
-    return h('div.table-wrap', {}, h('table', {}, h('caption', {}, caption), thead, tbody));
+    // Each cell carries its column's name: a narrow screen shows a row as a list of "name: value".
+    const labels = headers.map((c) => (typeof c.label === 'string' ? c.label : ''));
+    for (const row of rows) {
+      [...row.children].forEach((td, i) => { if (labels[i]) td.setAttribute('data-label', labels[i]); });
+      tbody.append(row);
+    }
+    return h('div.table-wrap', {}, h('table.stack', {}, h('caption', {}, caption), thead, tbody));
   }
   function cell(value, opts = {}) {
     return h(`td${opts.num ? '.num' : ''}`, { class: opts.narrow ? 'hide-narrow' : undefined }, value === null || value === undefined ? h('span.muted', {}, '—') : value);
