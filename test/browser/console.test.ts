@@ -47,7 +47,7 @@ const teamworkFetch: typeof fetch = async (input, init) => {
 };
 
 async function shot(name: string): Promise<void> {
-  await page.screenshot({ path: path.join(screenshotsDir(), `${name}.png`), fullPage: true });
+  await page.screenshot({ path: path.join(screenshotsDir(), `console-${name}.png`), fullPage: true });
 }
 
 /** Opens a console page by its hash and waits for its first data. */

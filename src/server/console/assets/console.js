@@ -381,6 +381,8 @@
     }
     grid.append(dbCard);
 
+    const registrations = webhookRegistrations(o.webhooks);
+    for (const src of Array.isArray(o.sources) ? o.sources : []) grid.append(renderSource(src, registrations, o.webhooks));
     grid.append(h('section.card', { 'aria-labelledby': 'h-proc' }, h('h2', { id: 'h-proc' }, 'This process'),
       facts([
         ['Version', p.version ?? null],
@@ -392,8 +394,12 @@
         ['Heap used', bytes(p.memory?.heapUsedBytes)],
       ])));
 
-    const registrations = webhookRegistrations(o.webhooks);
-    for (const src of o.sources ?? []) grid.append(renderSource(src, registrations, o.webhooks));
+    if (Array.isArray(o.processes) && o.processes.length > 0) {
+      grid.append(h('section.card.wide', { 'aria-labelledby': 'h-procs' }, h('h2', { id: 'h-procs' }, 'Processes'),
+        table(`${o.processes.length} process${o.processes.length === 1 ? '' : 'es'} reporting`, [{ label: 'Process' }, { label: 'Role' }, { label: 'Started' }, { label: 'Last report' }, { label: 'Last claim' }],
+          o.processes.map((x) => h('tr', {}, cell(h('span', {}, h('code', {}, x.id), x.self ? ' (this one)' : '')), cell(x.role), cell(time(x.startedAt)), cell(ago(x.at)), cell(x.lastClaimAt ? ago(x.lastClaimAt) : x.role === 'serve' ? 'does not claim' : 'none yet'))))));
+    }
+
     return root;
   }
 
