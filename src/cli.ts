@@ -17,7 +17,6 @@
  * (or DATA_DIR) points them at the connector's data directory.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { readFileSync } from 'node:fs';
 import type { WebhookAction } from './admin/register-webhooks.ts';
 import type { ReplayRequest } from './admin/replay-dead-letters.ts';
 import { existsSync } from 'node:fs';
@@ -26,6 +25,7 @@ import { ConnectorError } from './errors.ts';
 import { createLogger, createLoggerFromConfig, type Logger } from './log.ts';
 import type { Roles } from './main.ts';
 import { SOURCE_NAMES, type SourceName } from './model.ts';
+import { packageVersion } from './version.ts';
 
 // What each command needs is imported when it runs, so that `--help` and usage errors answer at once.
 
@@ -407,11 +407,6 @@ async function doctorCommand(options: { json?: boolean; dataDir?: string }): Pro
   }
 }
 
-/** The version in package.json (one file read, at start: `connector --version`). */
-function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
-}
 
 export function buildProgram(): Command {
   const program = new Command('connector')

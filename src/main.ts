@@ -22,6 +22,10 @@
  */
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { Activity } from './admin/activity.ts';
+import { createActivityBoard } from './admin/activity-board.ts';
+import { BackfillJobs } from './admin/backfill-jobs.ts';
+import { redact } from './admin/redact.ts';
 import { SOURCE_API_SETTINGS } from './admin/source-settings.ts';
 import { sharedQueueSqliteWarning, type Config } from './config.ts';
 import type { Database } from './db/database.ts';
@@ -33,6 +37,9 @@ import type { Queue } from './queue/queue.ts';
 import { createQueue, type QueueDeps } from './queue/create-queue.ts';
 import { engineSettings } from './queue/engine.ts';
 import { buildApp } from './server/app.ts';
+import { CONSOLE_OFF_NOTICE, consoleOnNotice } from './server/console/auth.ts';
+import type { ConsoleOptions } from './server/console/routes.ts';
+import { packageVersion } from './version.ts';
 import { describeDatabaseFailure } from './startup-failure.ts';
 import { REPLAY_WINDOW_FILE, ReplayWindow } from './server/replay-window.ts';
 import { createSources, type SourceTuning } from './sources/index.ts';
@@ -68,6 +75,8 @@ export interface RunningConnector {
   db: Database | null;
   /** The sources this process runs. */
   sources: readonly Source[];
+  /** What this process saw, for the operator console; null when the console is off (no ADMIN_TOKEN). */
+  activity: Activity | null;
   lifecycle: Lifecycle;
   /** Graceful stop; safe to call more than once. */
   stop(): Promise<void>;
@@ -108,6 +117,9 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   const reconcileEveryMs = config.POLLING_ONLY ? Math.min(interval || POLLING_INTERVAL, POLLING_INTERVAL) : interval;
   const reconcileEvery = describeEvery(reconcileEveryMs);
   let sources: Source[];
+  let activity: Activity | null = null;
+  /** A `serve` process's console reads rows and checkpoints through a database of its own (never migrated by it). */
+  let readDatabase: Database | null = null;
 
   try {
     // With the shared queue, several workers call the vendors: their budgets live in the queue's engine.
@@ -128,6 +140,22 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         const bodies = source.apiConfigured ? 'each is re-read from the API before it is stored' : 'their bodies are stored as sent, since the API is not configured';
         log.warn({ source: source.name, unsigned: true }, `${source.name}: WEBHOOKS_ALLOW_UNSIGNED is on and ${setting} is not set: deliveries are accepted WITHOUT a signature from anyone who can reach the endpoint (${bodies}); set ${setting}`);
       }
+    }
+
+    // What this process sees, for the operator console (ADMIN_TOKEN): posted to the board beside the
+    // queue, so that the console of any process shows the workers' events too.
+    if (config.ADMIN_TOKEN !== undefined) {
+      if (!roles.work) {
+        readDatabase = await createDatabase(config, { log: log.child({ component: 'db' }), budgets });
+        const opened = readDatabase;
+        closers.unshift(() => opened.close());
+      }
+      const board = await createActivityBoard(engineSettings(config), config.DATA_DIR, log.child({ component: 'console' }));
+      const role = roles.serve && roles.work ? 'start' : roles.serve ? 'serve' : 'work';
+      const started = new Activity({ lifecycle, queue, sources, database: () => worker?.database ?? readDatabase, redact, board: { board, id: holderId(role), role } });
+      started.start();
+      activity = started;
+      closers.push(() => started.close());
     }
 
     // The worker side starts in the background (see WorkerStart): the webhooks below listen whether or
@@ -179,12 +207,14 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         refusalLinesPerMinute: config.LOG_REFUSALS_PER_MINUTE,
         healthDetails: starting === null ? undefined : () => starting.health(),
         ...(queueDurability === undefined ? {} : { queueDurability }),
+        ...(activity === null ? {} : { console: await consoleOptions(config, { log, roles, queue, lifecycle, sources, activity, database: () => worker?.database ?? readDatabase, closers }) }),
       });
       await app.listen({ host: config.HOST, port: config.PORT });
       const address = app.server.address();
       const port = typeof address === 'object' && address !== null ? address.port : config.PORT;
       url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
       log.info({ url }, `listening on ${url}`);
+      log.info({ console: activity !== null }, activity !== null ? consoleOnNotice(url) : CONSOLE_OFF_NOTICE);
       if (config.POLLING_ONLY) {
         log.info({ pollingOnly: true }, `POLLING_ONLY is on: webhooks are not expected (the endpoints still answer) and no tunnel is opened; the worker reconciles ${reconcileEvery}`);
       } else {
@@ -218,6 +248,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
     app,
     queue,
     sources,
+    activity,
     get db() {
       return worker?.database ?? null;
     },
@@ -539,4 +570,46 @@ function vendorHealth(state: VendorState): Record<string, unknown> {
 
 function firstLine(text: string): string {
   return text.split('\n', 1)[0]?.trim() ?? '';
+}
+
+interface ConsoleWiring {
+  log: Logger;
+  roles: Roles;
+  queue: Queue;
+  lifecycle: Lifecycle;
+  sources: readonly Source[];
+  activity: Activity;
+  /** The database backfills keep their checkpoints in, once open. */
+  database: () => Database | null;
+  closers: Array<() => Promise<void>>;
+}
+
+/** The operator console's options (src/server/console/routes.ts): what it shows and the backfills it starts. */
+async function consoleOptions(config: Config, wiring: ConsoleWiring): Promise<ConsoleOptions> {
+  const { log, roles, queue, lifecycle, sources, activity, database, closers } = wiring;
+  const settings = engineSettings(config);
+  let lease: { leases: Leases; holder: string; ttlMs: number } | undefined;
+  if (settings !== null) {
+    // With a shared queue a console backfill holds the source's run lease, as the CLI's does.
+    const leases = await createLeases(settings, log.child({ component: 'lease' }));
+    closers.push(() => leases.close());
+    lease = { leases, holder: holderId('backfill'), ttlMs: config.RECONCILE_LEASE_SECONDS * SECOND };
+  }
+  const backfill = new BackfillJobs({
+    sources,
+    log,
+    ...(lease === undefined ? {} : { lease }),
+    deps: () => {
+      const db = database();
+      if (db === null) return null;
+      return { queue, checkpoints: new CheckpointStore(db, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS };
+    },
+  });
+  return {
+    adminToken: config.ADMIN_TOKEN,
+    trustProxy: config.TRUST_PROXY,
+    activity,
+    process: { version: packageVersion(), role: roles.serve && roles.work ? 'start' : roles.serve ? 'serve' : 'work', startedAt: new Date() },
+    backfill,
+  };
 }

@@ -52,7 +52,8 @@ export interface BackfillJobRequest {
 
 export interface BackfillJobsOptions {
   sources: readonly Source[];
-  deps: BackfillDeps;
+  /** What a run needs; a function where the database opens later (the worker waits for it): null until then. */
+  deps: BackfillDeps | (() => BackfillDeps | null);
   /** With a shared queue: the engine's leases, this process's holder id and the lease time (ms), as for the CLI. */
   lease?: { leases: Leases; holder: string; ttlMs: number };
   log: Logger;
@@ -91,6 +92,8 @@ export class BackfillJobs {
   start(request: BackfillJobRequest): BackfillJob {
     const command = { sources: [request.source], since: request.since, full: request.full };
     chooseBackfillSources(this.options.sources, command, this.now());
+    const deps = typeof this.options.deps === 'function' ? this.options.deps() : this.options.deps;
+    if (deps === null) throw new ConnectorError('CONN_ERR_DB_UNAVAILABLE', 'the database is not open yet (the worker is waiting for it; see /health), and backfills keep their checkpoints there: try again once it is');
     const busy = this.running.get(request.source);
     if (busy !== undefined) throw new BackfillRunningError(snapshot(busy));
     const startedAt = this.now();
@@ -112,7 +115,7 @@ export class BackfillJobs {
     const controller = new AbortController();
     const entry: Running = { job, windowEnd: startedAt.getTime(), controller, done: Promise.resolve() };
     const log = this.options.log.child({ component: 'backfill', source: request.source, job: job.id });
-    entry.done = backfillSources(this.options.sources, this.options.deps, {
+    entry.done = backfillSources(this.options.sources, deps, {
       ...command,
       signal: controller.signal,
       ...(this.options.lease === undefined ? {} : { lease: this.options.lease }),

@@ -47,14 +47,28 @@ async function deadLetter(h: ConsoleHarness, events: QueueEvent[], error: ErrorR
 }
 
 describe('console API: facts', () => {
-  it('overview: the process, sources, queue with its history, database; health, alerts and webhooks null without providers', async () => {
+  it('overview: the process, the processes, sources, queue with its history, database; health, alerts and webhooks null without providers', async () => {
     const h = await harness();
     await h.queue.enqueue([event(1), event(2)]);
-    const overview = (await h.app.inject({ url: '/dashboard/api/overview', headers: bearer })).json() as { process: { uptimeSeconds: number }; [key: string]: unknown };
+    h.lifecycle.emit('delivery:accepted', { source: 'teamwork', events: 2 });
+    const overview = (await h.app.inject({ url: '/dashboard/api/overview', headers: bearer })).json() as {
+      process: { uptimeSeconds: number };
+      processes: Array<{ self: boolean }>;
+      sources: Array<{ name: string; lastDeliveryAt: string | null; perMinute: { deliveries: number[] } }>;
+      queue: { history: Array<{ at: string }> };
+      [key: string]: unknown;
+    };
     expect(overview.process).toMatchObject({ version: '9.9.9-test', role: 'start', pid: process.pid, memory: { rssBytes: expect.any(Number), heapUsedBytes: expect.any(Number) } });
     expect(overview.process.uptimeSeconds).toBeGreaterThanOrEqual(4);
-    expect(overview.queue).toMatchObject({ stats: { pending: 2, inFlight: 0, delayed: 0, deadLettered: 0 }, error: null, history: [] });
-    expect(overview.sources).toEqual([]);
+    expect(overview.processes).toEqual([expect.objectContaining({ self: true })]);
+    expect(overview.queue).toMatchObject({ stats: { pending: 2, inFlight: 0, delayed: 0, deadLettered: 0 }, error: null });
+    expect(overview.queue.history.length).toBeGreaterThanOrEqual(1);
+    expect(overview.queue.history[0]).toMatchObject({ at: expect.any(String) });
+    expect(overview.sources.map((s) => s.name)).toEqual(['teamwork', 'missive']);
+    const teamworkSource = overview.sources[0]!;
+    expect(teamworkSource.lastDeliveryAt).not.toBeNull();
+    expect(teamworkSource.perMinute.deliveries.at(-1)).toBe(1);
+    expect(overview.sources[1]!.lastDeliveryAt).toBeNull();
     expect(overview.database).toEqual({ ok: true, backend: 'sqlite' });
     expect([overview.health, overview.alerts, overview.webhooks]).toEqual([null, null, null]);
 

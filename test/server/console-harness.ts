@@ -1,21 +1,20 @@
 /**
  * A console under test: the real app (buildApp) on a real file queue in a temp dir, answering through
  * inject(); a logger whose JSON lines the test reads; a clock the test moves (sessions, login limit).
- * The ActivityProvider here is a small honest one over the queue (what it still holds), standing in
- * for src/admin/activity.ts in these tests of the routes.
+ * The ActivityProvider is the real one (src/admin/activity.ts) on the harness's lifecycle and queue.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { Activity } from '../../src/admin/activity.ts';
+import { redact } from '../../src/admin/redact.ts';
 import { parseConfig, type Config } from '../../src/config.ts';
 import { Lifecycle } from '../../src/lifecycle.ts';
 import type { Logger } from '../../src/log.ts';
-import type { QueueEvent } from '../../src/model.ts';
 import { createQueue } from '../../src/queue/create-queue.ts';
 import type { Queue } from '../../src/queue/queue.ts';
 import { buildApp } from '../../src/server/app.ts';
-import type { ActivityProvider, EventSummary } from '../../src/server/console/data.ts';
 import type { ConsoleOptions } from '../../src/server/console/routes.ts';
 import type { Source } from '../../src/sources/source.ts';
 import { createSources } from '../../src/sources/index.ts';
@@ -27,6 +26,7 @@ export interface ConsoleHarness {
   app: FastifyInstance;
   queue: Queue;
   lines: LogLine[];
+  lifecycle: Lifecycle;
   config: Config;
   sources: readonly Source[];
   clock: { now: number };
@@ -50,6 +50,8 @@ export async function consoleHarness(options: HarnessOptions = {}): Promise<Cons
   const queue = await createQueue(config, { log, lifecycle });
   const sources = createSources(config, { log });
   const clock = { now: Date.now() };
+  const activity = new Activity({ lifecycle, queue, sources, database: () => null, redact });
+  activity.start();
   const token = options.token === undefined ? TOKEN : options.token;
   const closing: Array<() => Promise<void>> = [];
   const extra = options.extend === undefined ? {} : await options.extend({ queue, sources, config, log, closing });
@@ -63,7 +65,7 @@ export async function consoleHarness(options: HarnessOptions = {}): Promise<Cons
     console: {
       ...(token === null ? {} : { adminToken: token }),
       trustProxy: config.TRUST_PROXY,
-      activity: queueActivity(queue),
+      activity,
       process: { version: '9.9.9-test', role: 'start', startedAt: new Date(Date.now() - 5000) },
       now: () => clock.now,
       ...options.console,
@@ -74,35 +76,16 @@ export async function consoleHarness(options: HarnessOptions = {}): Promise<Cons
     app,
     queue,
     lines,
+    lifecycle,
     config,
     sources,
     clock,
     close: async () => {
       await app.close();
+      await activity.close();
       for (const close of closing) await close();
       await queue.close();
       rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-function summary(event: QueueEvent): EventSummary {
-  return { id: event.id, source: event.source, type: event.type, entityKey: event.entityKey, origin: event.origin, receivedAt: event.receivedAt.toISOString(), outcome: 'pending', attempts: 0, durationMs: null, error: null };
-}
-
-/** What the queue still holds, as events not yet tried. */
-export function queueActivity(queue: Queue): ActivityProvider {
-  return {
-    sources: () => [],
-    queueHistory: () => [],
-    events: async ({ query, source, limit }) =>
-      (await queue.peek(1000))
-        .filter((e) => (source === undefined || e.source === source) && (query === undefined || e.id === query || (e.entityKey ?? '').includes(query)))
-        .slice(0, limit)
-        .map(summary),
-    event: async (id) => {
-      const event = (await queue.peek(1000)).find((e) => e.id === id);
-      return event === undefined ? null : { ...summary(event), payload: event.payload, history: [], rows: [] };
     },
   };
 }

@@ -253,17 +253,20 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
       uptimeSeconds: Math.max(0, Math.round((Date.now() - options.process.startedAt.getTime()) / 1000)),
       memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
     };
-    const [stats, details, health] = await Promise.all([
+    const [stats, details, health, sources, processes] = await Promise.all([
       deps.queue.stats().then(
         (s) => ({ stats: s, error: null }),
         (err: unknown) => ({ stats: null, error: toErrorRecord(err) }),
       ),
       deps.healthDetails === undefined ? Promise.resolve({} as Record<string, unknown>) : deps.healthDetails().catch((err: unknown) => ({ database: { ok: false, detail: toErrorRecord(err).message } })),
       options.health === undefined ? Promise.resolve(null) : options.health.evaluate(),
+      options.activity.sources(),
+      options.activity.processes(),
     ]);
     return {
       process: processFacts,
-      sources: options.activity.sources(),
+      processes,
+      sources,
       queue: { ...stats, history: options.activity.queueHistory() },
       database: (details as { database?: unknown }).database ?? null,
       health,
