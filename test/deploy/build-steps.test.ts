@@ -43,6 +43,8 @@ describe('the Dockerfile build steps, in a clean directory', () => {
 
     await run('sh', ['deploy/build.sh'], { cwd: app, env: { ...process.env, NPM_CI_FLAGS: '--prefer-offline' }, timeout: 600_000, maxBuffer: 64 * 1024 * 1024 });
     expect(existsSync(path.join(app, 'dist', 'cli.js'))).toBe(true);
+    // The image holds dist/ and no src/: the console's pages must be copied there by the build.
+    for (const file of ['index.html', 'console.js', 'console.css', 'icon.svg']) expect(existsSync(path.join(app, 'dist', 'server', 'console', 'assets', file)), file).toBe(true);
     expect(existsSync(path.join(app, 'node_modules', 'fastify')), 'a production dependency').toBe(true);
     expect(existsSync(path.join(app, 'node_modules', 'typescript')), 'a development dependency').toBe(false);
     expect(existsSync(path.join(app, 'node_modules', 'vitest')), 'a development dependency').toBe(false);
