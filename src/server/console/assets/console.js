@@ -242,10 +242,10 @@
 
   function alertLine(a) {
     if (typeof a !== 'object' || a === null) return h('li', {}, String(a));
-    const name = a.condition ?? a.name ?? a.kind ?? 'alert';
+    const name = a.title ?? a.condition ?? a.name ?? 'alert';
     const parts = [h('strong', {}, String(name))];
     if (a.source) parts.push(` (${a.source})`);
-    const text = a.message ?? a.detail ?? a.reason;
+    const text = a.summary ?? a.message ?? a.detail ?? a.reason;
     if (text) parts.push(`: ${text}`);
     const since = a.since ?? a.startedAt;
     if (since) parts.push(h('span.muted', {}, ` since ${ago(since)}`));
@@ -349,11 +349,11 @@
     const healthCard = h('section.card', { 'aria-labelledby': 'h-health' }, h('h2', { id: 'h-health' }, 'Health'));
     if (health === null || health === undefined) healthCard.append(h('p.muted', {}, 'Health checks are not available in this process.'));
     else {
-      const ok = health.status === 'ok' || health.ok === true;
+      const ok = health.healthy === true || health.status === 'ok' || health.ok === true;
       healthCard.append(h('p', {}, yesNo(ok, 'healthy', 'unhealthy')));
       const checks = Array.isArray(health.checks) ? health.checks : Object.entries(health.checks ?? {}).map(([name, c]) => ({ name, ...(typeof c === 'object' ? c : { ok: c }) }));
       if (checks.length > 0) {
-        healthCard.append(h('ul', {}, checks.map((c) => h('li', {}, yesNo(c.ok !== false, `${c.name ?? c.check}: ok`, `${c.name ?? c.check}: failing`), c.reason ? ` — ${c.reason}` : ''))));
+        healthCard.append(h('ul', {}, checks.map((c) => h('li', { 'data-check': c.name ?? c.check }, yesNo(c.ok !== false, `${c.name ?? c.check}: ok`, `${c.name ?? c.check}: failing`), c.reason || c.detail ? ` — ${c.reason ?? c.detail}` : ''))));
       }
     }
     grid.append(healthCard);
@@ -407,7 +407,7 @@
   function webhookRegistrations(webhooks) {
     const bySource = {};
     if (webhooks === null || webhooks === undefined) return bySource;
-    const list = Array.isArray(webhooks) ? webhooks : Array.isArray(webhooks.registrations) ? webhooks.registrations : null;
+    const list = Array.isArray(webhooks) ? webhooks : Array.isArray(webhooks.sources) ? webhooks.sources : Array.isArray(webhooks.registrations) ? webhooks.registrations : null;
     if (list) {
       for (const r of list) (bySource[r.source] ??= []).push(r);
     } else if (typeof webhooks === 'object') {
@@ -419,8 +419,9 @@
     if (r === null || typeof r !== 'object') return h('li', {}, String(r));
     const st = r.state ?? r.status ?? (r.ok === true ? 'ok' : r.ok === false ? 'missing' : 'unknown');
     const good = st === 'ok' || st === 'registered' || st === 'active';
-    const label = `${r.event ?? r.url ?? r.name ?? 'webhook'}: ${st}`;
-    return h('li', {}, yesNo(good, label, label), r.detail || r.reason ? ` — ${r.detail ?? r.reason}` : '', r.checkedAt ? h('span.muted', {}, ` (checked ${ago(r.checkedAt)})`) : '');
+    const what = r.event ?? r.name ?? (typeof r.hooks === 'number' ? `${r.hooks} hook${r.hooks === 1 ? '' : 's'}` : 'webhooks');
+    const label = `${what}: ${st}`;
+    return h('li', {}, yesNo(good, label, label), r.detail || r.reason ? ` — ${r.detail ?? r.reason}` : '', r.endpoint ? h('span.muted', {}, ` (${r.endpoint})`) : '', r.checkedAt ? h('span.muted', {}, ` (checked ${ago(r.checkedAt)})`) : '');
   }
 
   function renderSource(src, registrations, webhooks) {
@@ -441,7 +442,7 @@
         ['Checkpoint', src.checkpoint?.lastEventTime ? time(src.checkpoint.lastEventTime) : 'none yet'],
         ['Missed webhooks', `${num(src.missedWebhooks?.lastHour ?? 0)} in the last hour, ${num(src.missedWebhooks?.total ?? 0)} since start`],
         ['Vendor budget', vendor ? h('span', {}, vendor.state === 'ok' ? outcome2('✓', 'ok', 'o-ok') : outcome(vendor.state), vendor.until ? ` until ${new Date(vendor.until).toLocaleTimeString()}` : '', vendor.reason ? ` — ${vendor.reason}` : '') : 'no API configured'],
-        ['Webhook registrations', webhooks === null || webhooks === undefined ? 'not checked by this process' : regs && regs.length > 0 ? h('ul', {}, regs.map(registrationLine)) : 'none found'],
+        ['Webhook registrations', webhooks === null || webhooks === undefined ? 'not checked by this process' : regs && regs.length > 0 ? h('span', {}, h('ul', {}, regs.map(registrationLine)), webhooks.checkedAt ? h('span.muted', {}, `checked ${ago(webhooks.checkedAt)}`) : '') : 'none found'],
       ]),
       h('h3', {}, 'Deliveries and events per minute'),
       barChart(`${src.name}: events per minute over the last hour`, [
