@@ -2,7 +2,7 @@
  * The operator console in a real browser (Debian's Chromium through playwright-core; see chromium.ts):
  * the real connector (`startConnector`, serve + work, SQLite, file queue) with ADMIN_TOKEN set, fed by
  * the Teamwork simulator's webhooks. An operator logs in, watches deliveries arrive without reloading,
- * finds an event by its task id, replays a dead letter and sees it succeed, discards another after a
+ * pauses while the tab is hidden, finds an event by its task id, replays a dead letter and sees it succeed, discards another after a
  * confirmation, starts a backfill and watches its bar finish, and uses every page 360 px wide. Logged
  * out, every console URL (read from the app's route table) answers 303, 401 or 404; an action without
  * the CSRF token is refused.
@@ -125,6 +125,27 @@ describe.skipIf(!available)('the console in a browser', () => {
     expect(await page.evaluate('window.notReloaded')).toBe(true);
     await expect.poll(() => fact('section[data-source="teamwork"]', 'Last delivery').innerText(), { timeout: LIVE_MS }).toMatch(/ago/);
     await shot('overview');
+  });
+
+  it('asks nothing while the tab is hidden, and catches up when it is shown again', async () => {
+    await open('overview');
+    const asked: string[] = [];
+    const count = (request: { url(): string }) => {
+      if (request.url().includes('/dashboard/api/')) asked.push(request.url());
+    };
+    page.on('request', count);
+    try {
+      await page.evaluate("Object.defineProperty(document, 'hidden', { configurable: true, get: () => true }); document.dispatchEvent(new Event('visibilitychange'))");
+      expect(await page.locator('#live').innerText()).toContain('Paused');
+      asked.length = 0;
+      await new Promise((resolve) => setTimeout(resolve, 2 * 2000 + 500));
+      expect(asked).toEqual([]);
+      await page.evaluate("Object.defineProperty(document, 'hidden', { configurable: true, get: () => false }); document.dispatchEvent(new Event('visibilitychange'))");
+      await expect.poll(() => asked.length, { timeout: 1000 }).toBeGreaterThan(0);
+      await expect.poll(() => page.locator('#live').innerText(), { timeout: 2000 }).toContain('Live');
+    } finally {
+      page.off('request', count);
+    }
   });
 
   it('finds an event by its task id and shows its payload, attempts and row', async () => {
