@@ -52,7 +52,12 @@ export interface BackfillJobRequest {
 
 export interface BackfillJobsOptions {
   sources: readonly Source[];
-  deps: BackfillDeps;
+  /**
+   * What a backfill writes to: the queue, the checkpoints (so the database), the lifecycle. A function
+   * when the database comes later (a worker waiting for it): null until then, and a start is refused
+   * with CONN_ERR_DB_UNAVAILABLE.
+   */
+  deps: BackfillDeps | (() => BackfillDeps | null);
   /** With a shared queue: the engine's leases, this process's holder id and the lease time (ms), as for the CLI. */
   lease?: { leases: Leases; holder: string; ttlMs: number };
   log: Logger;
@@ -93,6 +98,8 @@ export class BackfillJobs {
     chooseBackfillSources(this.options.sources, command, this.now());
     const busy = this.running.get(request.source);
     if (busy !== undefined) throw new BackfillRunningError(snapshot(busy));
+    const deps = typeof this.options.deps === 'function' ? this.options.deps() : this.options.deps;
+    if (deps === null) throw new ConnectorError('CONN_ERR_DB_UNAVAILABLE', 'a backfill needs the database (its checkpoints are kept there), which is not available yet; try again when /health shows it');
     const startedAt = this.now();
     const job: BackfillJob = {
       id: randomUUID(),
@@ -112,7 +119,7 @@ export class BackfillJobs {
     const controller = new AbortController();
     const entry: Running = { job, windowEnd: startedAt.getTime(), controller, done: Promise.resolve() };
     const log = this.options.log.child({ component: 'backfill', source: request.source, job: job.id });
-    entry.done = backfillSources(this.options.sources, this.options.deps, {
+    entry.done = backfillSources(this.options.sources, deps, {
       ...command,
       signal: controller.signal,
       ...(this.options.lease === undefined ? {} : { lease: this.options.lease }),

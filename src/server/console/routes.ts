@@ -153,9 +153,15 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
     if (status !== undefined && status >= 400 && status < 500) {
       return sendError(reply, status, 'CONN_ERR_REQUEST_INVALID', `the request could not be read: ${(error as Error).message}`);
     }
-    log.error({ reqId: request.id, err: error, url: request.url }, 'console request failed');
+    // Not the request's fault. A ConnectorError that may pass (the queue engine away, the database not
+    // there yet) is a 503 naming it; anything else is a bug: 500, logged as an error.
     const record = toErrorRecord(error);
-    return sendError(reply, error instanceof ConnectorError && record.retryable ? 503 : 500, record.code, record.message);
+    if (error instanceof ConnectorError && record.retryable) {
+      log.warn({ reqId: request.id, code: record.code, url: request.url.split('?')[0] }, `console request could not be served: ${record.message}`);
+      return sendError(reply, 503, record.code, record.message);
+    }
+    log.error({ reqId: request.id, err: error, url: request.url.split('?')[0] }, 'console request failed');
+    return sendError(reply, 500, 'CONN_ERR_INTERNAL', 'internal error; the log has the details');
   });
 
   scope.setNotFoundHandler((request, reply) => sendError(reply, 404, 'CONN_ERR_NOT_FOUND', `no console route ${request.method} ${request.url.split('?')[0]}`));
@@ -259,7 +265,13 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
         (err: unknown) => ({ stats: null, error: toErrorRecord(err) }),
       ),
       deps.healthDetails === undefined ? Promise.resolve({} as Record<string, unknown>) : deps.healthDetails().catch((err: unknown) => ({ database: { ok: false, detail: toErrorRecord(err).message } })),
-      options.health === undefined ? Promise.resolve(null) : options.health.evaluate(),
+      // A check that throws is shown as such; the rest of the overview still answers.
+      options.health === undefined
+        ? Promise.resolve(null)
+        : options.health.evaluate().catch((err: unknown) => {
+            log.warn({ err }, 'console overview: the health checks could not be evaluated');
+            return { error: toErrorRecord(err) };
+          }),
       options.activity.sources(),
       options.activity.processes(),
     ]);
