@@ -198,6 +198,7 @@ describe('console API: bad input is a 4xx naming the field, never a 500', () => 
       { method: 'POST', url: '/dashboard/api/dead-letters/replay', payload: '<all/>', type: 'application/xml', status: 415, message: /could not be read/ },
       { method: 'POST', url: '/dashboard/api/dead-letters/discard', payload: '{"all":true,"ids":["evt-1"],"confirm":true}', status: 400, message: /^all: true discards every dead letter/ },
       { method: 'POST', url: '/dashboard/api/dead-letters/discard', payload: JSON.stringify({ ids: Array.from({ length: 10_001 }, (_, i) => `e${i}`), confirm: true }), status: 400, message: /^ids may name at most 10000/ },
+      { method: 'POST', url: '/dashboard/api/dead-letters/discard', payload: JSON.stringify({ ids: ['x'.repeat(1024 * 1024)], confirm: true }), status: 413, message: /could not be read/ },
       { method: 'POST', url: '/dashboard/api/backfill', payload: '{}', status: 400, message: /^source is required: one of teamwork, missive$/ },
       { method: 'POST', url: '/dashboard/api/backfill', payload: '{"source":"teamwork","since":"yesterday"}', status: 400, message: /^since must be an ISO 8601 time/ },
       { method: 'POST', url: '/dashboard/api/backfill', payload: '{"source":"teamwork","since":"2025-01-01","full":true}', status: 400, message: /^since and full contradict each other/ },

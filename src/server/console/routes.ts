@@ -88,6 +88,8 @@ const DEAD_LETTERS_LIMIT = { default: 200, max: 5000 } as const;
 const MAX_IDS = 10_000;
 /** Bytes a login form may have. */
 const LOGIN_BODY_LIMIT = 4096;
+/** Bytes an action's JSON body may have (10,000 ids fit; the webhooks' larger limit is not for this). */
+const ACTION_BODY_LIMIT = 1024 * 1024;
 
 /** The console's answer to anything it refuses. */
 class Refusal extends Error {
@@ -319,7 +321,7 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
 
   // ── actions ──
 
-  scope.post('/api/dead-letters/replay', async (request) => {
+  scope.post('/api/dead-letters/replay', { bodyLimit: ACTION_BODY_LIMIT }, async (request) => {
     const selection = readSelection(request.body, 'replay', ['ids', 'source', 'all', 'dryRun']);
     const result = await replayDeadLetters(deps.queue, selection);
     const ids = result.replayed.map((d) => d.event.id);
@@ -327,7 +329,7 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
     return { replayed: ids.length, ids, missingIds: result.missingIds, dryRun: result.dryRun };
   });
 
-  scope.post('/api/dead-letters/discard', async (request) => {
+  scope.post('/api/dead-letters/discard', { bodyLimit: ACTION_BODY_LIMIT }, async (request) => {
     const selection = readSelection(request.body, 'discard', ['ids', 'source', 'all', 'dryRun', 'confirm']);
     const confirm = (request.body as Record<string, unknown>).confirm;
     if (selection.dryRun !== true && confirm !== true) throw invalid('confirm: true is required to discard dead letters (they are deleted for good); send dryRun: true to only list them');
@@ -339,7 +341,7 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
 
   scope.get('/api/backfill', async () => ({ jobs: options.backfill?.list() ?? [], available: options.backfill !== undefined }));
 
-  scope.post('/api/backfill', async (request, reply) => {
+  scope.post('/api/backfill', { bodyLimit: ACTION_BODY_LIMIT }, async (request, reply) => {
     const body = readObject(request.body, ['source', 'since', 'full']);
     if (body.source === undefined) throw invalid(`source is required: one of ${SOURCE_NAMES.join(', ')}`);
     const source = optionalSource(body.source, 'source') as SourceName;
