@@ -254,7 +254,7 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
     const { openDatabase, openQueue, queueWorker } = await import('./admin/resources.ts');
     const { Lifecycle } = await import('./lifecycle.ts');
     const { createSources } = await import('./sources/index.ts');
-    const { CheckpointStore } = await import('./sync/checkpoints.ts');
+    const { backfillDeps } = await import('./sync/backfill.ts');
     const { engineSettings } = await import('./queue/engine.ts');
     const { createLeases, holderId } = await import('./sync/leases.ts');
     const { createBudgetStore } = await import('./budget/create-budget-store.ts');
@@ -281,7 +281,7 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
     try {
       const db = await openDatabase(config, log);
       try {
-        const deps = { queue, checkpoints: new CheckpointStore(db, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS };
+        const deps = backfillDeps(config, { db, queue, lifecycle, log });
         const report = await backfillSources(sources, deps, {
           ...command,
           signal: controller.signal,

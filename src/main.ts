@@ -48,8 +48,7 @@ import { createBudgetStore } from './budget/create-budget-store.ts';
 import type { Source } from './sources/source.ts';
 import type { VendorState } from './http/rate-limiter.ts';
 import { HOUR, MINUTE, SECOND, sleep } from './retry-policy.ts';
-import { CheckpointStore } from './sync/checkpoints.ts';
-import { MissedWebhooks } from './sync/missed-webhooks.ts';
+import { backfillDeps } from './sync/backfill.ts';
 import { Reconciler } from './sync/reconciler.ts';
 import { Leadership, leaseTiming } from './sync/leadership.ts';
 import { createLeases, holderId, RECONCILER_LEASE, type Leases } from './sync/leases.ts';
@@ -519,16 +518,7 @@ class WorkerStart {
       log,
       intervalMs: reconcileEveryMs,
       onStart: config.BACKFILL_ON_START,
-      deps: {
-        queue,
-        checkpoints: new CheckpointStore(db, config.checkpointDir),
-        lifecycle,
-        log,
-        overlapSeconds: config.BACKFILL_OVERLAP_SECONDS,
-        initialHours: config.BACKFILL_INITIAL_HOURS,
-        // With POLLING_ONLY every change comes by reconciliation: nothing is a missed webhook.
-        ...(config.POLLING_ONLY ? {} : { missedWebhooks: new MissedWebhooks({ db, queue, lifecycle, log: log.child({ component: 'reconciler' }), graceMs: config.MISSED_WEBHOOKS_GRACE_SECONDS * SECOND }) }),
-      },
+      deps: backfillDeps(config, { db, queue, lifecycle, log }),
       ...(runLease === undefined ? {} : { runLease }),
     });
   }
@@ -601,8 +591,7 @@ async function consoleOptions(config: Config, wiring: ConsoleWiring): Promise<Co
     ...(lease === undefined ? {} : { lease }),
     deps: () => {
       const db = database();
-      if (db === null) return null;
-      return { queue, checkpoints: new CheckpointStore(db, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS };
+      return db === null ? null : backfillDeps(config, { db, queue, lifecycle, log });
     },
   });
   return {

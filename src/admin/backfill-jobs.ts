@@ -52,7 +52,11 @@ export interface BackfillJobRequest {
 
 export interface BackfillJobsOptions {
   sources: readonly Source[];
-  /** What a run needs; a function where the database opens later (the worker waits for it): null until then. */
+  /**
+   * What a backfill writes to: the queue, the checkpoints (so the database), the lifecycle. A function
+   * when the database comes later (a worker waiting for it): null until then, and a start is refused
+   * with CONN_ERR_DB_UNAVAILABLE.
+   */
   deps: BackfillDeps | (() => BackfillDeps | null);
   /** With a shared queue: the engine's leases, this process's holder id and the lease time (ms), as for the CLI. */
   lease?: { leases: Leases; holder: string; ttlMs: number };
@@ -92,10 +96,10 @@ export class BackfillJobs {
   start(request: BackfillJobRequest): BackfillJob {
     const command = { sources: [request.source], since: request.since, full: request.full };
     chooseBackfillSources(this.options.sources, command, this.now());
-    const deps = typeof this.options.deps === 'function' ? this.options.deps() : this.options.deps;
-    if (deps === null) throw new ConnectorError('CONN_ERR_DB_UNAVAILABLE', 'the database is not open yet (the worker is waiting for it; see /health), and backfills keep their checkpoints there: try again once it is');
     const busy = this.running.get(request.source);
     if (busy !== undefined) throw new BackfillRunningError(snapshot(busy));
+    const deps = typeof this.options.deps === 'function' ? this.options.deps() : this.options.deps;
+    if (deps === null) throw new ConnectorError('CONN_ERR_DB_UNAVAILABLE', 'a backfill needs the database (its checkpoints are kept there), which is not available yet; try again when /health shows it');
     const startedAt = this.now();
     const job: BackfillJob = {
       id: randomUUID(),

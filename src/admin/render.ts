@@ -160,6 +160,7 @@ export function renderBackfillSummary(report: BackfillReport, worker: WorkerStat
     switch (o.status) {
       case 'done':
         lines.push(`${o.source}: ${plural(o.result.events, 'event')} in ${plural(o.result.pages, 'page')}, ${formatDuration(o.result.durationMs)} (since ${o.result.since.toISOString()})`);
+        if (o.result.missed !== null && o.result.missed > 0) lines.push(`  ${plural(o.result.missed, 'change')} no webhook had delivered (see the log line naming them; check the webhook registrations at the vendor)`);
         break;
       case 'failed':
         lines.push(`${o.source}: FAILED after ${plural(o.progress?.events ?? 0, 'event')}: ${o.error.code}: ${o.error.message}`);

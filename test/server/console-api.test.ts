@@ -198,6 +198,7 @@ describe('console API: bad input is a 4xx naming the field, never a 500', () => 
       { method: 'POST', url: '/dashboard/api/dead-letters/replay', payload: '<all/>', type: 'application/xml', status: 415, message: /could not be read/ },
       { method: 'POST', url: '/dashboard/api/dead-letters/discard', payload: '{"all":true,"ids":["evt-1"],"confirm":true}', status: 400, message: /^all: true discards every dead letter/ },
       { method: 'POST', url: '/dashboard/api/dead-letters/discard', payload: JSON.stringify({ ids: Array.from({ length: 10_001 }, (_, i) => `e${i}`), confirm: true }), status: 400, message: /^ids may name at most 10000/ },
+      { method: 'POST', url: '/dashboard/api/dead-letters/discard', payload: JSON.stringify({ ids: ['x'.repeat(1024 * 1024)], confirm: true }), status: 413, message: /could not be read/ },
       { method: 'POST', url: '/dashboard/api/backfill', payload: '{}', status: 400, message: /^source is required: one of teamwork, missive$/ },
       { method: 'POST', url: '/dashboard/api/backfill', payload: '{"source":"teamwork","since":"yesterday"}', status: 400, message: /^since must be an ISO 8601 time/ },
       { method: 'POST', url: '/dashboard/api/backfill', payload: '{"source":"teamwork","since":"2025-01-01","full":true}', status: 400, message: /^since and full contradict each other/ },
@@ -214,6 +215,27 @@ describe('console API: bad input is a 4xx naming the field, never a 500', () => 
     }
     // Nothing was replayed or discarded by any of them.
     expect((await h.queue.listDeadLetters()).map((d) => d.event.id)).toEqual(['evt-1']);
+    expect(h.lines.filter((l) => l.level === 'error')).toEqual([]);
+  });
+});
+
+describe('console API: what is behind it away', () => {
+  it('the queue closed, the health checks throwing, no database for a backfill: the overview still answers, the rest 503 naming it', async () => {
+    const h = await harness({
+      console: { health: { evaluate: async () => Promise.reject(new Error('probe exploded')) } },
+      extend: async ({ sources, log }) => ({ backfill: new BackfillJobs({ sources, deps: () => null, log }) }),
+      env: { TEAMWORK_BASE_URL: 'http://127.0.0.1:9', TEAMWORK_API_KEY: 'tw-key' },
+    });
+    await h.queue.close();
+    const overview = (await h.app.inject({ url: '/dashboard/api/overview', headers: bearer })).json() as Record<string, unknown>;
+    expect(overview.queue).toMatchObject({ stats: null, error: { code: 'CONN_ERR_QUEUE_CLOSED' } });
+    expect(overview.health).toEqual({ error: { code: 'CONN_ERR_INTERNAL', message: 'probe exploded', retryable: true } });
+    const letters = await h.app.inject({ url: '/dashboard/api/dead-letters', headers: bearer });
+    expect(letters.statusCode).toBe(503);
+    expect(letters.json()).toMatchObject({ error: 'CONN_ERR_QUEUE_CLOSED' });
+    const backfill = await h.app.inject({ method: 'POST', url: '/dashboard/api/backfill', payload: { source: 'teamwork' }, headers: bearer });
+    expect(backfill.statusCode).toBe(503);
+    expect(backfill.json()).toMatchObject({ error: 'CONN_ERR_DB_UNAVAILABLE', message: expect.stringContaining('needs the database') });
     expect(h.lines.filter((l) => l.level === 'error')).toEqual([]);
   });
 });

@@ -84,7 +84,7 @@ export async function consoleHarness(options: HarnessOptions = {}): Promise<Cons
       await app.close();
       await activity.close();
       for (const close of closing) await close();
-      await queue.close();
+      await queue.close().catch(() => {});
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -88,6 +88,8 @@ const DEAD_LETTERS_LIMIT = { default: 200, max: 5000 } as const;
 const MAX_IDS = 10_000;
 /** Bytes a login form may have. */
 const LOGIN_BODY_LIMIT = 4096;
+/** Bytes an action's JSON body may have (10,000 ids fit; the webhooks' larger limit is not for this). */
+const ACTION_BODY_LIMIT = 1024 * 1024;
 
 /** The console's answer to anything it refuses. */
 class Refusal extends Error {
@@ -153,9 +155,15 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
     if (status !== undefined && status >= 400 && status < 500) {
       return sendError(reply, status, 'CONN_ERR_REQUEST_INVALID', `the request could not be read: ${(error as Error).message}`);
     }
-    log.error({ reqId: request.id, err: error, url: request.url }, 'console request failed');
+    // Not the request's fault. A ConnectorError that may pass (the queue engine away, the database not
+    // there yet) is a 503 naming it; anything else is a bug: 500, logged as an error.
     const record = toErrorRecord(error);
-    return sendError(reply, error instanceof ConnectorError && record.retryable ? 503 : 500, record.code, record.message);
+    if (error instanceof ConnectorError && record.retryable) {
+      log.warn({ reqId: request.id, code: record.code, url: request.url.split('?')[0] }, `console request could not be served: ${record.message}`);
+      return sendError(reply, 503, record.code, record.message);
+    }
+    log.error({ reqId: request.id, err: error, url: request.url.split('?')[0] }, 'console request failed');
+    return sendError(reply, 500, 'CONN_ERR_INTERNAL', 'internal error; the log has the details');
   });
 
   scope.setNotFoundHandler((request, reply) => sendError(reply, 404, 'CONN_ERR_NOT_FOUND', `no console route ${request.method} ${request.url.split('?')[0]}`));
@@ -259,7 +267,13 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
         (err: unknown) => ({ stats: null, error: toErrorRecord(err) }),
       ),
       deps.healthDetails === undefined ? Promise.resolve({} as Record<string, unknown>) : deps.healthDetails().catch((err: unknown) => ({ database: { ok: false, detail: toErrorRecord(err).message } })),
-      options.health === undefined ? Promise.resolve(null) : options.health.evaluate(),
+      // A check that throws is shown as such; the rest of the overview still answers.
+      options.health === undefined
+        ? Promise.resolve(null)
+        : options.health.evaluate().catch((err: unknown) => {
+            log.warn({ err }, 'console overview: the health checks could not be evaluated');
+            return { error: toErrorRecord(err) };
+          }),
       options.activity.sources(),
       options.activity.processes(),
     ]);
@@ -307,7 +321,7 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
 
   // ── actions ──
 
-  scope.post('/api/dead-letters/replay', async (request) => {
+  scope.post('/api/dead-letters/replay', { bodyLimit: ACTION_BODY_LIMIT }, async (request) => {
     const selection = readSelection(request.body, 'replay', ['ids', 'source', 'all', 'dryRun']);
     const result = await replayDeadLetters(deps.queue, selection);
     const ids = result.replayed.map((d) => d.event.id);
@@ -315,7 +329,7 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
     return { replayed: ids.length, ids, missingIds: result.missingIds, dryRun: result.dryRun };
   });
 
-  scope.post('/api/dead-letters/discard', async (request) => {
+  scope.post('/api/dead-letters/discard', { bodyLimit: ACTION_BODY_LIMIT }, async (request) => {
     const selection = readSelection(request.body, 'discard', ['ids', 'source', 'all', 'dryRun', 'confirm']);
     const confirm = (request.body as Record<string, unknown>).confirm;
     if (selection.dryRun !== true && confirm !== true) throw invalid('confirm: true is required to discard dead letters (they are deleted for good); send dryRun: true to only list them');
@@ -327,7 +341,7 @@ async function consoleScope(scope: FastifyInstance, options: ConsoleOptions & { 
 
   scope.get('/api/backfill', async () => ({ jobs: options.backfill?.list() ?? [], available: options.backfill !== undefined }));
 
-  scope.post('/api/backfill', async (request, reply) => {
+  scope.post('/api/backfill', { bodyLimit: ACTION_BODY_LIMIT }, async (request, reply) => {
     const body = readObject(request.body, ['source', 'since', 'full']);
     if (body.source === undefined) throw invalid(`source is required: one of ${SOURCE_NAMES.join(', ')}`);
     const source = optionalSource(body.source, 'source') as SourceName;
