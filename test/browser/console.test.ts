@@ -248,12 +248,17 @@ describe.skipIf(!available)('the console in a browser', () => {
     await shot('backfill');
   });
 
-  it('every page fits a 360 px wide screen, and nothing is loaded from elsewhere', async () => {
+  it('every page fits a 360 px wide screen with every field labelled, and nothing is loaded from elsewhere', async () => {
     await page.setViewportSize({ width: 360, height: 780 });
     for (const hash of ['overview', 'events', 'dead-letters', 'backfill']) {
       await open(hash);
       const { scroll, client } = await page.evaluate<{ scroll: number; client: number }>('({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth })');
       expect(scroll, `${hash} at 360 px`).toBeLessThanOrEqual(client);
+      // Every field has a label, every button a name.
+      const unnamed = await page.evaluate<string[]>(
+        "[...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')].filter((e) => !((e.labels && e.labels.length > 0) || e.getAttribute('aria-label') || (e.tagName === 'BUTTON' && e.textContent.trim() !== ''))).map((e) => e.outerHTML)",
+      );
+      expect(unnamed, hash).toEqual([]);
       await shot(`${hash}-360`);
     }
     expect(foreignRequests).toEqual([]);
