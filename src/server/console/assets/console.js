@@ -11,7 +11,7 @@
   const API = `${BASE}/api`;
   const POLL_MS = 2000;
   /** The overview (for the alert banner and the source names) is read on other views every this many polls. */
-  const BANNER_EVERY = 5;
+  const BANNER_EVERY = 2;
 
   const OUTCOMES = {
     ok: { icon: '✓', word: 'succeeded', tone: 'o-ok' },
