@@ -581,6 +581,7 @@
       const missing = result.missingIds?.length ? ` (${result.missingIds.length} no longer there)` : '';
       say(`${action === 'replay' ? 'Replayed' : 'Discarded'} ${n} dead letter${n === 1 ? '' : 's'}${missing}.`);
       state.selected.clear();
+      rerender();
       if (back) {
         keepSaid = true;
         navigate('dead-letters');
@@ -678,6 +679,7 @@
 
   let route = parseHash();
   let lastData = null;
+  let lastText = '';
   let timer = null;
   let inFlight = null;
   let generation = 0;
@@ -720,8 +722,11 @@
         state.polls += 1;
         const data = await view.load(current.params, current.id);
         if (mine !== generation) return;
+        // Unchanged data is not drawn again: a selection or a scrolled payload stays as it is.
+        const text = JSON.stringify(data);
+        if (lastData === null || text !== lastText) draw(data);
         lastData = data;
-        draw(data);
+        lastText = text;
         document.getElementById('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
         if (document.body.dataset.rendered !== 'true') {
           // The first time a page shows its data (bench/console measures it).
