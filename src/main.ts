@@ -117,7 +117,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   const reconcileEvery = describeEvery(reconcileEveryMs);
   let sources: Source[];
   let activity: Activity | null = null;
-  /** A `serve` process's console reads rows and checkpoints through a database of its own (never migrated by it). */
+  /** A `serve` process's console reads rows and checkpoints through a database of its own, once migrated. */
   let readDatabase: Database | null = null;
 
   try {
@@ -145,9 +145,26 @@ export async function startConnector(config: Config, options: StartOptions): Pro
     // queue, so that the console of any process shows the workers' events too.
     if (config.ADMIN_TOKEN !== undefined) {
       if (!roles.work) {
-        readDatabase = await createDatabase(config, { log: log.child({ component: 'db' }), budgets });
-        const opened = readDatabase;
-        closers.unshift(() => opened.close());
+        // Migrated (as every process may: migrations are safe side by side) in the background, and
+        // used once that succeeded: a database away at start must not keep the webhooks closed.
+        const opened = await createDatabase(config, { log: log.child({ component: 'db' }), budgets });
+        const stopTrying = new AbortController();
+        closers.unshift(async () => {
+          stopTrying.abort();
+          await opened.close();
+        });
+        void (async () => {
+          for (let failures = 0; !stopTrying.signal.aborted; failures++) {
+            try {
+              await opened.migrate();
+              readDatabase = opened;
+              return;
+            } catch (err) {
+              log.debug({ err }, 'the console cannot read the database yet; trying again');
+              await sleep(Math.min(500 * 2 ** failures, 30 * SECOND), stopTrying.signal);
+            }
+          }
+        })();
       }
       const board = await createActivityBoard(engineSettings(config), config.DATA_DIR, log.child({ component: 'console' }));
       const role = roles.serve && roles.work ? 'start' : roles.serve ? 'serve' : 'work';
