@@ -41,7 +41,7 @@ export interface AppOptions {
    * worker's facts when given, at the default thresholds.
    */
   health?: HealthChecks;
-  /** The alerts, whose metrics (connector_alert_active, connector_alerts_sent_total) /metrics serves. */
+  /** The alerts (src/alerts/alerts.ts), whose metrics (connector_alert_active, connector_alerts_sent_total, ...) /metrics serves. */
   alerts?: { registerMetrics(registry: Registry): void };
   /** What /health says of the queue engine's durability, when start-up accepted a weak one (REDIS_DURABILITY=relaxed); ignored with `health`. */
   queueDurability?: string;
