@@ -109,6 +109,8 @@ export const ConfigSchema = z.object({
   BACKFILL_ON_START: bool.default(true),
   POLLING_ONLY: bool.default(false),
   PUBLIC_URL: url.optional(),
+  /** A change younger than this is not judged for a missed webhook (src/sync/missed-webhooks.ts). */
+  MISSED_WEBHOOKS_GRACE_SECONDS: int(0, 24 * 3600).default(120),
 
   TEAMWORK_SITE: z.string().regex(/^[a-z0-9-]+(\.eu)?$/i, 'must be your site name, as in https://<site>.teamwork.com (add .eu for EU sites)').optional(),
   TEAMWORK_BASE_URL: url.optional(),

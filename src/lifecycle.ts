@@ -23,7 +23,8 @@ export interface LifecycleEvents {
   'event:retrying': { source: SourceName; eventId: string; attempt: number; delayMs: number; error: ErrorRecord; event: QueueEvent; spent: boolean };
   'event:dead-lettered': { source: SourceName; eventId: string; attempt: number; error: ErrorRecord; event: QueueEvent };
   'backfill:page': { source: SourceName; events: number; newestUpdate: string | null };
-  'backfill:done': { source: SourceName; events: number; pages: number; durationMs: number };
+  /** `missed`: changes no webhook had delivered; null when the run was not judged (src/sync/missed-webhooks.ts). */
+  'backfill:done': { source: SourceName; events: number; pages: number; durationMs: number; missed: number | null };
   'backfill:failed': { source: SourceName; error: ErrorRecord };
   /**
    * A reconciliation judged the changes it found (src/sync/missed-webhooks.ts): of `judged` changes

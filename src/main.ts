@@ -42,6 +42,7 @@ import type { Source } from './sources/source.ts';
 import type { VendorState } from './http/rate-limiter.ts';
 import { HOUR, MINUTE, SECOND, sleep } from './retry-policy.ts';
 import { CheckpointStore } from './sync/checkpoints.ts';
+import { MissedWebhooks } from './sync/missed-webhooks.ts';
 import { Reconciler } from './sync/reconciler.ts';
 import { Leadership, leaseTiming } from './sync/leadership.ts';
 import { createLeases, holderId, RECONCILER_LEASE, type Leases } from './sync/leases.ts';
@@ -65,6 +66,8 @@ export interface RunningConnector {
   app: FastifyInstance | null;
   queue: Queue;
   db: Database | null;
+  /** The sources this process runs. */
+  sources: readonly Source[];
   lifecycle: Lifecycle;
   /** Graceful stop; safe to call more than once. */
   stop(): Promise<void>;
@@ -104,6 +107,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   const interval = config.BACKFILL_INTERVAL_MINUTES * MINUTE;
   const reconcileEveryMs = config.POLLING_ONLY ? Math.min(interval || POLLING_INTERVAL, POLLING_INTERVAL) : interval;
   const reconcileEvery = describeEvery(reconcileEveryMs);
+  let sources: Source[];
 
   try {
     // With the shared queue, several workers call the vendors: their budgets live in the queue's engine.
@@ -113,7 +117,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       closers.push(() => store.close());
       log.info({ engine: store.engine }, `vendor budgets are shared by every worker through the queue's ${store.engine === 'redis' ? 'Redis' : 'PostgreSQL'} (prefix ${config.QUEUE_PREFIX})`);
     }
-    const sources = options.sources ?? createSources(config, { log, budgets, ...(options.sourceTuning !== undefined ? { tuning: options.sourceTuning } : {}) });
+    sources = options.sources ?? createSources(config, { log, budgets, ...(options.sourceTuning !== undefined ? { tuning: options.sourceTuning } : {}) });
     for (const source of sources) {
       if (!source.apiConfigured) {
         log.warn({ source: source.name }, `${source.name}: API credentials are not set (${SOURCE_API_SETTINGS[source.name]}); webhooks are received and stored as they come, but enrichment and backfill are off`);
@@ -213,6 +217,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
     publicUrl,
     app,
     queue,
+    sources,
     get db() {
       return worker?.database ?? null;
     },
@@ -483,7 +488,16 @@ class WorkerStart {
       log,
       intervalMs: reconcileEveryMs,
       onStart: config.BACKFILL_ON_START,
-      deps: { queue, checkpoints: new CheckpointStore(db, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS },
+      deps: {
+        queue,
+        checkpoints: new CheckpointStore(db, config.checkpointDir),
+        lifecycle,
+        log,
+        overlapSeconds: config.BACKFILL_OVERLAP_SECONDS,
+        initialHours: config.BACKFILL_INITIAL_HOURS,
+        // With POLLING_ONLY every change comes by reconciliation: nothing is a missed webhook.
+        ...(config.POLLING_ONLY ? {} : { missedWebhooks: new MissedWebhooks({ db, queue, lifecycle, log: log.child({ component: 'reconciler' }), graceMs: config.MISSED_WEBHOOKS_GRACE_SECONDS * SECOND }) }),
+      },
       ...(runLease === undefined ? {} : { runLease }),
     });
   }

@@ -3,6 +3,7 @@
  * schema `bullmq`: schema `connector_engine` with
  * - `leases`: one row per lease (src/sync/postgres-leases.ts);
  * - `checkpoints`: Airtable's checkpoints when the queue is shared (src/db/airtable/engine-checkpoints.ts);
+ * - `activity`: each process's report for the operator console (src/admin/activity-board.ts);
  * - `budgets`, `budget_starts`, `budget_leases` and the function `reserve_budget`: the vendors' budgets
  *   every worker shares (src/budget/postgres-budget-store.ts).
  * Rows carry QUEUE_PREFIX, so connectors sharing one engine keep apart, as their queues do.
@@ -33,6 +34,13 @@ CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.checkpoints (
   last_cursor text,
   updated_at timestamptz,
   PRIMARY KEY (prefix, source)
+);
+CREATE TABLE IF NOT EXISTS ${ENGINE_SCHEMA}.activity (
+  prefix text NOT NULL,
+  id text NOT NULL,
+  report jsonb NOT NULL,
+  updated_at timestamptz NOT NULL,
+  PRIMARY KEY (prefix, id)
 );
 ${budgetTables(ENGINE_SCHEMA)}`;
 

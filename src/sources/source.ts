@@ -87,6 +87,13 @@ export interface BackfillPage {
   cursor: string | null;
 }
 
+export interface BackfillChange {
+  table: 'tasks' | 'emails';
+  id: string;
+  changedAt: Date;
+  version: Date | null;
+}
+
 export interface BackfillOptions {
   /** Items changed at or after this instant (the checkpoint minus the overlap). */
   since: Date;
@@ -108,6 +115,13 @@ export interface Source {
   handle(event: QueueEvent, context: HandlerContext): Promise<Changes>;
   /** Present only when the vendor API is configured. */
   backfill?(options: BackfillOptions): AsyncIterable<BackfillPage>;
+  /**
+   * What a backfill event brings, row by row, for telling whether a webhook had brought it already
+   * (src/sync/missed-webhooks.ts): each row's id, when the vendor says it changed, and the version a
+   * row stored from that change has at least (null when versions cannot tell: then a stored row counts
+   * as having it, and only a missing row as missed). Without it, the source's changes are not judged.
+   */
+  backfillChanges?(event: QueueEvent): BackfillChange[];
   /**
    * The vendor API's budget and health, when the API is configured: the dispatcher claims none of this
    * source's events while the vendor is paused or down, and the composition root logs and counts each

@@ -13,6 +13,7 @@ import type { Queue } from '../queue/queue.ts';
 import { HOUR, SECOND } from '../retry-policy.ts';
 import type { Source } from '../sources/source.ts';
 import type { CheckpointStore } from './checkpoints.ts';
+import type { MissedWebhooks } from './missed-webhooks.ts';
 
 export interface BackfillDeps {
   queue: Queue;
@@ -23,6 +24,8 @@ export interface BackfillDeps {
   overlapSeconds: number;
   /** BACKFILL_INITIAL_HOURS */
   initialHours: number;
+  /** Judges, on a run from the checkpoint, which changes no webhook had delivered (none: not judged). */
+  missedWebhooks?: MissedWebhooks;
   now?: () => Date;
 }
 
@@ -47,6 +50,8 @@ export interface BackfillProgress {
 export interface BackfillResult extends BackfillProgress {
   since: Date;
   durationMs: number;
+  /** Changes found that no webhook had delivered; null when the run was not judged (src/sync/missed-webhooks.ts). */
+  missed: number | null;
 }
 
 /** Where a backfill starts: explicit, full, checkpoint minus overlap, or the initial window. */
@@ -81,11 +86,18 @@ export async function runBackfill(source: Source, deps: BackfillDeps, request: B
   if (source.backfill === undefined) throw new Error(`${source.name}: backfill needs the vendor API; set its credentials`);
   const log = deps.log.child({ source: source.name, component: 'backfill' });
   const since = await backfillStart(source.name, deps, request);
+  // Only a run from the checkpoint is judged: before the first one, or from an operator's date, every
+  // change is new to the database whether or not webhooks work.
+  const judge = deps.missedWebhooks !== undefined && request.since === undefined && request.full !== true && (await deps.checkpoints.get(source.name)) !== null ? deps.missedWebhooks : null;
+  let missed: number | null = null;
   const progress: BackfillProgress = { source: source.name, pages: 0, events: 0, newestUpdate: null, startedAt: Date.now() };
   const startedAt = (deps.now ?? (() => new Date()))();
   log.info({ since: since.toISOString() }, 'backfill started');
   try {
     for await (const page of source.backfill({ since, log, signal: request.signal })) {
+      // Judged before the events are enqueued: once the worker has written them, every row is there.
+      const judgement = judge === null ? null : await judge.judge(source, page.events, since);
+      if (judgement !== null) missed = (missed ?? 0) + judgement.missed;
       if (page.events.length > 0) await deps.queue.enqueue(page.events);
       const newest = checkpointTime(page.newestUpdate, startedAt, log);
       if (newest !== null) await deps.checkpoints.advance(source.name, newest, page.cursor);
@@ -104,7 +116,7 @@ export async function runBackfill(source: Source, deps: BackfillDeps, request: B
   // first run, so the next run does not fall back to the initial window again.
   if (progress.newestUpdate === null && (await deps.checkpoints.get(source.name)) === null) await deps.checkpoints.advance(source.name, since, null);
   const durationMs = Date.now() - progress.startedAt;
-  deps.lifecycle.emit('backfill:done', { source: source.name, events: progress.events, pages: progress.pages, durationMs });
-  log.info({ pages: progress.pages, events: progress.events, durationMs }, 'backfill done');
-  return { ...progress, since, durationMs };
+  deps.lifecycle.emit('backfill:done', { source: source.name, events: progress.events, pages: progress.pages, durationMs, missed });
+  log.info({ pages: progress.pages, events: progress.events, durationMs, ...(missed !== null ? { missedWebhooks: missed } : {}) }, 'backfill done');
+  return { ...progress, since, durationMs, missed };
 }

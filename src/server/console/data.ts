@@ -70,7 +70,7 @@ export interface EventSummary {
   entityKey: string | null;
   origin: EventOrigin;
   receivedAt: string;
-  /** The latest outcome: `pending` or `in-flight` for events still in the queue and not yet tried here. */
+  /** The latest outcome; `pending` for an event still in the queue and not yet tried in this process. */
   outcome: 'ok' | 'retrying' | 'waiting-for-vendor' | 'dead-lettered' | 'pending';
   attempts: number;
   /** The latest attempt's duration, ms. */
@@ -86,9 +86,23 @@ export interface EventDetail extends EventSummary {
   rows: Array<RowRef & { row: unknown }>;
 }
 
-/** Recent events of this process, and what the queue still holds. */
+/** A process of this connector posting its activity (src/admin/activity-board.ts). */
+export interface ProcessSummary {
+  id: string;
+  role: 'serve' | 'work' | 'start';
+  startedAt: string;
+  /** Its last report. */
+  at: string;
+  /** The last time a worker lane of it claimed events; null for none. */
+  lastClaimAt: string | null;
+  /** The process serving this console. */
+  self: boolean;
+}
+
+/** Recent events of this process (and of the others posting to the board), and what the queue still holds. */
 export interface ActivityProvider {
-  sources(): SourceOverview[];
+  processes(): Promise<ProcessSummary[]>;
+  sources(): Promise<SourceOverview[]>;
   queueHistory(): QueueSample[];
   /** Newest first; `query` matches an event id, an entity key or id (task id, conversation id), or a row id (message id). */
   events(options: { query?: string; source?: SourceName; limit: number }): Promise<EventSummary[]>;

@@ -29,11 +29,11 @@ import { ConnectorError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import type { QueueEvent } from '../../model.ts';
 import type { Clock } from '../../http/clock.ts';
-import type { BackfillOptions, BackfillPage } from '../source.ts';
+import type { BackfillChange, BackfillOptions, BackfillPage } from '../source.ts';
 import { mapPool, MISSIVE_RATE_LIMITS, type ConversationFilter, type MissiveClient } from './client.ts';
 import { SNAPSHOT_EVENT_TYPE } from './handler.ts';
 import { isTrashed } from './map.ts';
-import type { MissiveConversation, MissiveMessage } from './payloads.ts';
+import type { MissiveConversation, MissiveMessage, SnapshotPayload } from './payloads.ts';
 import { TrashSweep, type SweepStore } from './trash-sweep.ts';
 
 /**
@@ -179,4 +179,21 @@ function describe(filter: ConversationFilter): string {
   return Object.entries(filter)
     .map(([k, v]) => (v === true ? k : `${k}=${String(v)}`))
     .join('&');
+}
+
+/**
+ * The messages a snapshot brings, each at the time it was delivered (or made). Their versions cannot
+ * tell a webhook's row from the backfill's (a Missive version is when we read the conversation, not
+ * when it changed), so only a message with no row at all counts as one no webhook brought.
+ */
+export function snapshotChanges(event: QueueEvent): BackfillChange[] {
+  if (event.type !== SNAPSHOT_EVENT_TYPE) return [];
+  const { messages } = event.payload as SnapshotPayload;
+  const changes: BackfillChange[] = [];
+  for (const message of messages) {
+    const seconds = message.delivered_at ?? message.created_at;
+    if (seconds == null) continue;
+    changes.push({ table: 'emails', id: message.id, changedAt: new Date(seconds * 1000), version: null });
+  }
+  return changes;
 }

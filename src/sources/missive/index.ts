@@ -15,7 +15,7 @@ import type { RateLimiter } from '../../http/rate-limiter.ts';
 import { BACKFILL_MAX_WAIT_MS, HANDLER_MAX_WAIT_MS, type BackfillOptions, type BackfillPage, type Delivery, type HandlerContext, type ParsedDelivery, type Source } from '../source.ts';
 import type { Changes, QueueEvent } from '../../model.ts';
 import { AttachmentStore } from './attachments.ts';
-import { backfillMissive } from './backfill.ts';
+import { backfillMissive, snapshotChanges } from './backfill.ts';
 import { MissiveClient, type ConversationFilter, type MissiveRateLimitOptions } from './client.ts';
 import { MissiveHandler } from './handler.ts';
 import { FileSweepStore, type SweepStore } from './trash-sweep.ts';
@@ -107,6 +107,7 @@ export function createMissiveSource(config: Config, deps: MissiveSourceDeps): Mi
         },
         options,
       );
+    source.backfillChanges = snapshotChanges;
   }
   return source;
 }

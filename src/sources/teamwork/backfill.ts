@@ -20,7 +20,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { QueueEvent } from '../../model.ts';
-import type { BackfillOptions, BackfillPage } from '../source.ts';
+import type { BackfillChange, BackfillOptions, BackfillPage } from '../source.ts';
 import { ApiError } from '../../http/index.ts';
 import type { TaskPage, TeamworkClient } from './client.ts';
 import { newestUpdate } from './client.ts';
@@ -29,6 +29,15 @@ import { canonicalId, type SnapshotEventPayload } from './payloads.ts';
 
 /** The event type of a backfilled task. */
 export const SNAPSHOT_EVENT = 'task.snapshot';
+
+/** The task a snapshot brings, at its version: Teamwork's own `updatedAt` (what the stale-write guard compares). */
+export function snapshotChanges(event: QueueEvent): BackfillChange[] {
+  if (event.type !== SNAPSHOT_EVENT) return [];
+  const { task } = event.payload as SnapshotEventPayload;
+  const updatedAt = task.updatedAt == null ? Number.NaN : Date.parse(task.updatedAt);
+  if (Number.isNaN(updatedAt)) return [];
+  return [{ table: 'tasks', id: canonicalId(task.id), changedAt: new Date(updatedAt), version: new Date(updatedAt) }];
+}
 
 export interface TeamworkBackfillOptions extends BackfillOptions {
   client: TeamworkClient;

@@ -22,7 +22,7 @@ import type { BudgetStore } from '../../budget/budget-store.ts';
 import { MINUTE } from '../../retry-policy.ts';
 import { BACKFILL_MAX_WAIT_MS, HANDLER_MAX_WAIT_MS, type BackfillOptions, type BackfillPage, type Delivery, type HandlerContext, type ParsedDelivery, type Source } from '../source.ts';
 import type { Changes, QueueEvent } from '../../model.ts';
-import { backfillTeamwork } from './backfill.ts';
+import { backfillTeamwork, snapshotChanges } from './backfill.ts';
 import { createTeamworkLimiter, TeamworkClient } from './client.ts';
 import { handleTeamworkEvent } from './handler.ts';
 import { parseTeamworkDelivery, verifyTeamworkSignature } from './webhook.ts';
@@ -113,6 +113,7 @@ export function createTeamworkSource(config: Config, deps: TeamworkSourceDeps): 
   if (backfillClient !== null) {
     source.backfill = (options: BackfillOptions): AsyncIterable<BackfillPage> =>
       backfillTeamwork({ ...options, client: backfillClient, now: () => new Date(clock.now()) });
+    source.backfillChanges = snapshotChanges;
   }
   return source;
 }
