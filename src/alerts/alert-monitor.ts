@@ -58,6 +58,12 @@ export interface AlertMonitorOptions {
   pollingOnly: boolean;
   /** The webhook registrations' last look (src/alerts/webhook-registrations.ts), when this process checks them. */
   registrations?: { registrations(): WebhookRegistrations | null };
+  /**
+   * The conditions this process alerts on; default all. A `serve` process next to workers that alert
+   * takes only `queue_unavailable` (its own deliveries), so that shared facts (the queue's age, its
+   * dead letters) are not told twice.
+   */
+  conditions?: readonly AlertCondition[];
   /** Default ALERT_TICK_MS. */
   tickMs?: number;
   /** Default ALERT_CLEAR_AFTER_MS. */
@@ -234,6 +240,7 @@ export class AlertMonitor {
   }
 
   private raise(condition: AlertCondition, source: SourceName | null, summary: string): void {
+    if (this.options.conditions !== undefined && !this.options.conditions.includes(condition)) return;
     const now = this.now();
     const existing = this.alerts.get(key(condition, source));
     if (existing !== undefined) {

@@ -17,7 +17,7 @@ import type { VendorWebhookReport } from '../admin/register-webhooks.ts';
 import { MINUTE } from '../retry-policy.ts';
 import type { HealthChecks } from '../server/health.ts';
 import type { Source } from '../sources/source.ts';
-import type { ActiveAlert, AlertMessage } from './alert.ts';
+import type { ActiveAlert, AlertCondition, AlertMessage } from './alert.ts';
 import { AlertMonitor } from './alert-monitor.ts';
 import { AlertSender } from './alert-sender.ts';
 import { WebhookRegistrationCheck, type WebhookRegistrations } from './webhook-registrations.ts';
@@ -33,6 +33,8 @@ export interface AlertsDeps {
    * POLLING_ONLY, or a process other than the one worker that reconciles).
    */
   listWebhooks?: (signal: AbortSignal) => Promise<VendorWebhookReport[]>;
+  /** The conditions this process alerts on (AlertMonitorOptions.conditions); default all. */
+  conditions?: readonly AlertCondition[];
   /** Sender and monitor timings for tests; defaults otherwise. */
   tuning?: { tickMs?: number; clearAfterMs?: number; missedWindowMs?: number; retryDelay?: (attempt: number, retryAfterMs?: number) => number; maxPerMinute?: number; fetch?: typeof fetch };
 }
@@ -82,6 +84,7 @@ export function createAlerts(deps: AlertsDeps): Alerts {
     missedWebhooksAlertCount: config.MISSED_WEBHOOKS_ALERT_COUNT,
     pollingOnly: config.POLLING_ONLY,
     ...(registrations === null ? {} : { registrations }),
+    ...(deps.conditions === undefined ? {} : { conditions: deps.conditions }),
     ...(tuning.tickMs === undefined ? {} : { tickMs: tuning.tickMs }),
     ...(tuning.clearAfterMs === undefined ? {} : { clearAfterMs: tuning.clearAfterMs }),
     ...(tuning.missedWindowMs === undefined ? {} : { missedWindowMs: tuning.missedWindowMs }),

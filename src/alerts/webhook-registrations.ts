@@ -14,9 +14,12 @@
  * - `failed`: the vendor could not be asked (`detail` says why; a 401/403 is also the `vendor_auth` alert).
  * Only `missing` and `disabled` raise the alert.
  */
+import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { SourceName } from '../model.ts';
-import type { VendorWebhookReport } from '../admin/register-webhooks.ts';
+import { manageWebhooks, type VendorWebhookReport } from '../admin/register-webhooks.ts';
+import { MissiveHooksApi } from '../sources/missive/webhooks-admin.ts';
+import { TeamworkClient } from '../sources/teamwork/client.ts';
 import { TASK_WEBHOOK_EVENTS } from '../sources/teamwork/webhook.ts';
 
 export interface RegistrationStatus {
@@ -137,4 +140,23 @@ export function judgeRegistration(report: VendorWebhookReport): RegistrationStat
     return { ...base, state: 'disabled', detail: `Teamwork turned off the hooks for ${inactive.map((h) => `${h.event} (${h.status})`).join(', ')}; turn them on again in Settings > Webhooks, or remove and register them again` };
   }
   return { ...base, state: 'ok', detail: `an active hook for each of the ${TASK_WEBHOOK_EVENTS.length} task events` };
+}
+
+/**
+ * What `register-webhooks --list` does, as a function for the periodic look: our hooks at each vendor
+ * whose API is configured, for `publicUrl` (PUBLIC_URL, or the tunnel's URL). Null when there is
+ * nothing to look for: no public URL, or POLLING_ONLY (no webhook expected). Its own API clients, with
+ * their own small budgets (one or two requests per look).
+ */
+export function webhookLister(
+  config: Pick<Config, 'POLLING_ONLY' | 'TEAMWORK_API_KEY' | 'teamworkBaseUrl' | 'TEAMWORK_REQUESTS_PER_MINUTE' | 'MISSIVE_API_TOKEN' | 'MISSIVE_BASE_URL'>,
+  publicUrl: string | null,
+  log: Logger,
+): ((signal: AbortSignal) => Promise<VendorWebhookReport[]>) | null {
+  if (publicUrl === null || config.POLLING_ONLY) return null;
+  const teamwork = config.TEAMWORK_API_KEY !== undefined && config.teamworkBaseUrl !== null
+    ? new TeamworkClient({ baseUrl: config.teamworkBaseUrl, apiKey: config.TEAMWORK_API_KEY, requestsPerMinute: config.TEAMWORK_REQUESTS_PER_MINUTE, log })
+    : null;
+  const missive = config.MISSIVE_API_TOKEN !== undefined ? new MissiveHooksApi({ token: config.MISSIVE_API_TOKEN, baseUrl: config.MISSIVE_BASE_URL, log }) : null;
+  return (signal) => manageWebhooks('list', { publicUrl, teamwork: { client: teamwork }, missive: { api: missive }, signal });
 }
