@@ -180,7 +180,11 @@ export class AlertMonitor {
     this.judgeHealth(report);
     this.judgeDeadLetters(report);
     for (const source of SOURCE_NAMES) {
-      if (!this.authFailing.has(source)) this.lower('vendor_auth', source);
+      // Still refused: the alert is kept fresh, so that the first accepted request after a long
+      // refusal does not clear it at once (it clears `clearAfterMs` after the last refusal seen).
+      const refused = this.authFailing.get(source);
+      if (refused !== undefined) this.raise('vendor_auth', source, refused);
+      else this.lower('vendor_auth', source);
       this.judgeMissed(source);
     }
     this.judgeRegistrations();

@@ -8,7 +8,7 @@
  * 401 every 50 ms with accepted requests between them, a hung lane with events waiting and ageing,
  * missed webhooks every 300 ms, the database down), then everything is put right. The receiver must
  * get exactly one `started` and one `cleared` per condition. Thresholds and the clear delay are short
- * (1-1.5 s) so that the whole storm takes STORM_MS plus a few seconds.
+ * (1-2 s) so that the whole storm takes STORM_MS plus a few seconds.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -42,7 +42,7 @@ import { ScriptedSource, type TestPayload } from '../workers/scripted-source.ts'
 /** How long every condition is provoked, again and again, in the storm test. */
 const STORM_MS = 10_000;
 /** How long a condition must have been over before its alert clears (ALERT_CLEAR_AFTER_MS is 60 s in production). */
-const CLEAR_AFTER_MS = 1_500;
+const CLEAR_AFTER_MS = 2_000;
 
 const silent = createLogger({ level: 'silent', console: false });
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -136,6 +136,7 @@ function tempDir(): string {
 }
 
 const postgres = findPostgresBinaries() !== null;
+if (!postgres && process.env.CI === 'true') throw new Error('PostgreSQL binaries (initdb, pg_ctl) are required under CI=true');
 if (!postgres) console.warn('[tests] no PostgreSQL binaries (initdb) here; the alert storm runs without the database_unavailable condition');
 
 describe('alerts', () => {
@@ -256,13 +257,14 @@ describe('alerts', () => {
     const expectedA: AlertCondition[] = ['dead_letters', 'vendor_auth', 'missed_webhooks', ...(postgres ? (['database_unavailable'] as const) : [])];
     const expectedB: AlertCondition[] = ['queue_age', 'worker_stalled'];
     const expected = [...expectedA, ...expectedB];
-    expect(new Set(a.alerts.active().map((x) => x.condition))).toEqual(new Set(expectedA));
-    expect(new Set(b.alerts.active().map((x) => x.condition))).toEqual(new Set(expectedB));
+    const seen = () => JSON.stringify({ a: a.alerts.active(), b: b.alerts.active(), received: receiver.received.map((r) => r.body) });
+    expect(new Set(a.alerts.active().map((x) => x.condition)), seen()).toEqual(new Set(expectedA));
+    expect(new Set(b.alerts.active().map((x) => x.condition)), seen()).toEqual(new Set(expectedB));
     const metricsA = (await a.app.inject({ method: 'GET', url: '/metrics' })).body;
     expect(metricsA).toContain('connector_alert_active{condition="vendor_auth",source="teamwork"} 1');
     expect(metricsA).toContain('connector_alert_active{condition="vendor_auth",source="missive"} 0');
     expect(metricsA).toContain('connector_alert_active{condition="queue_unavailable",source=""} 0');
-    expect(metricsA).toMatch(/connector_missed_webhooks_total\{source="teamwork"\} (2\d|3\d)/);
+    expect(metricsA).toMatch(/connector_missed_webhooks_total\{source="teamwork"\} [1-9]\d/);
     expect((await b.app.inject({ method: 'GET', url: '/metrics' })).body).toContain('connector_alert_active{condition="worker_stalled",source=""} 1');
 
     // Everything put right: the lanes released, the dead letters replayed (they succeed now), the new
@@ -435,5 +437,24 @@ describe('alerts', () => {
     await alerts.idle();
     expect(alerts.active()).toEqual([]);
     expect(receiver.received).toEqual([]);
+  });
+
+  it('a refusal that lasted longer than the clear delay is not cleared by the first accepted request, but a clear delay after it', async () => {
+    const queue = await FileQueue.open({ dir: path.join(tempDir(), 'queue'), log: silent });
+    cleanups.push(() => queue.close());
+    const lifecycle = new Lifecycle();
+    const health = new HealthChecks({ queue, lifecycle });
+    cleanups.push(() => health.close());
+    const alerts = createAlerts({ config: parseConfig({}), lifecycle, health, log: silent, tuning: { tickMs: 50, clearAfterMs: 500 } });
+    cleanups.push(() => alerts.stop());
+    alerts.start();
+    lifecycle.emit('vendor:auth', { source: 'missive', failing: true, status: 403, detail: 'GET /v1/conversations answered 403' });
+    await sleep(800);
+    const accepted = Date.now();
+    lifecycle.emit('vendor:auth', { source: 'missive', failing: false });
+    await sleep(100);
+    expect(alerts.active().map((x) => x.condition)).toEqual(['vendor_auth']);
+    await until('cleared', () => alerts.active().length === 0, 3000);
+    expect(Date.now() - accepted).toBeGreaterThanOrEqual(350);
   });
 });
