@@ -137,6 +137,7 @@ function banner(stack: DemoStack, options: DemoOptions, kept: boolean): string[]
     'Everything runs in this one process, against simulated Teamwork, Missive and Airtable.',
     '',
     `  connector   ${url}   webhooks in, /health, /metrics`,
+    `  console     ${url}/dashboard   log in with the token ${config.ADMIN_TOKEN ?? ''}`,
     `  Teamwork    ${teamwork.url}   simulator · ${registrations.teamworkWebhooks} signed webhooks registered → ${url}/webhooks/teamwork`,
     `  Missive     ${missive.url}   simulator · ${registrations.missiveRules} signed rules created → ${url}/webhooks/missive`,
     `  Airtable    ${airtable.url}   simulator · ${options.airtable ? `the database (base ${airtable.baseId})` : 'idle (run with --airtable to store the records there)'}`,

@@ -8,6 +8,7 @@
  *
  * Ports: each service tries its usual port and, when that port is busy, takes a free one and says so.
  */
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { parseConfig, type Config } from '../src/config.ts';
 import { airtableSetup } from '../src/db/airtable/setup.ts';
@@ -118,6 +119,8 @@ export async function startStack(deps: StackDeps): Promise<DemoStack> {
       BACKFILL_INITIAL_HOURS: String(BACKFILL_INITIAL_HOURS),
       BACKFILL_OVERLAP_SECONDS: String(BACKFILL_OVERLAP_SECONDS),
       ATTACHMENTS_STORE: 'true',
+      // The console is on: the operator's ADMIN_TOKEN when set, else a fresh one the banner prints.
+      ADMIN_TOKEN: process.env.ADMIN_TOKEN ?? randomBytes(18).toString('base64url'),
       // The simulator serves attachment content on this machine over http: downloads may reach it.
       ATTACHMENTS_ALLOWED_HOSTS: new URL(missive.credentials.baseUrl).host,
     });

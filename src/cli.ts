@@ -11,13 +11,12 @@
  * Operator commands print their results on stdout and log to `${LOG_DIR}/app.log` only, so that their
  * output stays readable; `start`, `serve` and `work` log to the console as well.
  *
- * The read-only commands (`check-queue`, `doctor`, `replay-dlq --dry-run`) create nothing: no data
+ * The read-only commands (`check-queue`, `doctor`, `replay-dlq --dry-run`, `discard-dlq --dry-run`) create nothing: no data
  * directory, no queue, no database, no migration, and no LOG_DIR (where it does not exist they log to
  * the console instead). Where they find no queue they say where they looked and exit 2; `--data-dir`
  * (or DATA_DIR) points them at the connector's data directory.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { readFileSync } from 'node:fs';
 import type { WebhookAction } from './admin/register-webhooks.ts';
 import type { ReplayRequest } from './admin/replay-dead-letters.ts';
 import { existsSync } from 'node:fs';
@@ -26,6 +25,7 @@ import { ConnectorError } from './errors.ts';
 import { createLogger, createLoggerFromConfig, type Logger } from './log.ts';
 import type { Roles } from './main.ts';
 import { SOURCE_NAMES, type SourceName } from './model.ts';
+import { packageVersion } from './version.ts';
 
 // What each command needs is imported when it runs, so that `--help` and usage errors answer at once.
 
@@ -254,7 +254,7 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
     const { openDatabase, openQueue, queueWorker } = await import('./admin/resources.ts');
     const { Lifecycle } = await import('./lifecycle.ts');
     const { createSources } = await import('./sources/index.ts');
-    const { CheckpointStore } = await import('./sync/checkpoints.ts');
+    const { backfillDeps } = await import('./sync/backfill.ts');
     const { engineSettings } = await import('./queue/engine.ts');
     const { createLeases, holderId } = await import('./sync/leases.ts');
     const { createBudgetStore } = await import('./budget/create-budget-store.ts');
@@ -281,7 +281,7 @@ async function backfillCommand(options: { source?: SourceName; since?: Date; ful
     try {
       const db = await openDatabase(config, log);
       try {
-        const deps = { queue, checkpoints: new CheckpointStore(db, config.checkpointDir), lifecycle, log, overlapSeconds: config.BACKFILL_OVERLAP_SECONDS, initialHours: config.BACKFILL_INITIAL_HOURS };
+        const deps = backfillDeps(config, { db, queue, lifecycle, log });
         const report = await backfillSources(sources, deps, {
           ...command,
           signal: controller.signal,
@@ -322,6 +322,29 @@ async function replayCommand(options: { source?: SourceName; id?: string[]; all?
     try {
       const result = await replayDeadLetters(queue, request);
       print(renderReplay(result));
+      return result.missingIds.length > 0 ? EXIT.failed : EXIT.ok;
+    } finally {
+      await queue.close();
+    }
+  }, { dataDir: options.dataDir, readOnly: options.dryRun === true });
+}
+
+async function discardCommand(options: { source?: SourceName; id?: string[]; all?: boolean; dryRun?: boolean; yes?: boolean; dataDir?: string }): Promise<never> {
+  return admin('discard-dlq', async ({ config, log }) => {
+    const { discardDeadLetters } = await import('./admin/dead-letters.ts');
+    const { replayFilter } = await import('./admin/replay-dead-letters.ts');
+    const { renderDiscard } = await import('./admin/render.ts');
+    const { openQueue } = await import('./admin/resources.ts');
+    const { UsageError } = await import('./admin/usage-error.ts');
+    const request: ReplayRequest = { source: options.source, ids: options.id, all: options.all, dryRun: options.dryRun };
+    replayFilter(request, 'discard'); // refuse a missing filter before opening anything
+    if (options.dryRun !== true && options.yes !== true) throw new UsageError('discarding deletes dead letters for good: add --yes to confirm (or --dry-run to only list them)');
+    await assertQueueThere(config);
+    const queue = await openQueue(config, log);
+    try {
+      const result = await discardDeadLetters(queue, request);
+      if (!result.dryRun) log.info({ action: 'dead-letters.discard', count: result.discarded.length, ids: result.discarded.map((d) => d.event.id), missing: result.missingIds.length }, `discard-dlq: discarded ${result.discarded.length} dead letter(s)`);
+      print(renderDiscard(result));
       return result.missingIds.length > 0 ? EXIT.failed : EXIT.ok;
     } finally {
       await queue.close();
@@ -384,11 +407,6 @@ async function doctorCommand(options: { json?: boolean; dataDir?: string }): Pro
   }
 }
 
-/** The version in package.json (one file read, at start: `connector --version`). */
-function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
-}
 
 export function buildProgram(): Command {
   const program = new Command('connector')
@@ -433,6 +451,17 @@ export function buildProgram(): Command {
     .option('--dry-run', 'list what would be replayed; change nothing')
     .addOption(dataDirOption())
     .action(replayCommand);
+
+  program
+    .command('discard-dlq')
+    .description('delete dead letters for good (they are not processed); needs a filter and --yes')
+    .addOption(sourceOption('only dead letters of this source'))
+    .option('--id <id...>', 'only these event ids')
+    .option('--all', 'every dead letter (alone: not with --source or --id)')
+    .option('--dry-run', 'list what would be discarded; change nothing')
+    .option('--yes', 'confirm: discard without asking (required unless --dry-run)')
+    .addOption(dataDirOption())
+    .action(discardCommand);
 
   program
     .command('register-webhooks')

@@ -133,6 +133,13 @@ export const ConfigSchema = z.object({
   NGROK_AUTHTOKEN: headerToken(secret).optional(),
   ADMIN_TOKEN: headerToken(z.string().min(16, 'must be at least 16 characters')).optional(),
 
+  // Operator console (src/server/console/).
+  /**
+   * A proxy in front sets X-Forwarded-Proto and X-Forwarded-For: the console's cookie is Secure when the
+   * proxy was reached over https, and failed logins are limited per the address the proxy saw. Default false.
+   */
+  TRUST_PROXY: bool.default(false),
+
   // ── Health and alerts (src/server/health.ts, src/alerts/) ──
   /** GET /health fails when events wait and the worker has claimed none for this long, seconds. Default 300. */
   HEALTH_WORKER_STALL_SECONDS: int(1, 7 * 24 * 3600).default(300),

@@ -36,6 +36,13 @@ export const ERROR_CODES = {
   CONN_ERR_ATTACHMENT_TOO_LARGE: { retryable: false, summary: 'An attachment was over ATTACHMENTS_MAX_BYTES; its metadata was kept, its content not stored.' },
   CONN_ERR_ATTACHMENT_REJECTED: { retryable: false, summary: 'An attachment download was refused (content type disagrees with the attachment, no URL, link expired); metadata kept.' },
   CONN_ERR_ATTACHMENT_URL_REFUSED: { retryable: false, summary: 'An attachment URL was refused before any request (not https, or a private, loopback or link-local address, or a redirect to one); metadata kept.' },
+  // The operator console's answers (src/server/console/): HTTP refusals, never an event's fate.
+  CONN_ERR_NOT_FOUND: { retryable: false, summary: 'No such console page, API route or object (404); every /dashboard URL answers it while ADMIN_TOKEN is unset.' },
+  CONN_ERR_AUTH_REQUIRED: { retryable: false, summary: 'A console API request without a valid session or bearer token (401).' },
+  CONN_ERR_CSRF: { retryable: false, summary: 'A console action without the session\'s CSRF token in x-csrf-token (403).' },
+  CONN_ERR_LOGIN_RATE_LIMITED: { retryable: true, summary: 'Too many failed console logins from one client address (429, Retry-After).' },
+  CONN_ERR_REQUEST_INVALID: { retryable: false, summary: 'A console API request with a missing or bad field (400); the message names it.' },
+  CONN_ERR_BACKFILL_RUNNING: { retryable: true, summary: 'A console backfill of a source whose backfill is already running (409).' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -22,6 +22,10 @@
  */
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { Activity } from './admin/activity.ts';
+import { createActivityBoard } from './admin/activity-board.ts';
+import { BackfillJobs } from './admin/backfill-jobs.ts';
+import { redact } from './admin/redact.ts';
 import { SOURCE_API_SETTINGS } from './admin/source-settings.ts';
 import { sharedQueueSqliteWarning, type Config } from './config.ts';
 import type { Database } from './db/database.ts';
@@ -33,6 +37,9 @@ import type { Queue } from './queue/queue.ts';
 import { createQueue, type QueueDeps } from './queue/create-queue.ts';
 import { engineSettings } from './queue/engine.ts';
 import { buildApp } from './server/app.ts';
+import { CONSOLE_OFF_NOTICE, consoleOnNotice } from './server/console/auth.ts';
+import type { ConsoleOptions } from './server/console/routes.ts';
+import { packageVersion } from './version.ts';
 import { describeDatabaseFailure } from './startup-failure.ts';
 import { REPLAY_WINDOW_FILE, ReplayWindow } from './server/replay-window.ts';
 import { createSources, type SourceTuning } from './sources/index.ts';
@@ -41,8 +48,7 @@ import { createBudgetStore } from './budget/create-budget-store.ts';
 import type { Source } from './sources/source.ts';
 import type { VendorState } from './http/rate-limiter.ts';
 import { HOUR, MINUTE, SECOND, sleep } from './retry-policy.ts';
-import { CheckpointStore } from './sync/checkpoints.ts';
-import { MissedWebhooks } from './sync/missed-webhooks.ts';
+import { backfillDeps } from './sync/backfill.ts';
 import { Reconciler } from './sync/reconciler.ts';
 import { Leadership, leaseTiming } from './sync/leadership.ts';
 import { createLeases, holderId, RECONCILER_LEASE, type Leases } from './sync/leases.ts';
@@ -68,6 +74,8 @@ export interface RunningConnector {
   db: Database | null;
   /** The sources this process runs. */
   sources: readonly Source[];
+  /** What this process saw, for the operator console; null when the console is off (no ADMIN_TOKEN). */
+  activity: Activity | null;
   lifecycle: Lifecycle;
   /** Graceful stop; safe to call more than once. */
   stop(): Promise<void>;
@@ -108,6 +116,9 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   const reconcileEveryMs = config.POLLING_ONLY ? Math.min(interval || POLLING_INTERVAL, POLLING_INTERVAL) : interval;
   const reconcileEvery = describeEvery(reconcileEveryMs);
   let sources: Source[];
+  let activity: Activity | null = null;
+  /** A `serve` process's console reads rows and checkpoints through a database of its own, once migrated. */
+  let readDatabase: Database | null = null;
 
   try {
     // With the shared queue, several workers call the vendors: their budgets live in the queue's engine.
@@ -128,6 +139,39 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         const bodies = source.apiConfigured ? 'each is re-read from the API before it is stored' : 'their bodies are stored as sent, since the API is not configured';
         log.warn({ source: source.name, unsigned: true }, `${source.name}: WEBHOOKS_ALLOW_UNSIGNED is on and ${setting} is not set: deliveries are accepted WITHOUT a signature from anyone who can reach the endpoint (${bodies}); set ${setting}`);
       }
+    }
+
+    // What this process sees, for the operator console (ADMIN_TOKEN): posted to the board beside the
+    // queue, so that the console of any process shows the workers' events too.
+    if (config.ADMIN_TOKEN !== undefined) {
+      if (!roles.work) {
+        // Migrated (as every process may: migrations are safe side by side) in the background, and
+        // used once that succeeded: a database away at start must not keep the webhooks closed.
+        const opened = await createDatabase(config, { log: log.child({ component: 'db' }), budgets });
+        const stopTrying = new AbortController();
+        closers.unshift(async () => {
+          stopTrying.abort();
+          await opened.close();
+        });
+        void (async () => {
+          for (let failures = 0; !stopTrying.signal.aborted; failures++) {
+            try {
+              await opened.migrate();
+              readDatabase = opened;
+              return;
+            } catch (err) {
+              log.debug({ err }, 'the console cannot read the database yet; trying again');
+              await sleep(Math.min(500 * 2 ** failures, 30 * SECOND), stopTrying.signal);
+            }
+          }
+        })();
+      }
+      const board = await createActivityBoard(engineSettings(config), config.DATA_DIR, log.child({ component: 'console' }));
+      const role = roles.serve && roles.work ? 'start' : roles.serve ? 'serve' : 'work';
+      const started = new Activity({ lifecycle, queue, sources, database: () => worker?.database ?? readDatabase, redact, board: { board, id: holderId(role), role } });
+      started.start();
+      activity = started;
+      closers.push(() => started.close());
     }
 
     // The worker side starts in the background (see WorkerStart): the webhooks below listen whether or
@@ -179,12 +223,14 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         refusalLinesPerMinute: config.LOG_REFUSALS_PER_MINUTE,
         healthDetails: starting === null ? undefined : () => starting.health(),
         ...(queueDurability === undefined ? {} : { queueDurability }),
+        ...(activity === null ? {} : { console: await consoleOptions(config, { log, roles, queue, lifecycle, sources, activity, database: () => worker?.database ?? readDatabase, closers }) }),
       });
       await app.listen({ host: config.HOST, port: config.PORT });
       const address = app.server.address();
       const port = typeof address === 'object' && address !== null ? address.port : config.PORT;
       url = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
       log.info({ url }, `listening on ${url}`);
+      log.info({ console: activity !== null }, activity !== null ? consoleOnNotice(url) : CONSOLE_OFF_NOTICE);
       if (config.POLLING_ONLY) {
         log.info({ pollingOnly: true }, `POLLING_ONLY is on: webhooks are not expected (the endpoints still answer) and no tunnel is opened; the worker reconciles ${reconcileEvery}`);
       } else {
@@ -218,6 +264,7 @@ export async function startConnector(config: Config, options: StartOptions): Pro
     app,
     queue,
     sources,
+    activity,
     get db() {
       return worker?.database ?? null;
     },
@@ -488,16 +535,7 @@ class WorkerStart {
       log,
       intervalMs: reconcileEveryMs,
       onStart: config.BACKFILL_ON_START,
-      deps: {
-        queue,
-        checkpoints: new CheckpointStore(db, config.checkpointDir),
-        lifecycle,
-        log,
-        overlapSeconds: config.BACKFILL_OVERLAP_SECONDS,
-        initialHours: config.BACKFILL_INITIAL_HOURS,
-        // With POLLING_ONLY every change comes by reconciliation: nothing is a missed webhook.
-        ...(config.POLLING_ONLY ? {} : { missedWebhooks: new MissedWebhooks({ db, queue, lifecycle, log: log.child({ component: 'reconciler' }), graceMs: config.MISSED_WEBHOOKS_GRACE_SECONDS * SECOND }) }),
-      },
+      deps: backfillDeps(config, { db, queue, lifecycle, log }),
       ...(runLease === undefined ? {} : { runLease }),
     });
   }
@@ -539,4 +577,45 @@ function vendorHealth(state: VendorState): Record<string, unknown> {
 
 function firstLine(text: string): string {
   return text.split('\n', 1)[0]?.trim() ?? '';
+}
+
+interface ConsoleWiring {
+  log: Logger;
+  roles: Roles;
+  queue: Queue;
+  lifecycle: Lifecycle;
+  sources: readonly Source[];
+  activity: Activity;
+  /** The database backfills keep their checkpoints in, once open. */
+  database: () => Database | null;
+  closers: Array<() => Promise<void>>;
+}
+
+/** The operator console's options (src/server/console/routes.ts): what it shows and the backfills it starts. */
+async function consoleOptions(config: Config, wiring: ConsoleWiring): Promise<ConsoleOptions> {
+  const { log, roles, queue, lifecycle, sources, activity, database, closers } = wiring;
+  const settings = engineSettings(config);
+  let lease: { leases: Leases; holder: string; ttlMs: number } | undefined;
+  if (settings !== null) {
+    // With a shared queue a console backfill holds the source's run lease, as the CLI's does.
+    const leases = await createLeases(settings, log.child({ component: 'lease' }));
+    closers.push(() => leases.close());
+    lease = { leases, holder: holderId('backfill'), ttlMs: config.RECONCILE_LEASE_SECONDS * SECOND };
+  }
+  const backfill = new BackfillJobs({
+    sources,
+    log,
+    ...(lease === undefined ? {} : { lease }),
+    deps: () => {
+      const db = database();
+      return db === null ? null : backfillDeps(config, { db, queue, lifecycle, log });
+    },
+  });
+  return {
+    adminToken: config.ADMIN_TOKEN,
+    trustProxy: config.TRUST_PROXY,
+    activity,
+    process: { version: packageVersion(), role: roles.serve && roles.work ? 'start' : roles.serve ? 'serve' : 'work', startedAt: new Date() },
+    backfill,
+  };
 }

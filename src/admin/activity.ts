@@ -123,6 +123,8 @@ export class Activity implements ActivityProvider {
   private lastClaimAt: number | null = null;
   private timers: NodeJS.Timeout[] = [];
   private boardRead: { at: number; reports: Promise<ActivityReport[]> } | null = null;
+  /** The post in progress: waited for on close, so that it cannot put the report back after its removal. */
+  private posting: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: ActivityOptions) {
     this.now = options.now ?? Date.now;
@@ -184,8 +186,8 @@ export class Activity implements ActivityProvider {
     void this.sample();
     this.timers.push(setInterval(() => void this.sample(), this.sampleEveryMs));
     if (this.options.board !== undefined) {
-      void this.post();
-      this.timers.push(setInterval(() => void this.post(), this.options.postEveryMs ?? 2_000));
+      this.post();
+      this.timers.push(setInterval(() => this.post(), this.options.postEveryMs ?? 2_000));
     }
     for (const timer of this.timers) timer.unref();
   }
@@ -196,6 +198,7 @@ export class Activity implements ActivityProvider {
     for (const stop of this.stops.splice(0)) stop();
     const board = this.options.board;
     if (board !== undefined) {
+      await this.posting;
       await board.board.remove(board.id).catch(() => {});
       await board.board.close().catch(() => {});
     }
@@ -322,14 +325,12 @@ export class Activity implements ActivityProvider {
     return (await this.boardRead.reports).filter((r) => r.id !== board.id);
   }
 
-  private async post(): Promise<void> {
+  /** Posts this process's report, one post at a time. */
+  private post(): void {
     const board = this.options.board;
     if (board === undefined) return;
-    try {
-      await board.board.post(this.report());
-    } catch {
-      // A board that cannot be reached: the next post tries again (the console shows this process alone meanwhile).
-    }
+    // A board that cannot be reached: the next post tries again (the console shows this process alone meanwhile).
+    this.posting = this.posting.then(() => board.board.post(this.report())).catch(() => {});
   }
 
   private newSource(): SourceActivity {

@@ -122,10 +122,17 @@ export class BackfillProgressView {
 
   private fraction(): number | null {
     if (this.complete) return 1;
-    const newest = this.last?.newestUpdate;
-    if (newest == null || this.since === null) return null;
-    const span = this.startedAt - this.since.getTime();
-    if (span <= 0) return null;
-    return Math.min(1, Math.max(0, (newest.getTime() - this.since.getTime()) / span));
+    return coveredFraction(this.since, this.startedAt, this.last?.newestUpdate ?? null);
   }
+}
+
+/**
+ * The share (0..1) of the window from `since` to `startedAt` (ms) that a backfill's pages have reached
+ * (`newest`: the newest update seen), or null when unknown (nothing seen yet, or an empty window).
+ */
+export function coveredFraction(since: Date | null, startedAt: number, newest: Date | null): number | null {
+  if (newest === null || since === null) return null;
+  const span = startedAt - since.getTime();
+  if (span <= 0) return null;
+  return Math.min(1, Math.max(0, (newest.getTime() - since.getTime()) / span));
 }

@@ -5,6 +5,7 @@
 import type { SchemaReport } from '../db/airtable/setup.ts';
 import type { BackfillReport } from './backfill.ts';
 import type { QueueReport } from './check-queue.ts';
+import type { DiscardResult } from './dead-letters.ts';
 import type { DoctorReport } from './doctor.ts';
 import type { HookInfo, VendorWebhookReport, WebhookAction } from './register-webhooks.ts';
 import type { ReplayResult } from './replay-dead-letters.ts';
@@ -91,6 +92,23 @@ export function renderReplay(result: ReplayResult): string[] {
   return lines;
 }
 
+export function renderDiscard(result: DiscardResult): string[] {
+  const n = result.discarded.length;
+  const lines: string[] = [];
+  if (n === 0) lines.push('no dead letter matches');
+  else {
+    lines.push(result.dryRun ? `${n} dead letter(s) would be discarded (dry run; nothing changed):` : `discarded ${n} dead letter(s) for good:`);
+    lines.push(
+      ...table([
+        ['event id', 'source', 'type', 'attempts', 'dead since', 'error'],
+        ...result.discarded.map((d) => [d.event.id, d.event.source, d.event.type, String(d.attempts), d.deadLetteredAt, `${d.error.code}: ${oneLine(d.error.message, 80)}`]),
+      ]).map((l) => `  ${l}`),
+    );
+  }
+  if (result.missingIds.length > 0) lines.push(`not among the dead letters: ${result.missingIds.join(', ')}`);
+  return lines;
+}
+
 function hookRows(hooks: readonly HookInfo[], mark: string): string[][] {
   return hooks.map((h) => [`  ${mark}`, h.event, h.id]);
 }
@@ -142,6 +160,7 @@ export function renderBackfillSummary(report: BackfillReport, worker: WorkerStat
     switch (o.status) {
       case 'done':
         lines.push(`${o.source}: ${plural(o.result.events, 'event')} in ${plural(o.result.pages, 'page')}, ${formatDuration(o.result.durationMs)} (since ${o.result.since.toISOString()})`);
+        if (o.result.missed !== null && o.result.missed > 0) lines.push(`  ${plural(o.result.missed, 'change')} no webhook had delivered (see the log line naming them; check the webhook registrations at the vendor)`);
         break;
       case 'failed':
         lines.push(`${o.source}: FAILED after ${plural(o.progress?.events ?? 0, 'event')}: ${o.error.code}: ${o.error.message}`);

@@ -27,13 +27,16 @@ export interface ReplayResult {
   missingIds: string[];
 }
 
-/** The queue filter for a request; throws UsageError for none, or for `all` mixed with a narrower one. */
-export function replayFilter(request: ReplayRequest): DeadLetterFilter {
+/**
+ * The queue filter for a request; throws UsageError for none, or for `all` mixed with a narrower one.
+ * `action` names what the request is for (a discard uses the same rules), in the message.
+ */
+export function replayFilter(request: ReplayRequest, action: 'replay' | 'discard' = 'replay'): DeadLetterFilter {
   const ids = request.ids?.map((id) => id.trim()).filter((id) => id !== '');
   const narrowed = request.source !== undefined || (ids !== undefined && ids.length > 0);
-  if (request.all === true && narrowed) throw new UsageError('--all replays every dead letter: use it alone, or narrow with --source and/or --id instead');
+  if (request.all === true && narrowed) throw new UsageError(`--all ${action}s every dead letter: use it alone, or narrow with --source and/or --id instead`);
   if (request.all === true) return { all: true };
-  if (!narrowed) throw new UsageError('say which dead letters to replay: --source <name>, --id <id...>, or --all for every one (add --dry-run to only list them)');
+  if (!narrowed) throw new UsageError(`say which dead letters to ${action}: --source <name>, --id <id...>, or --all for every one (add --dry-run to only list them)`);
   const filter: DeadLetterFilter = {};
   if (request.source !== undefined) filter.source = request.source;
   if (ids !== undefined && ids.length > 0) filter.ids = ids;

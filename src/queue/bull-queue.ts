@@ -607,6 +607,18 @@ export class BullQueue implements Queue {
     return letters;
   }
 
+  /** A dead letter is a failed job: discarding removes the job (and its logs) from the engine. */
+  async discardDeadLetters(filter: DeadLetterFilter, options: { dryRun?: boolean } = {}): Promise<DeadLetter[]> {
+    this.assertOpen();
+    const narrowed = filter.source !== undefined || filter.ids !== undefined;
+    if (!narrowed && filter.all !== true) return [];
+    const jobs = await this.failedJobs(filter);
+    const letters = jobs.map(toDeadLetter);
+    if (options.dryRun === true) return letters;
+    for (const job of jobs) await job.remove();
+    return letters;
+  }
+
   async waitForWork(timeoutMs: number, options: { sources?: readonly SourceName[] } = {}): Promise<void> {
     const sources = (options.sources ?? SOURCE_NAMES).filter((s) => this.lanes.has(s));
     const deadline = Date.now() + timeoutMs;

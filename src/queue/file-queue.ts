@@ -754,6 +754,43 @@ export class FileQueue implements Queue {
   }
 
   /**
+   * Rewrites dlq.jsonl without the chosen dead letters, under the write lock. A chosen one whose inbox
+   * copy is still live (a move a crash interrupted: see replayDeadLetters) gets its `dead` line first,
+   * fsynced before the rewrite: otherwise, with its dead letter gone, nothing would tell the consumer
+   * that the live copy was dead-lettered, and the discarded event would be handed out again.
+   */
+  async discardDeadLetters(filter: DeadLetterFilter, options: { dryRun?: boolean } = {}): Promise<DeadLetter[]> {
+    this.assertOpen();
+    if (options.dryRun === true) {
+      await this.viewMutex.run(() => this.refreshUnlocked());
+      const stored = await readDeadLetterFile(this.files.dlq);
+      return uniqueByKey(stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter))).map(toDeadLetter);
+    }
+    return this.exclusive(async () => {
+      await this.viewMutex.run(() => this.refreshUnlocked());
+      const gone = await this.withWriteLock(() =>
+        this.viewMutex.run(async () => {
+          await this.refreshLocked();
+          const faults: UnreadableLine[] = [];
+          const stored = await readDeadLetterFile(this.files.dlq, (f) => faults.push(f));
+          const chosen = uniqueByKey(stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter)));
+          if (chosen.length === 0) return chosen;
+          const interrupted = this.unfinishedMoves(chosen);
+          if (interrupted.length > 0) {
+            this.log.warn({ count: interrupted.length }, 'finished moving dead letters that a crash interrupted, before discarding them');
+            await this.writeRecordsLocked(interrupted);
+            await this.syncInbox();
+          }
+          await this.rewriteDeadLetters(stored, faults, new Set(chosen.map((d) => d.key)));
+          return chosen;
+        }),
+      );
+      if (gone.length > 0) this.log.info({ count: gone.length, filter }, `discarded ${gone.length} dead letter(s)`);
+      return gone.map(toDeadLetter);
+    });
+  }
+
+  /**
    * One try at the consumer lock (see Queue.tryConsume): a live holder is answered with its name, a
    * holder that is gone (not running, or silent for lockStaleMs) is taken over. A worker on standby
    * calls this every second or so; nothing is logged here while the holder lives.
@@ -1380,10 +1417,10 @@ export class FileQueue implements Queue {
     }
   }
 
-  /** Rewrites dlq.jsonl without the dead letters replayed into the inbox. Holds the write lock. */
-  private async rewriteDeadLetters(stored: StoredDeadLetter[], faults: UnreadableLine[]): Promise<void> {
+  /** Rewrites dlq.jsonl without the dead letters replayed into the inbox (and those `discarded`). Holds the write lock. */
+  private async rewriteDeadLetters(stored: StoredDeadLetter[], faults: UnreadableLine[], discarded: ReadonlySet<string> = new Set()): Promise<void> {
     if (faults.length > 0) await this.quarantine(faults.map((f) => ({ file: 'dlq.jsonl', offset: f.offset, fault: f.fault, bytes: f.bytes })));
-    const kept = stored.filter((d) => !this.replayKeys.has(d.key));
+    const kept = stored.filter((d) => !this.replayKeys.has(d.key) && !discarded.has(d.key));
     await replaceFile(this.files.dlq, Buffer.concat(kept.map((d) => d.line)), () => this.crash('replay:dlq-tmp-synced'));
     this.dlqCache = { ino: -1, end: 0, keys: new Set() };
     this.unrepairedReplays.clear();

@@ -119,6 +119,12 @@ export interface Queue {
    */
   replayDeadLetters(filter: DeadLetterFilter, options?: { dryRun?: boolean }): Promise<DeadLetter[]>;
   /**
+   * Deletes the dead letters matching `filter` for good (an operator decided they are not worth
+   * processing), and returns them. An empty filter matches nothing, as for a replay. With `dryRun`,
+   * changes nothing and returns what would go.
+   */
+  discardDeadLetters(filter: DeadLetterFilter, options?: { dryRun?: boolean }): Promise<DeadLetter[]>;
+  /**
    * Resolves when an event may be ready to claim (something was enqueued, a backoff ended, or
    * `timeoutMs` passed), so a worker need not spin. Resolves at once if the queue is closing, or if
    * something arrived since the last empty claim with the same `sources` (so that a lane of one

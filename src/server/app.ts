@@ -1,6 +1,7 @@
 /**
- * The HTTP app: webhook endpoints, health (src/server/health.ts) and metrics. Built by a function and tested with `inject()`; only the
- * entry point listens.
+ * The HTTP app: webhook endpoints, health (src/server/health.ts), metrics, and the operator console
+ * under /dashboard (src/server/console/routes.ts: off, 404, without ADMIN_TOKEN). Built by a function
+ * and tested with `inject()`; only the entry point listens.
  *
  * A delivery's path: room for its body (503 unread; src/server/limits.ts, with the timeouts and
  * connection caps) -> size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
@@ -23,6 +24,7 @@ import { DEFAULT_HTTP_LIMITS, installHttpLimits, serverOptions, type HttpLimits 
 import type { Registry } from 'prom-client';
 import { HealthChecks, registerHealthRoutes } from './health.ts';
 import { createMetrics } from './metrics.ts';
+import { registerConsole, type ConsoleOptions } from './console/routes.ts';
 import type { ReplayWindow } from './replay-window.ts';
 import { SampledLog } from './sampled-log.ts';
 
@@ -52,6 +54,8 @@ export interface AppOptions {
   limits?: Partial<HttpLimits>;
   /** Lines per minute and reason about refused deliveries (LOG_REFUSALS_PER_MINUTE). Default 10. */
   refusalLinesPerMinute?: number;
+  /** The operator console under /dashboard (src/server/console/routes.ts); absent or without adminToken: every /dashboard URL answers 404. */
+  console?: ConsoleOptions;
 }
 
 /** HTTP status for each error code a delivery can be refused with. */
@@ -141,6 +145,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   health.registerMetrics(metrics.registry);
   options.alerts?.registerMetrics(metrics.registry);
   registerHealthRoutes(app, health);
+
+  // The console's overview shows the worker's facts (its database) as /health does.
+  const healthDetails = options.healthDetails ?? (health.hasWorker ? () => health.workerFacts() : undefined);
+  await registerConsole(app, options.console, { log, queue, ...(healthDetails === undefined ? {} : { healthDetails }) });
 
   for (const source of options.sources) {
     await app.register(async (scope) => {

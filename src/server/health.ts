@@ -139,6 +139,11 @@ export class HealthChecks {
     return this.options.worker !== undefined;
   }
 
+  /** The worker side's facts as /health shows them (database, worker, vendors); `{}` without a worker. */
+  workerFacts(): Promise<Record<string, unknown>> {
+    return this.options.worker?.facts() ?? Promise.resolve({});
+  }
+
   /** The newest evaluation, if any. */
   get latest(): HealthReport | null {
     return this.last;

@@ -5,6 +5,8 @@
  * failed stops the run with the checkpoint where the last completed page left it, so the next run
  * starts there again: a gap is impossible, a repeat is harmless (upserts).
  */
+import type { Config } from '../config.ts';
+import type { Database } from '../db/database.ts';
 import { toErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
 import type { Logger } from '../log.ts';
@@ -12,8 +14,8 @@ import type { SourceName } from '../model.ts';
 import type { Queue } from '../queue/queue.ts';
 import { HOUR, SECOND } from '../retry-policy.ts';
 import type { Source } from '../sources/source.ts';
-import type { CheckpointStore } from './checkpoints.ts';
-import type { MissedWebhooks } from './missed-webhooks.ts';
+import { CheckpointStore } from './checkpoints.ts';
+import { MissedWebhooks } from './missed-webhooks.ts';
 
 export interface BackfillDeps {
   queue: Queue;
@@ -27,6 +29,27 @@ export interface BackfillDeps {
   /** Judges, on a run from the checkpoint, which changes no webhook had delivered (none: not judged). */
   missedWebhooks?: MissedWebhooks;
   now?: () => Date;
+}
+
+/**
+ * A backfill's needs from the settings, the same for the worker's reconciliation, the CLI's `backfill`
+ * and the console's: checkpoints in `db` (mirrored under DATA_DIR/checkpoints), the overlap and first
+ * window, and missed-webhook judging unless POLLING_ONLY (then every change comes by backfill).
+ */
+export function backfillDeps(
+  config: Pick<Config, 'checkpointDir' | 'BACKFILL_OVERLAP_SECONDS' | 'BACKFILL_INITIAL_HOURS' | 'POLLING_ONLY' | 'MISSED_WEBHOOKS_GRACE_SECONDS'>,
+  parts: { db: Database; queue: Queue; lifecycle: Lifecycle; log: Logger },
+): BackfillDeps {
+  const { db, queue, lifecycle, log } = parts;
+  return {
+    queue,
+    checkpoints: new CheckpointStore(db, config.checkpointDir),
+    lifecycle,
+    log,
+    overlapSeconds: config.BACKFILL_OVERLAP_SECONDS,
+    initialHours: config.BACKFILL_INITIAL_HOURS,
+    ...(config.POLLING_ONLY ? {} : { missedWebhooks: new MissedWebhooks({ db, queue, lifecycle, log, graceMs: config.MISSED_WEBHOOKS_GRACE_SECONDS * SECOND }) }),
+  };
 }
 
 export interface BackfillRequest {

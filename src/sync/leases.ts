@@ -90,7 +90,7 @@ export interface Leases {
  * This process's holder id for `role`: `<role>@<host>:<pid>#<random>`. The random part tells apart two
  * processes with the same pid on hosts with the same name (containers), and two lives of one process.
  */
-export function holderId(role: 'worker' | 'backfill'): string {
+export function holderId(role: 'worker' | 'backfill' | 'serve' | 'work' | 'start'): string {
   const host = hostname().split('.')[0]?.slice(0, 40) || 'host';
   return `${role}@${host}:${process.pid}#${randomBytes(2).toString('hex')}`;
 }

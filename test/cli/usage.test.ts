@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli, type CliResult } from './run-cli.ts';
 
-const COMMANDS = ['check-queue', 'backfill', 'replay-dlq', 'register-webhooks', 'airtable-setup', 'doctor'] as const;
+const COMMANDS = ['check-queue', 'backfill', 'replay-dlq', 'register-webhooks', 'airtable-setup', 'doctor', 'discard-dlq'] as const;
 const cwd = mkdtempSync(path.join(tmpdir(), 'conn-cli-usage-'));
 afterAll(() => rmSync(cwd, { recursive: true, force: true }));
 

@@ -149,6 +149,7 @@ export async function startWorld(options: { secrets: boolean }): Promise<World> 
     peek: (limit) => queue.peek(limit),
     listDeadLetters: (filter) => queue.listDeadLetters(filter),
     replayDeadLetters: (filter, o) => queue.replayDeadLetters(filter, o),
+    discardDeadLetters: (filter, o) => queue.discardDeadLetters(filter, o),
     waitForWork: (ms, options) => queue.waitForWork(ms, options),
     close: () => queue.close(),
   };

@@ -276,3 +276,37 @@ describe('dead letters dlq.jsonl holds twice, or cannot serialise again', () => 
     expect(await again.listDeadLetters()).toHaveLength(0);
   });
 });
+
+describe('discarding dead letters around interrupted moves (issue 17)', () => {
+  it('a discard from another queue object finishes the interrupted move first: the discarded event never comes back', async () => {
+    const dir = tempDir();
+    await workerDiedMidMove(dir, 6, 3); // e0..e2 moved, e3 half-moved, e4 and e5 still claimed when it died
+    const admin = await openQueue(dir);
+    expect((await admin.discardDeadLetters({ ids: ['e1', 'e3'] })).map((d) => d.event.id).sort()).toEqual(['e1', 'e3']);
+    expect((await admin.listDeadLetters()).map((d) => d.event.id).sort()).toEqual(['e0', 'e2']);
+    await admin.close();
+    // The restarted worker hands out only what was in flight; e3's live inbox copy was marked dead.
+    const worker = await openQueue(dir);
+    expect((await workDry(worker)).map(([id]) => id).sort()).toEqual(['e4', 'e5']);
+    expect((await worker.listDeadLetters()).map((d) => d.event.id).sort()).toEqual(['e0', 'e2']);
+    expect(await worker.stats()).toMatchObject({ pending: 0, inFlight: 0, delayed: 0, deadLettered: 2 });
+  });
+
+  it('a dead letter written twice is discarded once and entirely; the other lines stay byte for byte', async () => {
+    const dir = tempDir();
+    const q = await openQueue(dir);
+    await q.enqueue([event(1), event(2)]);
+    await drain(q);
+    await q.deadLetter('e1', PERMANENT);
+    await q.deadLetter('e2', PERMANENT);
+    await q.close();
+    const dlq = path.join(dir, 'dlq.jsonl');
+    const [first, second] = readFileSync(dlq, 'utf8').split('\n');
+    writeFileSync(dlq, `${first}\n${first}\n${second}\n`);
+    const again = await openQueue(dir);
+    expect((await again.discardDeadLetters({ ids: ['e1'] })).map((d) => d.event.id)).toEqual(['e1']);
+    expect(readFileSync(dlq, 'utf8')).toBe(`${second}\n`);
+    expect(await again.stats()).toMatchObject({ deadLettered: 1 });
+    expect(await drain(again)).toEqual([]);
+  });
+});

@@ -408,6 +408,7 @@ describe('Dispatcher', () => {
       peek: (limit) => q.peek(limit),
       listDeadLetters: (filter) => q.listDeadLetters(filter),
       replayDeadLetters: (filter, options) => q.replayDeadLetters(filter, options),
+      discardDeadLetters: (filter, options) => q.discardDeadLetters(filter, options),
       waitForWork: (ms, options) => q.waitForWork(ms, options),
       close: () => q.close(),
     };

@@ -127,6 +127,9 @@ class FaultyQueue implements Queue {
   replayDeadLetters(filter: DeadLetterFilter, options?: { dryRun?: boolean }) {
     return this.inner.replayDeadLetters(filter, options);
   }
+  discardDeadLetters(filter: DeadLetterFilter, options?: { dryRun?: boolean }) {
+    return this.inner.discardDeadLetters(filter, options);
+  }
   waitForWork(timeoutMs: number, options?: { sources?: readonly SourceName[] }) {
     return this.inner.waitForWork(timeoutMs, options);
   }
