@@ -139,6 +139,24 @@ export const ConfigSchema = z.object({
    * proxy was reached over https, and failed logins are limited per the address the proxy saw. Default false.
    */
   TRUST_PROXY: bool.default(false),
+
+  // ── Health and alerts (src/server/health.ts, src/alerts/) ──
+  /** GET /health fails when events wait and the worker has claimed none for this long, seconds. Default 300. */
+  HEALTH_WORKER_STALL_SECONDS: int(1, 7 * 24 * 3600).default(300),
+  /** GET /health fails when the oldest event not yet done is older than this, seconds. Default 3600. */
+  HEALTH_MAX_QUEUE_AGE_SECONDS: int(1, 30 * 24 * 3600).default(3600),
+  /** GET /health fails when the database has been unavailable for longer than this, seconds (0: at once). Default 60. */
+  HEALTH_DATABASE_DOWN_SECONDS: int(0, 7 * 24 * 3600).default(60),
+  /** GET /health fails when the dead-letter store holds more than this many events. Default 100. */
+  HEALTH_MAX_DEAD_LETTERS: int(0, 1_000_000_000).default(100),
+  /** Where alert messages are POSTed (a Slack incoming webhook, or any receiver); unset: alerts only in /dashboard and /metrics. */
+  ALERT_WEBHOOK_URL: url.optional(),
+  /** `slack`: `{ text }` (Slack, Mattermost, Rocket.Chat, Teams workflows); `json`: the alert as structured JSON. */
+  ALERT_WEBHOOK_FORMAT: z.enum(['slack', 'json'], { error: 'must be slack or json' }).default('slack'),
+  /** Missed webhooks (changes only reconciliation found) in one hour that raise an alert for a source. Default 5. */
+  MISSED_WEBHOOKS_ALERT_COUNT: int(1, 1_000_000).default(5),
+  /** How often the webhook registrations at the vendors are checked, minutes (0: never). Default 60. */
+  WEBHOOK_REGISTRATION_CHECK_MINUTES: int(0, 7 * 24 * 60).default(60),
 });
 
 type RawConfig = z.infer<typeof ConfigSchema>;
@@ -160,7 +178,7 @@ export interface Config extends RawConfig {
 }
 
 /** Names of settings whose values are secrets: never logged, redacted wherever they appear. */
-export const SECRET_SETTINGS = ['TEAMWORK_API_KEY', 'TEAMWORK_WEBHOOK_TOKEN', 'MISSIVE_API_TOKEN', 'MISSIVE_WEBHOOK_SECRET', 'AIRTABLE_TOKEN', 'NGROK_AUTHTOKEN', 'ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL', 'QUEUE_DATABASE_URL'] as const;
+export const SECRET_SETTINGS = ['TEAMWORK_API_KEY', 'TEAMWORK_WEBHOOK_TOKEN', 'MISSIVE_API_TOKEN', 'MISSIVE_WEBHOOK_SECRET', 'AIRTABLE_TOKEN', 'NGROK_AUTHTOKEN', 'ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL', 'QUEUE_DATABASE_URL', 'ALERT_WEBHOOK_URL'] as const;
 
 export type Env = Record<string, string | undefined>;
 

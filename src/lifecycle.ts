@@ -33,6 +33,8 @@ export interface LifecycleEvents {
   'reconcile:judged': { source: SourceName; judged: number; missed: number };
   'shutdown:start': { signal: string };
   /** A vendor's state changed (src/http/rate-limiter.ts): paused by it, taken for down, or ok again. */
+  /** A vendor refused our credentials (401/403: `failing` true), or accepted them again (src/http/rate-limiter.ts `onAuthChange`). */
+  'vendor:auth': { source: SourceName; failing: boolean; status?: number; detail?: string };
   'vendor:state': { source: SourceName; state: 'ok' | 'paused' | 'unavailable'; previous: 'ok' | 'paused' | 'unavailable'; until?: string; reason?: string };
 }
 

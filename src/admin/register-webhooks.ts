@@ -28,6 +28,8 @@ export interface HookInfo {
   id: string;
   event: string;
   url: string;
+  /** The vendor's state of the hook when it says (Teamwork: `active`, `inactive`). */
+  status?: string;
 }
 
 export interface VendorWebhookReport {

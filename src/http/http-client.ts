@@ -361,6 +361,8 @@ export class HttpClient {
       const exchange = { status: response.status, headers: response.headers, body };
       const outcome = status === 429 ? 'rate-limited' : status >= 500 ? 'failed' : 'answered';
       this.limiter?.record(outcome, call.url.pathname, outcome === 'failed' ? `${call.method} ${this.shortTarget(call.url)} answered ${status}` : undefined);
+      // Credentials refused (401/403) or accepted (2xx): the vendor's auth state, for alerts.
+      this.limiter?.recordAuth(status, `${call.method} ${this.shortTarget(call.url)} answered ${status}`);
       const now = this.clock.now();
       // (A 429's own pause, with its reason, is taken in `run`.)
       const exhausted = status === 429 ? undefined : exhaustedForMs(response.headers, now);

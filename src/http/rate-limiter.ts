@@ -90,6 +90,9 @@ export type VendorState =
   | { state: 'paused'; since: number; until: number; reason: string }
   | { state: 'unavailable'; since: number; until: number; reason: string };
 
+/** Whether the vendor accepts our credentials: failing from a 401/403 answer (`since`, clock ms) until a 2xx. */
+export type VendorAuth = { failing: false } | { failing: true; status: 401 | 403; since: number; detail: string };
+
 /** Why the vendor cannot be asked, in words: `paused by the vendor: …` or `unavailable: …`. */
 export function describeVendorState(state: Exclude<VendorState, { state: 'ok' }>): string {
   return state.state === 'paused' ? `paused by the vendor: ${state.reason}` : `unavailable: ${state.reason}`;
@@ -217,6 +220,8 @@ export class RateLimiter {
   private timer: { at: number; cancel: AbortController } | undefined;
   private current: VendorState = { state: 'ok' };
   private readonly listeners: Array<(state: VendorState, previous: VendorState) => void> = [];
+  private auth: VendorAuth = { failing: false };
+  private readonly authListeners: Array<(auth: VendorAuth, previous: VendorAuth) => void> = [];
   private readonly outage: Required<OutageOptions> | undefined;
   /** Requests failed in a row, and (some of) their paths. */
   private failuresInARow = 0;
@@ -387,6 +392,45 @@ export class RateLimiter {
       pausedUntil: this.pausedUntilMs > now ? this.pausedUntilMs : undefined,
       windows: this.windows.map((w) => ({ limit: w.limit, intervalMs: w.intervalMs, used: w.used(now) })),
       ...this.counts,
+    };
+  }
+
+  /**
+   * Whether the vendor accepts our credentials, as its last answer that said so: a 401 or 403 makes
+   * it `failing` (one change reported to `onAuthChange`), a 2xx makes it accept them again; other
+   * answers say nothing about credentials and change nothing. The HTTP client reports every answer.
+   */
+  recordAuth(status: number, detail: string): void {
+    const previous = this.auth;
+    if (status === 401 || status === 403) {
+      if (previous.failing) return;
+      this.auth = { failing: true, status, since: this.clock.now(), detail };
+    } else if (status >= 200 && status <= 299) {
+      if (!previous.failing) return;
+      this.auth = { failing: false };
+    } else {
+      return;
+    }
+    for (const listener of [...this.authListeners]) {
+      try {
+        listener(this.auth, previous);
+      } catch {
+        // A listener (an alert, a log line) must never break the budget.
+      }
+    }
+  }
+
+  /** Whether the vendor refuses our credentials now (see `recordAuth`). */
+  authStatus(): VendorAuth {
+    return this.auth;
+  }
+
+  /** Listens to changes of `authStatus()`; returns the function that stops listening. */
+  onAuthChange(listener: (auth: VendorAuth, previous: VendorAuth) => void): () => void {
+    this.authListeners.push(listener);
+    return () => {
+      const index = this.authListeners.indexOf(listener);
+      if (index !== -1) this.authListeners.splice(index, 1);
     };
   }
 

@@ -1,7 +1,7 @@
 /**
- * The HTTP app: webhook endpoints, health, metrics, and the operator console under /dashboard
- * (src/server/console/routes.ts: off, 404, without ADMIN_TOKEN). Built by a function and tested with
- * `inject()`; only the entry point listens.
+ * The HTTP app: webhook endpoints, health (src/server/health.ts), metrics, and the operator console
+ * under /dashboard (src/server/console/routes.ts: off, 404, without ADMIN_TOKEN). Built by a function
+ * and tested with `inject()`; only the entry point listens.
  *
  * A delivery's path: room for its body (503 unread; src/server/limits.ts, with the timeouts and
  * connection caps) -> size check (413) -> signature over the raw bytes (401) -> parse (415/400) ->
@@ -21,6 +21,8 @@ import type { SourceName } from '../model.ts';
 import type { Queue } from '../queue/queue.ts';
 import type { Delivery, Source } from '../sources/source.ts';
 import { DEFAULT_HTTP_LIMITS, installHttpLimits, serverOptions, type HttpLimits } from './limits.ts';
+import type { Registry } from 'prom-client';
+import { HealthChecks, registerHealthRoutes } from './health.ts';
 import { createMetrics } from './metrics.ts';
 import { registerConsole, type ConsoleOptions } from './console/routes.ts';
 import type { ReplayWindow } from './replay-window.ts';
@@ -35,9 +37,17 @@ export interface AppOptions {
   maxBodyBytes: number;
   /** Recognises a delivery accepted before, byte for byte (replay-window.ts); none: every delivery is enqueued. */
   replayWindow?: ReplayWindow;
-  /** What /health says of the queue engine's durability, when start-up accepted a weak one (REDIS_DURABILITY=relaxed). */
+  /**
+   * The health checks (src/server/health.ts): what GET /health, /health/ready and
+   * connector_health_check_ok judge. Default: checks of the queue alone, with `healthDetails` as the
+   * worker's facts when given, at the default thresholds.
+   */
+  health?: HealthChecks;
+  /** The alerts (src/alerts/alerts.ts), whose metrics (connector_alert_active, connector_alerts_sent_total, ...) /metrics serves. */
+  alerts?: { registerMetrics(registry: Registry): void };
+  /** What /health says of the queue engine's durability, when start-up accepted a weak one (REDIS_DURABILITY=relaxed); ignored with `health`. */
   queueDurability?: string;
-  /** Extra health facts (database, backfill), added to GET /health. */
+  /** Extra health facts (database, worker, vendors), added to GET /health; ignored with `health`. */
   healthDetails?: () => Promise<Record<string, unknown>>;
   now?: () => Date;
   /** Timeouts and what one client may hold (src/server/limits.ts); defaults for what is not given. */
@@ -124,26 +134,21 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return reply.type(metrics.registry.contentType).send(await metrics.render());
   });
 
-  // 503 when the database this process writes to cannot take writes, or the queue cannot be read (a
-  // shared engine away): a load balancer or a monitor then sees it. /health/live says only that the
-  // process answers.
-  const durability = options.queueDurability === undefined ? {} : { durability: options.queueDurability };
-  app.get('/health', async (_request, reply) => {
-    let queueFacts: Record<string, unknown>;
-    try {
-      const stats = await queue.stats();
-      queueFacts = { size: stats.pending + stats.delayed + stats.inFlight, ...stats, ...durability };
-    } catch (err) {
-      queueFacts = { ok: false, backend: queue.backend, detail: err instanceof Error ? err.message : String(err), ...durability };
-    }
-    const details = options.healthDetails === undefined ? {} : await options.healthDetails();
-    const database = (details as { database?: { ok?: unknown } }).database;
-    const healthy = queueFacts.ok !== false && (database === undefined || database.ok !== false);
-    return reply.code(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unhealthy', queue: queueFacts, ...details });
+  // GET /health, /health/ready, /health/live (src/server/health.ts).
+  const health = options.health ?? new HealthChecks({
+    queue,
+    lifecycle,
+    ...(options.healthDetails === undefined ? {} : { worker: { facts: options.healthDetails } }),
+    ...(options.queueDurability === undefined ? {} : { queueDurability: options.queueDurability }),
   });
-  app.get('/health/live', async () => ({ status: 'ok' }));
+  if (options.health === undefined) app.addHook('onClose', async () => health.close());
+  health.registerMetrics(metrics.registry);
+  options.alerts?.registerMetrics(metrics.registry);
+  registerHealthRoutes(app, health);
 
-  await registerConsole(app, options.console, { log, queue, ...(options.healthDetails === undefined ? {} : { healthDetails: options.healthDetails }) });
+  // The console's overview shows the worker's facts (its database) as /health does.
+  const healthDetails = options.healthDetails ?? (health.hasWorker ? () => health.workerFacts() : undefined);
+  await registerConsole(app, options.console, { log, queue, ...(healthDetails === undefined ? {} : { healthDetails }) });
 
   for (const source of options.sources) {
     await app.register(async (scope) => {

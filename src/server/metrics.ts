@@ -33,11 +33,13 @@ export function createMetrics(lifecycle: Lifecycle, queue: Queue, sources: reado
   const refusals = new Counter({ name: 'connector_http_refusals_total', help: 'Connections the server turned away on its own, by reason (timeout, connections).', labelNames: ['reason'], registers: [registry] });
   const suppressed = new Counter({ name: 'connector_log_lines_suppressed_total', help: 'Log lines left out by sampling (refused deliveries, timeouts), by reason.', labelNames: ['reason'], registers: [registry] });
   const backfill = new Counter({ name: 'connector_backfill_events_total', help: 'Events enqueued by backfills.', labelNames: ['source'], registers: [registry] });
+  const missed = new Counter({ name: 'connector_missed_webhooks_total', help: 'Changes a reconciliation found that no webhook had delivered (reconcile:judged), by source.', labelNames: ['source'], registers: [registry] });
 
   // Every series exists at 0 from the start, so that a rate or an alert has something before the first delivery.
   for (const source of SOURCE_NAMES) {
     for (const outcome of DELIVERY_OUTCOMES) deliveries.inc({ source, outcome }, 0);
     for (const outcome of EVENT_OUTCOMES) events.inc({ source, outcome }, 0);
+    missed.inc({ source }, 0);
   }
 
   // One read of the queue per scrape, shared by its gauges. A queue that cannot be read (a shared
@@ -122,6 +124,7 @@ export function createMetrics(lifecycle: Lifecycle, queue: Queue, sources: reado
       writes.inc({ outcome: 'stale' }, e.stale);
     }),
     lifecycle.on('backfill:page', (e) => backfill.inc({ source: e.source }, e.events)),
+    lifecycle.on('reconcile:judged', (e) => missed.inc({ source: e.source }, e.missed)),
   ];
 
   return {

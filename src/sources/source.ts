@@ -35,9 +35,10 @@ export const BACKFILL_MAX_WAIT_MS = 20 * MINUTE;
 
 /**
  * What the core sees of a vendor's budget and health (src/http/rate-limiter.ts): whether it can be
- * asked now (`status`), its changes, and the requests counted.
+ * asked now (`status`), its changes, the requests counted, and whether it accepts our credentials
+ * (`authStatus`, `onAuthChange`: a 401/403 answer; optional for gates that do not track it).
  */
-export type VendorGate = Pick<RateLimiter, 'status' | 'onStateChange' | 'stats'>;
+export type VendorGate = Pick<RateLimiter, 'status' | 'onStateChange' | 'stats'> & Partial<Pick<RateLimiter, 'authStatus' | 'onAuthChange'>>;
 
 export type Headers = Readonly<Record<string, string | string[] | undefined>>;
 

@@ -72,7 +72,7 @@ describe('/metrics: vendors (issue 15 item 1)', () => {
 });
 
 describe('/health', () => {
-  it('answers 503 "unhealthy" while the database cannot take writes, 200 otherwise; /health/live always 200', async () => {
+  it('with the worker\'s facts (healthDetails): the database down is shown at once, /health/ready 503 at once, /health 503 only after HEALTH_DATABASE_DOWN_SECONDS (default 60); /health/live always 200', async () => {
     const log = createLogger({ level: 'silent', console: false });
     const config = parseConfig({ DATA_DIR: path.join(dir, 'health') });
     const lifecycle = new Lifecycle(() => {});
@@ -81,8 +81,11 @@ describe('/health', () => {
     const app = await buildApp({ log, queue, sources: createSources(config, { log }), lifecycle, maxBodyBytes: 1 << 20, healthDetails: async () => ({ database }) });
     try {
       const down = await app.inject({ method: 'GET', url: '/health' });
-      expect(down.statusCode).toBe(503);
-      expect(down.json()).toMatchObject({ status: 'unhealthy', database: { ok: false } });
+      expect(down.statusCode).toBe(200);
+      expect(down.json()).toMatchObject({ status: 'ok', database: { ok: false, detail: 'the database file is gone' }, checks: { database: { ok: true, detail: expect.stringMatching(/unavailable for .*the database file is gone; fails after HEALTH_DATABASE_DOWN_SECONDS=60/) } } });
+      const ready = await app.inject({ method: 'GET', url: '/health/ready' });
+      expect(ready.statusCode).toBe(503);
+      expect(ready.json()).toMatchObject({ status: 'not ready', checks: { database: { ok: false, reason: 'the database is not reachable: the database file is gone' } } });
       expect((await app.inject({ method: 'GET', url: '/health/live' })).statusCode).toBe(200);
       database = { ok: true, backend: 'sqlite', detail: '' };
       const up = await app.inject({ method: 'GET', url: '/health' });

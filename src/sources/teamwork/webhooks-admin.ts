@@ -43,6 +43,8 @@ export interface RegisteredWebhook {
   id: string;
   event: string;
   url: string;
+  /** Teamwork's `status` of the hook when it says (`active`; `inactive` once Teamwork turned it off). */
+  status?: string;
 }
 
 export interface RegisterWebhooksResult {
@@ -53,7 +55,7 @@ export interface RegisterWebhooksResult {
 }
 
 function registered(hook: Webhook): RegisteredWebhook {
-  return { id: String(hook.id).trim(), event: hook.event.toUpperCase(), url: hook.url };
+  return { id: String(hook.id).trim(), event: hook.event.toUpperCase(), url: hook.url, ...(hook.status === undefined ? {} : { status: hook.status }) };
 }
 
 /** The hooks that post to our endpoint. */

@@ -51,7 +51,7 @@ describe('webhook registration (simulator)', () => {
     const mine = sim.registerWebhook({ event: 'TASK.CREATED', url: OUR_URL, token: 'old' });
     const foreign = sim.registerWebhook({ event: 'TASK.UPDATED', url: 'https://other.example.com/hook' });
     const result = await registerWebhooks({ client, publicUrl: PUBLIC_URL, token: 'tok', events: ['TASK.CREATED', 'task.updated'] });
-    expect(result.existing).toEqual([{ id: String(mine.id), event: 'TASK.CREATED', url: OUR_URL }]);
+    expect(result.existing).toEqual([{ id: String(mine.id), event: 'TASK.CREATED', url: OUR_URL, status: 'active' }]);
     expect(result.created).toEqual([{ id: expect.stringMatching(/^\d+$/), event: 'TASK.UPDATED', url: OUR_URL }]);
 
     const ours = await listOurWebhooks({ client, publicUrl: PUBLIC_URL });
