@@ -37,6 +37,9 @@ import type { Queue } from './queue/queue.ts';
 import { createQueue, type QueueDeps } from './queue/create-queue.ts';
 import { engineSettings } from './queue/engine.ts';
 import { buildApp } from './server/app.ts';
+import { HealthChecks, healthThresholds } from './server/health.ts';
+import { createAlerts, watchVendorAuth, type Alerts } from './alerts/alerts.ts';
+import { webhookLister } from './alerts/webhook-registrations.ts';
 import { CONSOLE_OFF_NOTICE, consoleOnNotice } from './server/console/auth.ts';
 import type { ConsoleOptions } from './server/console/routes.ts';
 import { packageVersion } from './version.ts';
@@ -74,6 +77,10 @@ export interface RunningConnector {
   db: Database | null;
   /** The sources this process runs. */
   sources: readonly Source[];
+  /** The health checks behind /health (src/server/health.ts). */
+  health: HealthChecks;
+  /** The alerts (src/alerts/alerts.ts): `active()` (the console's banner), `registrations()` (its overview). */
+  alerts: Alerts;
   /** What this process saw, for the operator console; null when the console is off (no ADMIN_TOKEN). */
   activity: Activity | null;
   lifecycle: Lifecycle;
@@ -116,6 +123,9 @@ export async function startConnector(config: Config, options: StartOptions): Pro
   const reconcileEveryMs = config.POLLING_ONLY ? Math.min(interval || POLLING_INTERVAL, POLLING_INTERVAL) : interval;
   const reconcileEvery = describeEvery(reconcileEveryMs);
   let sources: Source[];
+  // Made in the try below, which either makes them or throws.
+  let health!: HealthChecks;
+  let alerts!: Alerts;
   let activity: Activity | null = null;
   /** A `serve` process's console reads rows and checkpoints through a database of its own, once migrated. */
   let readDatabase: Database | null = null;
@@ -195,8 +205,30 @@ export async function startConnector(config: Config, options: StartOptions): Pro
       if (config.POLLING_ONLY && !roles.serve) log.info({ pollingOnly: true }, `POLLING_ONLY is on: webhooks are not expected; reconciling ${reconcileEvery}`);
     }
 
+    // Health checks and alerts, in every process. A `serve` process alerts on its queue only: the
+    // workers alert on the rest (src/alerts/alert-monitor.ts, `conditions`).
+    const starting = worker;
+    const checks = new HealthChecks({
+      queue,
+      lifecycle,
+      queueDir: config.queueDir,
+      thresholds: healthThresholds(config),
+      ...(starting === null ? {} : { worker: { facts: () => starting.health() } }),
+      ...(queueDurability === undefined ? {} : { queueDurability }),
+    });
+    health = checks;
+    let lister: ReturnType<typeof webhookLister> = null;
+    const watching = createAlerts({
+      config,
+      lifecycle,
+      health: checks,
+      log,
+      ...(roles.work ? {} : { conditions: ['queue_unavailable'] as const }),
+      listWebhooks: (signal) => (lister === null ? Promise.reject(new Error('no public URL (PUBLIC_URL or the tunnel), or POLLING_ONLY: nothing to look for')) : lister(signal)),
+    });
+    alerts = watching;
+
     if (roles.serve) {
-      const starting = worker;
       const replayWindow = config.DELIVERY_REPLAY_WINDOW_HOURS === 0 ? undefined : await ReplayWindow.open({
         file: path.join(config.queueDir, REPLAY_WINDOW_FILE),
         windowMs: config.DELIVERY_REPLAY_WINDOW_HOURS * HOUR,
@@ -221,9 +253,9 @@ export async function startConnector(config: Config, options: StartOptions): Pro
           clientBodyBytesInFlight: config.WEBHOOK_CLIENT_BODIES_IN_FLIGHT_BYTES,
         },
         refusalLinesPerMinute: config.LOG_REFUSALS_PER_MINUTE,
-        healthDetails: starting === null ? undefined : () => starting.health(),
-        ...(queueDurability === undefined ? {} : { queueDurability }),
-        ...(activity === null ? {} : { console: await consoleOptions(config, { log, roles, queue, lifecycle, sources, activity, database: () => worker?.database ?? readDatabase, closers }) }),
+        health: checks,
+        alerts: watching,
+        ...(activity === null ? {} : { console: await consoleOptions(config, { log, roles, queue, lifecycle, sources, activity, health: checks, alerts: watching, database: () => worker?.database ?? readDatabase, closers }) }),
       });
       await app.listen({ host: config.HOST, port: config.PORT });
       const address = app.server.address();
@@ -247,6 +279,11 @@ export async function startConnector(config: Config, options: StartOptions): Pro
         }
       }
     }
+    // The webhook registrations are looked at where vendors reach us: the tunnel's URL, or PUBLIC_URL.
+    lister = webhookLister(config, publicUrl ?? config.PUBLIC_URL ?? null, log);
+    watching.start();
+    closers.unshift(() => watching.stop());
+    closers.push(async () => checks.close());
     // A configuration error of the worker side stops the start here; an outage does not.
     await worker?.firstOutcome;
   } catch (err) {
@@ -259,6 +296,8 @@ export async function startConnector(config: Config, options: StartOptions): Pro
 
   let stopping: Promise<void> | null = null;
   return {
+    health,
+    alerts,
     url,
     publicUrl,
     app,
@@ -480,6 +519,8 @@ class WorkerStart {
   private async startWorking(db: Database): Promise<void> {
     const { config, log, roles, queue, lifecycle, sources } = this.options;
     for (const source of sources) if (source.vendor !== undefined) this.stopWatching.push(watchVendor(source.name, source.vendor, log, lifecycle));
+    // A vendor refusing our credentials (401/403): `vendor:auth`, for the alert, and one line per change.
+    this.stopWatching.push(watchVendorAuth(sources, lifecycle, log));
     // In one process with the webhooks, deliveries go first when they flood the event loop.
     const pressure = roles.serve ? new IngestPressure(lifecycle) : null;
     const dispatcher = new Dispatcher({ queue, db, sources, log, lifecycle, maxAttempts: config.MAX_QUEUE_ATTEMPTS, concurrency: config.WORKER_CONCURRENCY, yieldTo: pressure === null ? undefined : () => pressure.high });
@@ -586,6 +627,9 @@ interface ConsoleWiring {
   lifecycle: Lifecycle;
   sources: readonly Source[];
   activity: Activity;
+  health: HealthChecks;
+  /** The alerts: the banner's active ones, and the webhook registrations at the vendors. */
+  alerts: Alerts;
   /** The database backfills keep their checkpoints in, once open. */
   database: () => Database | null;
   closers: Array<() => Promise<void>>;
@@ -593,7 +637,7 @@ interface ConsoleWiring {
 
 /** The operator console's options (src/server/console/routes.ts): what it shows and the backfills it starts. */
 async function consoleOptions(config: Config, wiring: ConsoleWiring): Promise<ConsoleOptions> {
-  const { log, roles, queue, lifecycle, sources, activity, database, closers } = wiring;
+  const { log, roles, queue, lifecycle, sources, activity, health, alerts, database, closers } = wiring;
   const settings = engineSettings(config);
   let lease: { leases: Leases; holder: string; ttlMs: number } | undefined;
   if (settings !== null) {
@@ -617,5 +661,8 @@ async function consoleOptions(config: Config, wiring: ConsoleWiring): Promise<Co
     activity,
     process: { version: packageVersion(), role: roles.serve && roles.work ? 'start' : roles.serve ? 'serve' : 'work', startedAt: new Date() },
     backfill,
+    health: { evaluate: async () => (await health.evaluate()).body },
+    alerts,
+    webhooks: alerts,
   };
 }
