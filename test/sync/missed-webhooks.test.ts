@@ -3,6 +3,8 @@
  * counts the changes whose webhooks the vendor dropped, and none when every webhook arrived. The grace
  * time is 0 so that changes made a moment ago are judged.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LifecycleEvents } from '../../src/lifecycle.ts';
 import { startMissiveSimulator } from '../../simulators/missive/index.ts';
@@ -21,7 +23,26 @@ afterAll(async () => {
   removeTempDirs();
 });
 
+/** A local ALERT_WEBHOOK_URL receiver (generic JSON), keeping each message's body. */
+async function alertReceiver(): Promise<{ url: string; bodies: Array<Record<string, unknown>> }> {
+  const bodies: Array<Record<string, unknown>> = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>);
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  stops.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/alerts`, bodies };
+}
+
+const missedAlerts = (bodies: ReadonlyArray<Record<string, unknown>>) => bodies.filter((b) => b.condition === 'missed_webhooks');
+
 async function setUp(env: Record<string, string> = {}) {
+  const receiver = await alertReceiver();
   const tw = await startTeamworkSimulator({ seed: 'missed-webhooks', data: { tasks: 5 }, limits: { perMinute: 100_000 }, webhookRetryDelaysMs: [] });
   stops.push(() => tw.stop());
   const mv = await startMissiveSimulator({ seed: 'missed-webhooks', data: { conversations: 3 }, webhookRetryDelaysMs: [] });
@@ -36,6 +57,9 @@ async function setUp(env: Record<string, string> = {}) {
       MISSIVE_WEBHOOK_SECRET: MV_SECRET,
       BACKFILL_ON_START: 'true',
       MISSED_WEBHOOKS_GRACE_SECONDS: '0',
+      ALERT_WEBHOOK_URL: receiver.url,
+      ALERT_WEBHOOK_FORMAT: 'json',
+      MISSED_WEBHOOKS_ALERT_COUNT: '2',
       ...env,
     },
   });
@@ -47,15 +71,15 @@ async function setUp(env: Record<string, string> = {}) {
   const done: Array<LifecycleEvents['backfill:done']> = [];
   sys.connector.lifecycle.on('reconcile:judged', (j) => judged.push(j));
   sys.connector.lifecycle.on('backfill:done', (d) => done.push(d));
-  return { tw, mv, sys, judged, done };
+  return { tw, mv, sys, judged, done, alerts: receiver.bodies };
 }
 
 const total = (judged: ReadonlyArray<LifecycleEvents['reconcile:judged']>, source: string) =>
   judged.filter((j) => j.source === source).reduce((sum, j) => ({ judged: sum.judged + j.judged, missed: sum.missed + j.missed }), { judged: 0, missed: 0 });
 
 describe('missed-webhook detection', () => {
-  it('counts the changes whose webhooks were dropped, and names them in the log', async () => {
-    const { tw, mv, sys, judged, done } = await setUp();
+  it('counts the changes whose webhooks were dropped, names them in the log, and alerts once', async () => {
+    const { tw, mv, sys, judged, done, alerts } = await setUp();
     const delivered = await tw.createTask({ name: 'Missed: delivered' });
     await waitFor('the delivered webhook to be stored', async () => rowMatches(tw, await sys.db.getTask(String(delivered.id)), tw.task(delivered.id)!));
 
@@ -76,12 +100,17 @@ describe('missed-webhook detection', () => {
     expect(total(judged, 'teamwork')).toMatchObject({ missed: 2 });
     expect(total(judged, 'missive')).toMatchObject({ missed: 1 });
     expect(done.find((d) => d.source === 'teamwork')?.missed).toBe(2);
-    const line = sys.lines.find((l) => l.source === 'teamwork' && typeof l.msg === 'string' && l.msg.includes('no webhook had delivered'));
+    const line = sys.lines.find((l) => l.source === 'teamwork' && typeof l.msg === 'string' && l.judged !== undefined);
     expect(line?.msg).toContain(`task ${dropped.id}`);
+    // Two Teamwork changes reach MISSED_WEBHOOKS_ALERT_COUNT=2: one "started" message for teamwork;
+    // Missive's one does not.
+    await waitFor('the missed-webhooks alert', () => missedAlerts(alerts).length >= 1);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(missedAlerts(alerts)).toEqual([expect.objectContaining({ alert: 'started', source: 'teamwork' })]);
   }, 60_000);
 
-  it('counts nothing when every webhook arrived, and judges nothing with POLLING_ONLY', async () => {
-    const { tw, mv, sys, judged } = await setUp();
+  it('counts nothing and alerts nothing when every webhook arrived, and judges nothing with POLLING_ONLY', async () => {
+    const { tw, mv, sys, judged, alerts } = await setUp();
     const task = await tw.createTask({ name: 'Delivered: created' });
     await tw.updateTask(task.id, { name: 'Delivered: renamed' });
     const { message } = await mv.receiveEmail({ subject: 'Delivered: Anfrage' });
@@ -91,6 +120,7 @@ describe('missed-webhook detection', () => {
     expect(total(judged, 'teamwork').judged).toBeGreaterThanOrEqual(1);
     expect(total(judged, 'missive').judged).toBeGreaterThanOrEqual(1);
     expect(total(judged, 'teamwork').missed + total(judged, 'missive').missed).toBe(0);
+    expect(missedAlerts(alerts)).toEqual([]);
 
     const polling = await setUp({ POLLING_ONLY: 'true' });
     polling.tw.faults.set({ dropRate: 1 });
