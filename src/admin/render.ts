@@ -1,6 +1,6 @@
 /**
- * Plain-text renderings of admin results, for the CLI (the dashboard renders the same objects as
- * HTML). Pure functions: a result in, lines out, no colour, no terminal codes.
+ * Plain-text renderings of admin results, for the CLI (the console renders the same objects
+ * in the browser from its JSON API). Pure functions: a result in, lines out, no colour, no terminal codes.
  */
 import type { SchemaReport } from '../db/airtable/setup.ts';
 import type { BackfillReport } from './backfill.ts';

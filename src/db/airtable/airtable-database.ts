@@ -53,8 +53,7 @@
  * - Checkpoints are files, not rows (file-checkpoints.ts); with a shared queue (QUEUE_BACKEND=redis or
  *   postgres, workers on several hosts) they live in the queue's engine instead (engine-checkpoints.ts).
  * - `counts()` pages through both tables (100 records per request): for a base of 10,000 records
- *   that is 100 requests, about 20 seconds at Airtable's rate. It is meant for the dashboard and doctor,
- *   not for a hot path.
+ *   that is 100 requests, about 20 seconds at Airtable's rate. It is meant for doctor, not for a hot path.
  */
 import { pino } from 'pino';
 import type { Config } from '../../config.ts';

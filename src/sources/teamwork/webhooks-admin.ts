@@ -1,6 +1,6 @@
 /**
- * Webhook registration as library functions; the `register-webhooks` CLI command and the dashboard's
- * admin routes are thin layers over these.
+ * Webhook registration as library functions; the `register-webhooks` CLI command is a thin layer over
+ * these, and the alerts' periodic look at the registrations (shown in the console) lists through them.
  *
  * Teamwork registers one event per hook (reference §1.1), so "our webhooks" are the hooks whose URL is
  * our endpoint, one per task event. Registering is idempotent: an event that already has a hook for our
