@@ -705,51 +705,30 @@ export class FileQueue implements Queue {
   }
 
   async replayDeadLetters(filter: DeadLetterFilter, options: { dryRun?: boolean } = {}): Promise<DeadLetter[]> {
-    this.assertOpen();
-    if (options.dryRun === true) {
-      await this.viewMutex.run(() => this.refreshUnlocked());
-      const stored = await readDeadLetterFile(this.files.dlq);
-      return uniqueByKey(stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter))).map(toDeadLetter);
-    }
-    return this.exclusive(async () => {
-      await this.viewMutex.run(() => this.refreshUnlocked());
-      const moved = await this.withWriteLock(() =>
-        this.viewMutex.run(async () => {
-          await this.refreshLocked();
-          const faults: UnreadableLine[] = [];
-          const stored = await readDeadLetterFile(this.files.dlq, (f) => faults.push(f));
-          // One replay per dead letter even if dlq.jsonl holds it twice (a move written there and then
-          // tried again after its inbox half failed).
-          const chosen = uniqueByKey(stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter)));
-          if (chosen.length === 0) return chosen;
-          // A chosen dead letter whose inbox copy is still live is a move a crash interrupted (dlq.jsonl
-          // written, the inbox's `dead` line not): the consumer would finish it on open, but only while
-          // the dead letter is still in dlq.jsonl, and this replay is about to take it out. So finish it
-          // here first, in the same write as the replayed copies (the `dead` lines before them): the
-          // original never comes back beside its replay, whoever replays and whether or not a worker runs.
-          const interrupted = this.unfinishedMoves(chosen);
-          if (interrupted.length > 0) this.log.warn({ count: interrupted.length }, 'finished moving dead letters that a crash interrupted, before replaying them');
-          const replayed: PendingRecord[] = chosen.map((d) => ({
-            kind: 'event',
-            draft: {
-              id: d.id,
-              src: d.src,
-              k: (d.event.entityKey as string | null | undefined) ?? null,
-              r: Date.parse(String(d.event.receivedAt)),
-              a: 1,
-              rep: d.key,
-              evJson: deadLetterEventJson(d),
-            },
-          }));
-          await this.writeRecordsLocked([...interrupted, ...replayed]);
-          await this.syncInbox();
-          this.crash('replay:inbox-synced');
-          await this.rewriteDeadLetters(stored, faults);
-          return chosen;
-        }),
-      );
-      if (moved.length > 0) this.log.info({ count: moved.length, filter }, `replayed ${moved.length} dead letter(s) to the inbox`);
-      return moved.map(toDeadLetter);
+    return this.onDeadLetters(filter, options, 'replayed', 'to the inbox', async (chosen, stored, faults) => {
+      // A chosen dead letter whose inbox copy is still live is a move a crash interrupted (dlq.jsonl
+      // written, the inbox's `dead` line not): the consumer would finish it on open, but only while
+      // the dead letter is still in dlq.jsonl, and this replay is about to take it out. So finish it
+      // here first, in the same write as the replayed copies (the `dead` lines before them): the
+      // original never comes back beside its replay, whoever replays and whether or not a worker runs.
+      const interrupted = this.unfinishedMoves(chosen);
+      if (interrupted.length > 0) this.log.warn({ count: interrupted.length }, 'finished moving dead letters that a crash interrupted, before replaying them');
+      const replayed: PendingRecord[] = chosen.map((d) => ({
+        kind: 'event',
+        draft: {
+          id: d.id,
+          src: d.src,
+          k: (d.event.entityKey as string | null | undefined) ?? null,
+          r: Date.parse(String(d.event.receivedAt)),
+          a: 1,
+          rep: d.key,
+          evJson: deadLetterEventJson(d),
+        },
+      }));
+      await this.writeRecordsLocked([...interrupted, ...replayed]);
+      await this.syncInbox();
+      this.crash('replay:inbox-synced');
+      await this.rewriteDeadLetters(stored, faults);
     });
   }
 
@@ -760,6 +739,30 @@ export class FileQueue implements Queue {
    * that the live copy was dead-lettered, and the discarded event would be handed out again.
    */
   async discardDeadLetters(filter: DeadLetterFilter, options: { dryRun?: boolean } = {}): Promise<DeadLetter[]> {
+    return this.onDeadLetters(filter, options, 'discarded', '', async (chosen, stored, faults) => {
+      const interrupted = this.unfinishedMoves(chosen);
+      if (interrupted.length > 0) {
+        this.log.warn({ count: interrupted.length }, 'finished moving dead letters that a crash interrupted, before discarding them');
+        await this.writeRecordsLocked(interrupted);
+        await this.syncInbox();
+      }
+      await this.rewriteDeadLetters(stored, faults, new Set(chosen.map((d) => d.key)));
+    });
+  }
+
+  /**
+   * What replay and discard share: the dead letters matching `filter` (one per dead letter even if
+   * dlq.jsonl holds it twice: a move written there and tried again after its inbox half failed),
+   * listed for a dry run; otherwise handed to `act` under the write lock and the view mutex, with the
+   * file as read (and its unreadable lines) for the rewrite, and one log line for what was done.
+   */
+  private async onDeadLetters(
+    filter: DeadLetterFilter,
+    options: { dryRun?: boolean },
+    done: string,
+    where: string,
+    act: (chosen: StoredDeadLetter[], stored: StoredDeadLetter[], faults: UnreadableLine[]) => Promise<void>,
+  ): Promise<DeadLetter[]> {
     this.assertOpen();
     if (options.dryRun === true) {
       await this.viewMutex.run(() => this.refreshUnlocked());
@@ -768,25 +771,18 @@ export class FileQueue implements Queue {
     }
     return this.exclusive(async () => {
       await this.viewMutex.run(() => this.refreshUnlocked());
-      const gone = await this.withWriteLock(() =>
+      const chosen = await this.withWriteLock(() =>
         this.viewMutex.run(async () => {
           await this.refreshLocked();
           const faults: UnreadableLine[] = [];
           const stored = await readDeadLetterFile(this.files.dlq, (f) => faults.push(f));
-          const chosen = uniqueByKey(stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter)));
-          if (chosen.length === 0) return chosen;
-          const interrupted = this.unfinishedMoves(chosen);
-          if (interrupted.length > 0) {
-            this.log.warn({ count: interrupted.length }, 'finished moving dead letters that a crash interrupted, before discarding them');
-            await this.writeRecordsLocked(interrupted);
-            await this.syncInbox();
-          }
-          await this.rewriteDeadLetters(stored, faults, new Set(chosen.map((d) => d.key)));
-          return chosen;
+          const matching = uniqueByKey(stored.filter((d) => !this.replayKeys.has(d.key) && matchesFilter(d, filter)));
+          if (matching.length > 0) await act(matching, stored, faults);
+          return matching;
         }),
       );
-      if (gone.length > 0) this.log.info({ count: gone.length, filter }, `discarded ${gone.length} dead letter(s)`);
-      return gone.map(toDeadLetter);
+      if (chosen.length > 0) this.log.info({ count: chosen.length, filter }, `${done} ${chosen.length} dead letter(s)${where === '' ? '' : ` ${where}`}`);
+      return chosen.map(toDeadLetter);
     });
   }
 
