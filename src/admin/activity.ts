@@ -14,6 +14,7 @@
  * docs/console.md.
  */
 import type { Database } from '../db/database.ts';
+import { eventSummary } from './check-queue.ts';
 import type { ActivityBoard, ActivityReport, ReportedEvent, SourceReport } from './activity-board.ts';
 import type { ErrorRecord } from '../errors.ts';
 import type { Lifecycle } from '../lifecycle.ts';
@@ -303,7 +304,7 @@ export class Activity implements ActivityProvider {
     if (dead === undefined) return null;
     const history: EventAttempt[] = [{ attempt: dead.attempts, at: dead.deadLetteredAt, outcome: 'dead-lettered', durationMs: null, error: dead.error }];
     return {
-      ...eventFacts(dead.event),
+      ...eventSummary(dead.event),
       outcome: 'dead-lettered',
       attempts: dead.attempts,
       durationMs: null,
@@ -437,23 +438,19 @@ function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
 
-function eventFacts(event: QueueEvent): Pick<EventSummary, 'id' | 'source' | 'type' | 'entityKey' | 'origin' | 'receivedAt'> {
-  return { id: event.id, source: event.source, type: event.type, entityKey: event.entityKey, origin: event.origin, receivedAt: event.receivedAt.toISOString() };
-}
-
 function withoutHistory(event: ReportedEvent): EventSummary {
   const { history: _history, rows: _rows, ...rest } = event;
   return rest;
 }
 
 function pendingSummary(event: QueueEvent): EventSummary {
-  return { ...eventFacts(event), outcome: 'pending', attempts: 0, durationMs: null, error: null };
+  return { ...eventSummary(event), outcome: 'pending', attempts: 0, durationMs: null, error: null };
 }
 
 function summary(entry: EventEntry): EventSummary {
   const last = entry.history.at(-1) as EventAttempt;
   const error: ErrorRecord | null = last.error ?? [...entry.history].reverse().find((a) => a.error !== null)?.error ?? null;
-  return { ...eventFacts(entry.event), outcome: last.outcome, attempts: last.attempt, durationMs: last.durationMs, error: last.outcome === 'ok' ? null : error };
+  return { ...eventSummary(entry.event), outcome: last.outcome, attempts: last.attempt, durationMs: last.durationMs, error: last.outcome === 'ok' ? null : error };
 }
 
 /** An event id, an entity key (`task:123`) or its id (`123`), or the id of a row it wrote (a message id). */

@@ -13,7 +13,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config.ts';
-import type { EventOrigin, SourceName } from '../model.ts';
+import type { EventOrigin, QueueEvent, SourceName } from '../model.ts';
 import type { Queue, QueueStats } from '../queue/queue.ts';
 import type { WorkerStatus } from './worker-status.ts';
 
@@ -26,6 +26,11 @@ export interface QueuedEventSummary {
   origin: EventOrigin;
   /** ISO 8601. */
   receivedAt: string;
+}
+
+/** An event's facts without its payload, as JSON shows them (check-queue, the console's lists). */
+export function eventSummary(event: QueueEvent): QueuedEventSummary {
+  return { id: event.id, source: event.source, type: event.type, entityKey: event.entityKey, origin: event.origin, receivedAt: event.receivedAt.toISOString() };
 }
 
 export interface QueueReport {
@@ -68,13 +73,6 @@ export async function checkQueue(queue: Queue, options: CheckQueueOptions): Prom
     stats,
     worker: options.worker,
     inFlightCountedAsPending: queue.backend === 'file' && options.outsideWorker !== false && options.worker.state === 'running',
-    recent: recent.map((event) => ({
-      id: event.id,
-      source: event.source,
-      type: event.type,
-      entityKey: event.entityKey,
-      origin: event.origin,
-      receivedAt: event.receivedAt.toISOString(),
-    })),
+    recent: recent.map(eventSummary),
   };
 }

@@ -9,19 +9,14 @@
  * (redact.ts); the dead letter itself is never changed by looking at it.
  */
 import type { ErrorRecord } from '../errors.ts';
-import type { EventOrigin, SourceName } from '../model.ts';
+import type { SourceName } from '../model.ts';
 import type { DeadLetter, Queue } from '../queue/queue.ts';
+import { eventSummary, type QueuedEventSummary } from './check-queue.ts';
 import { redact } from './redact.ts';
 import { replayFilter, type ReplayRequest } from './replay-dead-letters.ts';
 
 /** One dead letter as a list shows it (no payload). */
-export interface DeadLetterSummary {
-  id: string;
-  source: SourceName;
-  type: string;
-  entityKey: string | null;
-  origin: EventOrigin;
-  receivedAt: string;
+export interface DeadLetterSummary extends QueuedEventSummary {
   attempts: number;
   firstAttemptAt: string | null;
   deadLetteredAt: string;
@@ -50,14 +45,8 @@ export interface DeadLetterList {
 export const DEAD_LETTER_LIST_LIMIT = 200;
 
 export function summarize(letter: DeadLetter): DeadLetterSummary {
-  const { event } = letter;
   return {
-    id: event.id,
-    source: event.source,
-    type: event.type,
-    entityKey: event.entityKey,
-    origin: event.origin,
-    receivedAt: event.receivedAt.toISOString(),
+    ...eventSummary(letter.event),
     attempts: letter.attempts,
     firstAttemptAt: letter.firstAttemptAt,
     deadLetteredAt: letter.deadLetteredAt,

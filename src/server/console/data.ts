@@ -4,8 +4,9 @@
  * nothing of how a fact is gathered; the providers (src/admin/activity.ts, the health checks, the
  * alerts, the admin functions) know nothing of HTTP.
  */
+import type { QueuedEventSummary } from '../../admin/check-queue.ts';
 import type { ErrorRecord } from '../../errors.ts';
-import type { EventOrigin, RowRef, SourceName } from '../../model.ts';
+import type { RowRef, SourceName } from '../../model.ts';
 import type { QueueStats } from '../../queue/queue.ts';
 
 /** Counts per minute over the last hour, oldest first: 60 numbers, the last one the current minute. */
@@ -63,13 +64,7 @@ export interface EventAttempt {
   error: ErrorRecord | null;
 }
 
-export interface EventSummary {
-  id: string;
-  source: SourceName;
-  type: string;
-  entityKey: string | null;
-  origin: EventOrigin;
-  receivedAt: string;
+export interface EventSummary extends QueuedEventSummary {
   /** The latest outcome; `pending` for an event still in the queue and not yet tried in this process. */
   outcome: 'ok' | 'retrying' | 'waiting-for-vendor' | 'dead-lettered' | 'pending';
   attempts: number;
