@@ -593,10 +593,7 @@ export class BullQueue implements Queue {
   }
 
   async replayDeadLetters(filter: DeadLetterFilter, options: { dryRun?: boolean } = {}): Promise<DeadLetter[]> {
-    this.assertOpen();
-    const narrowed = filter.source !== undefined || filter.ids !== undefined;
-    if (!narrowed && filter.all !== true) return [];
-    const jobs = await this.failedJobs(filter);
+    const jobs = await this.chosenDeadLetters(filter);
     const letters = jobs.map(toDeadLetter);
     if (options.dryRun === true) return letters;
     for (const job of jobs) {
@@ -609,14 +606,19 @@ export class BullQueue implements Queue {
 
   /** A dead letter is a failed job: discarding removes the job (and its logs) from the engine. */
   async discardDeadLetters(filter: DeadLetterFilter, options: { dryRun?: boolean } = {}): Promise<DeadLetter[]> {
-    this.assertOpen();
-    const narrowed = filter.source !== undefined || filter.ids !== undefined;
-    if (!narrowed && filter.all !== true) return [];
-    const jobs = await this.failedJobs(filter);
+    const jobs = await this.chosenDeadLetters(filter);
     const letters = jobs.map(toDeadLetter);
     if (options.dryRun === true) return letters;
     for (const job of jobs) await job.remove();
     return letters;
+  }
+
+  /** The failed jobs a replay or discard acts on: none unless the filter narrows or says `all`. */
+  private async chosenDeadLetters(filter: DeadLetterFilter) {
+    this.assertOpen();
+    const narrowed = filter.source !== undefined || filter.ids !== undefined;
+    if (!narrowed && filter.all !== true) return [];
+    return this.failedJobs(filter);
   }
 
   async waitForWork(timeoutMs: number, options: { sources?: readonly SourceName[] } = {}): Promise<void> {
