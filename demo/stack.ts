@@ -120,7 +120,11 @@ export async function startStack(deps: StackDeps): Promise<DemoStack> {
       BACKFILL_OVERLAP_SECONDS: String(BACKFILL_OVERLAP_SECONDS),
       ATTACHMENTS_STORE: 'true',
       // The console is on: the operator's ADMIN_TOKEN when set, else a fresh one the banner prints.
-      ADMIN_TOKEN: process.env.ADMIN_TOKEN ?? randomBytes(18).toString('base64url'),
+      ADMIN_TOKEN: process.env.ADMIN_TOKEN ?? randomBytes(16).toString('hex'),
+      // The demo's webhooks arrive within milliseconds and it reconciles every few seconds: judge
+      // changes after 5 s, so that the webhook it drops shows in the console as missed, with its alert.
+      MISSED_WEBHOOKS_GRACE_SECONDS: '5',
+      MISSED_WEBHOOKS_ALERT_COUNT: '1',
       // The simulator serves attachment content on this machine over http: downloads may reach it.
       ATTACHMENTS_ALLOWED_HOSTS: new URL(missive.credentials.baseUrl).host,
     });
