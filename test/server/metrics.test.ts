@@ -3,7 +3,6 @@
  * outcome before any delivery (so rate() and alerts have a series from the start), and the process
  * metrics carry the connector_ prefix once.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -17,7 +16,7 @@ import { buildApp } from '../../src/server/app.ts';
 import type { RateLimiter } from '../../src/http/rate-limiter.ts';
 import { createSources } from '../../src/sources/index.ts';
 import { signTeamwork, teamworkTaskPayload } from '../helpers/deliveries.ts';
-import { requireRedis } from '../helpers/services.ts';
+import { requireRedis, startPrivateRedis } from '../helpers/services.ts';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'conn-metrics-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -100,13 +99,12 @@ describe('/health', () => {
 
 describe.skipIf(!(await requireRedis()).available)('/metrics and /health with the queue engine away (issue 16)', () => {
   it('answer at once: the queue gauges missing and connector_queue_readable 0, /health 503 naming the queue; a delivery 503 within 3 s', async () => {
-    // A Redis of this test's own (never the shared one), stopped halfway.
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
-    const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    // A Redis of this test's own (never the shared one) on a free port, crashed halfway.
+    const redis = await startPrivateRedis();
+    if (redis === null) throw new Error('redis-server is not installed');
     try {
-      await waitForRedis(port);
       const log = createLogger({ level: 'silent', console: false });
-      const config = parseConfig({ DATA_DIR: path.join(dir, 'data-engine'), QUEUE_BACKEND: 'redis', REDIS_URL: `redis://127.0.0.1:${port}`, REDIS_DURABILITY: 'relaxed', TEAMWORK_WEBHOOK_TOKEN: 'metrics-token' });
+      const config = parseConfig({ DATA_DIR: path.join(dir, 'data-engine'), QUEUE_BACKEND: 'redis', REDIS_URL: redis.url, REDIS_DURABILITY: 'relaxed', TEAMWORK_WEBHOOK_TOKEN: 'metrics-token' });
       const lifecycle = new Lifecycle(() => {});
       const queue = await createQueue(config, { log, lifecycle });
       const app = await buildApp({ log, queue, sources: createSources(config, { log }), lifecycle, maxBodyBytes: 1 << 20 });
@@ -116,8 +114,7 @@ describe.skipIf(!(await requireRedis()).available)('/metrics and /health with th
         expect(before).toContain('connector_queue_events{state="pending"} 0');
         expect((await app.inject({ method: 'GET', url: '/health' })).statusCode).toBe(200);
 
-        redis.kill('SIGKILL');
-        await new Promise((resolve) => redis.once('exit', resolve));
+        await redis.stop('kill');
         let started = Date.now();
         const metrics = await app.inject({ method: 'GET', url: '/metrics' });
         expect(metrics.statusCode).toBe(200);
@@ -144,15 +141,7 @@ describe.skipIf(!(await requireRedis()).available)('/metrics and /health with th
         await queue.close();
       }
     } finally {
-      redis.kill('SIGKILL');
+      await redis.destroy();
     }
   }, 30_000);
 });
-
-async function waitForRedis(port: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await requireRedis(`redis://127.0.0.1:${port}`).then((c) => c.available, () => false))) {
-    if (Date.now() > deadline) throw new Error(`the test Redis on port ${port} did not start`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
