@@ -243,6 +243,7 @@ export class Activity implements ActivityProvider {
         };
         const newest = <T>(values: Array<T | null>, key: (v: T) => string) => values.filter((v): v is T => v !== null).sort((x, y) => (key(x) < key(y) ? 1 : -1))[0] ?? null;
         const vendor = source.vendor?.status();
+        const budget = source.vendor?.stats();
         return {
           name: source.name,
           apiConfigured: source.apiConfigured,
@@ -252,11 +253,13 @@ export class Activity implements ActivityProvider {
           checkpoint: await this.checkpoint(db, source.name, this.source(source.name)),
           missedWebhooks: { lastHour: sum((p) => p.perMinute.missed).reduce((x, y) => x + y, 0), total: parts.reduce((n, p) => n + p.missedTotal, 0) },
           vendor:
-            vendor === undefined
+            vendor === undefined || budget === undefined
               ? null
-              : vendor.state === 'ok'
-                ? { state: 'ok' }
-                : { state: vendor.state, until: iso(vendor.until), reason: vendor.reason },
+              : {
+                  ...(vendor.state === 'ok' ? { state: 'ok' as const } : { state: vendor.state, until: iso(vendor.until), reason: vendor.reason }),
+                  inFlight: budget.inFlight,
+                  windows: budget.windows,
+                },
         };
       }),
     );

@@ -47,6 +47,8 @@ describe('Activity', () => {
     expect(overview!.perMinute.events.at(-1)).toBeGreaterThanOrEqual(1);
     expect(overview!.perMinute.failed.at(-1)).toBe(1);
     expect(Date.now() - Date.parse(overview!.lastDeliveryAt!)).toBeLessThan(10_000);
+    // The vendor's state and this process's use of its budget (TEAMWORK_REQUESTS_PER_MINUTE, 120).
+    expect(overview!.vendor).toMatchObject({ state: 'ok', inFlight: 0, windows: [expect.objectContaining({ limit: 120 })] });
 
     // Found by its entity's id, by its entity key, by the row it wrote.
     const byId = await activity.events({ query: String(task.id), limit: 10 });

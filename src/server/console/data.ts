@@ -26,8 +26,11 @@ export interface SourceOverview {
   checkpoint: { lastEventTime: string | null } | null;
   /** Changes a reconciliation found that no webhook had delivered, in the last hour and since start. */
   missedWebhooks: { lastHour: number; total: number };
-  /** The vendor's state (ok, paused, unavailable) from its rate limiter; null without an API. */
-  vendor: { state: 'ok' | 'paused' | 'unavailable'; until?: string; reason?: string } | null;
+  /**
+   * The vendor's state (ok, paused, unavailable) and this process's use of its budget (requests in
+   * each window, requests in flight), from its rate limiter; null without an API.
+   */
+  vendor: { state: 'ok' | 'paused' | 'unavailable'; until?: string; reason?: string; inFlight: number; windows: Array<{ limit: number; intervalMs: number; used: number }> } | null;
 }
 
 export interface ReconciliationSummary {

@@ -424,6 +424,19 @@
     return h('li', {}, yesNo(good, label, label), r.detail || r.reason ? ` — ${r.detail ?? r.reason}` : '', r.endpoint ? h('span.muted', {}, ` (${r.endpoint})`) : '', r.checkedAt ? h('span.muted', {}, ` (checked ${ago(r.checkedAt)})`) : '');
   }
 
+  /** ` — 12 of 120 per minute, 1 in flight` (this process's use of the vendor's budget). */
+  function budgetText(vendor) {
+    const windows = (vendor.windows ?? []).map((w) => `${num(w.used)} of ${num(w.limit)} per ${span(w.intervalMs)}`);
+    return ` — ${[...windows, `${num(vendor.inFlight ?? 0)} in flight`].join(', ')}`;
+  }
+
+  /** A window's length in words (the limiter's windows run a second or so longer than the vendor's). */
+  function span(ms) {
+    const minutes = Math.round(ms / 60_000);
+    if (minutes >= 1) return minutes === 1 ? 'minute' : `${minutes} minutes`;
+    return `${Math.max(1, Math.round(ms / 1000))} s`;
+  }
+
   function renderSource(src, registrations, webhooks) {
     const id = `h-src-${src.name}`;
     const rec = src.reconciliation;
@@ -441,7 +454,7 @@
         ['Last reconciliation', rec ? h('span', {}, timeAgo(rec.finishedAt), ` — ${rec.events} events, `, rec.missed === null ? 'misses not judged' : `${rec.missed} missed by webhooks`, rec.error ? h('span', {}, ' — ', outcome('failed'), ' ', errorText(rec.error)) : '') : 'none yet'],
         ['Checkpoint', src.checkpoint?.lastEventTime ? time(src.checkpoint.lastEventTime) : 'none yet'],
         ['Missed webhooks', `${num(src.missedWebhooks?.lastHour ?? 0)} in the last hour, ${num(src.missedWebhooks?.total ?? 0)} since start`],
-        ['Vendor budget', vendor ? h('span', {}, vendor.state === 'ok' ? outcome2('✓', 'ok', 'o-ok') : outcome(vendor.state), vendor.until ? ` until ${new Date(vendor.until).toLocaleTimeString()}` : '', vendor.reason ? ` — ${vendor.reason}` : '') : 'no API configured'],
+        ['Vendor budget', vendor ? h('span', {}, vendor.state === 'ok' ? outcome2('✓', 'ok', 'o-ok') : outcome(vendor.state), vendor.until ? ` until ${new Date(vendor.until).toLocaleTimeString()}` : '', vendor.reason ? ` — ${vendor.reason}` : '', budgetText(vendor)) : 'no API configured'],
         ['Webhook registrations', webhooks === null || webhooks === undefined ? 'not checked by this process' : regs && regs.length > 0 ? h('span', {}, h('ul', {}, regs.map(registrationLine)), webhooks.checkedAt ? h('span.muted', {}, `checked ${ago(webhooks.checkedAt)}`) : '') : 'none found'],
       ]),
       h('h3', {}, 'Deliveries and events per minute'),
